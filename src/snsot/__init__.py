@@ -1,0 +1,28 @@
+"""snsot: entropic optimal transport with Sinkhorn-Newton-Sparse.
+
+>>> import snsot
+>>> res = snsot.solve(C, a, b, reg=1e-3)             # doctest: +SKIP
+>>> res.plan, res.cost, res.converged                 # doctest: +SKIP
+"""
+
+from . import costs
+from .compat import sinkhorn, sinkhorn2
+from .problem import OTProblem
+from .result import ConvergenceWarning, History, OTResult
+from .solvers import available_methods, register, solve
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "solve",
+    "sinkhorn",
+    "sinkhorn2",
+    "OTProblem",
+    "OTResult",
+    "History",
+    "ConvergenceWarning",
+    "available_methods",
+    "register",
+    "costs",
+    "__version__",
+]

@@ -1,0 +1,179 @@
+"""The entropic optimal transport problem: the one place inputs are validated.
+
+Every solver receives an :class:`OTProblem` and may trust it: the cost is a
+finite, non-negative ``(n, m)`` float array, the weights are finite,
+non-negative and of equal total mass, and ``reg`` is a positive float.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["OTProblem", "MASS_RTOL"]
+
+#: Largest relative difference allowed between the totals of ``a`` and ``b``.
+MASS_RTOL = 1e-8
+
+
+def _first_bad(x: np.ndarray, bad: np.ndarray) -> str:
+    """Describe the first entry of ``x`` flagged in ``bad`` for an error message."""
+    index = np.unravel_index(int(np.flatnonzero(bad.ravel())[0]), x.shape)
+    index = index[0] if len(index) == 1 else tuple(int(i) for i in index)
+    return f"found {x[index]!r} at index {index}"
+
+
+def _as_weights(w, name: str, size: int) -> np.ndarray:
+    if w is None:
+        return np.full(size, 1.0 / size)
+    try:
+        w = np.asarray(w, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: weights must be numeric ({exc})") from None
+    if w.ndim != 1:
+        raise ValueError(f"{name}: weights must be a 1-D array; got shape {w.shape}")
+    if w.size != size:
+        raise ValueError(
+            f"{name}: has {w.size} weights but the cost has {size} "
+            f"{'rows' if name == 'a' else 'columns'}"
+        )
+    bad = ~np.isfinite(w)
+    if bad.any():
+        raise ValueError(f"{name}: weights must be finite; {_first_bad(w, bad)}")
+    bad = w < 0
+    if bad.any():
+        raise ValueError(f"{name}: weights must be non-negative; {_first_bad(w, bad)}")
+    if not w.sum() > 0:
+        raise ValueError(f"{name}: weights must have a positive total; all are zero")
+    return w
+
+
+@dataclass(frozen=True, eq=False)
+class OTProblem:
+    r"""An entropic optimal transport problem between weights ``a`` and ``b``.
+
+    The problem is
+
+    .. math::
+        \min_{P \ge 0,\; P 1 = a,\; P^T 1 = b}
+        \langle C, P\rangle + \varepsilon \sum_{ij} P_{ij} (\log P_{ij} - 1),
+
+    with :math:`\varepsilon` = ``reg``. Its concave dual in the potentials
+    ``f`` (length n) and ``g`` (length m) is
+
+    .. math::
+        D(f, g) = \langle a, f\rangle + \langle b, g\rangle
+        - \varepsilon \sum_{ij} \exp((f_i + g_j - C_{ij}) / \varepsilon),
+
+    and the plan is :math:`P_{ij} = \exp((f_i + g_j - C_{ij})/\varepsilon)`.
+    This convention is shared by every solver and by :class:`~snsot.OTResult`.
+
+    Parameters
+    ----------
+    C : array_like, shape (n, m)
+        Cost matrix: finite and non-negative. float32 input stays float32
+        (kernels compute in float64); anything else becomes float64.
+    a, b : array_like, shape (n,) and (m,), optional
+        Source and target weights, finite and non-negative. ``None`` means
+        uniform with total mass 1. Weights need not be normalised, but their
+        totals must agree to a relative ``1e-8``; ``b`` is then rescaled to
+        the total of ``a`` exactly, so marginal errors can reach round-off.
+    reg : float
+        Entropic regularisation :math:`\varepsilon > 0` (the paper's
+        :math:`1/\eta`).
+
+    Raises
+    ------
+    ValueError
+        On any invalid input; the message names the argument and the problem.
+    """
+
+    C: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    reg: float
+
+    def __init__(self, C, a=None, b=None, reg=None):
+        if isinstance(C, OTProblem):
+            raise TypeError("C: expected a cost matrix, got an OTProblem")
+        try:
+            C = np.asarray(C)
+        except Exception as exc:  # ragged lists and the like
+            raise ValueError(f"C: cost must be a 2-D numeric array ({exc})") from None
+        if C.dtype == object or not (
+            np.issubdtype(C.dtype, np.number) or C.dtype == bool
+        ):
+            raise ValueError(f"C: cost must be numeric; got dtype {C.dtype}")
+        if np.iscomplexobj(C):
+            raise ValueError("C: cost must be real; got a complex array")
+        if C.ndim != 2:
+            raise ValueError(f"C: cost must be a 2-D array (n, m); got {C.ndim}-D shape {C.shape}")
+        if C.shape[0] == 0 or C.shape[1] == 0:
+            raise ValueError(f"C: cost must be non-empty; got shape {C.shape}")
+        C = np.ascontiguousarray(C, dtype=np.float32 if C.dtype == np.float32 else np.float64)
+        bad = ~np.isfinite(C)
+        if bad.any():
+            raise ValueError(f"C: cost must be finite; {_first_bad(C, bad)}")
+        bad = C < 0
+        if bad.any():
+            raise ValueError(f"C: cost must be non-negative; {_first_bad(C, bad)}")
+
+        n, m = C.shape
+        a = _as_weights(a, "a", n)
+        b = _as_weights(b, "b", m)
+        ta, tb = a.sum(), b.sum()
+        if abs(ta - tb) > MASS_RTOL * max(ta, tb):
+            raise ValueError(
+                f"b: total mass {tb!r} differs from the total of a {ta!r} "
+                f"(relative difference {abs(ta - tb) / max(ta, tb):.3g} > {MASS_RTOL:g}); "
+                "normalise a and b to the same total"
+            )
+        if tb != ta:
+            b = b * (ta / tb)
+
+        if reg is None:
+            raise ValueError("reg: the entropic regularisation is required")
+        try:
+            reg = float(reg)
+        except (TypeError, ValueError):
+            raise ValueError(f"reg: must be a positive number; got {reg!r}") from None
+        if not (np.isfinite(reg) and reg > 0):
+            raise ValueError(f"reg: must be a positive finite number; got {reg!r}")
+
+        object.__setattr__(self, "C", C)
+        object.__setattr__(self, "a", a)
+        object.__setattr__(self, "b", b)
+        object.__setattr__(self, "reg", reg)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n, m)``, the shape of the cost and of the plan."""
+        return self.C.shape
+
+    @property
+    def mass(self) -> float:
+        """Total mass of ``a`` (equal to that of ``b``)."""
+        return float(self.a.sum())
+
+    def support(self) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of the bins of ``a`` and ``b`` that carry mass."""
+        return np.flatnonzero(self.a > 0), np.flatnonzero(self.b > 0)
+
+    def restrict(self, rows: np.ndarray, cols: np.ndarray) -> "OTProblem":
+        """The same problem on a sub-grid of bins (used to drop zero-mass bins)."""
+        return _trusted(self.C[np.ix_(rows, cols)], self.a[rows], self.b[cols], self.reg)
+
+    def with_reg(self, reg: float) -> "OTProblem":
+        """The same cost and weights with another regularisation."""
+        return _trusted(self.C, self.a, self.b, float(reg))
+
+
+def _trusted(C, a, b, reg) -> OTProblem:
+    """Build a problem from already-validated parts, skipping the checks."""
+    p = object.__new__(OTProblem)
+    object.__setattr__(p, "C", np.ascontiguousarray(C))
+    object.__setattr__(p, "a", a)
+    object.__setattr__(p, "b", b)
+    object.__setattr__(p, "reg", reg)
+    return p

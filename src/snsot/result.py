@@ -1,0 +1,122 @@
+"""The one result type returned by every solver."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["OTResult", "History", "ConvergenceWarning", "STAGE_SINKHORN", "STAGE_NEWTON"]
+
+#: Stage codes used in :attr:`History.stage`.
+STAGE_SINKHORN = 0
+STAGE_NEWTON = 1
+
+
+class ConvergenceWarning(UserWarning):
+    """A solver stopped before its tolerance was met (``converged=False``)."""
+
+
+@dataclass
+class History:
+    """Per-iteration record of a solve; entry ``k`` describes the iterate after step ``k``.
+
+    Attributes
+    ----------
+    marginal_error : ndarray
+        L1 marginal error ``||P 1 - a||_1 + ||P^T 1 - b||_1``.
+    objective : ndarray
+        Dual value ``D(f, g)`` (non-decreasing over Newton steps, up to round-off).
+    time : ndarray
+        Seconds elapsed since the solve started.
+    stage : ndarray of int
+        :data:`STAGE_SINKHORN` (0) or :data:`STAGE_NEWTON` (1) for the step that produced the iterate.
+    """
+
+    marginal_error: np.ndarray = field(default_factory=lambda: np.empty(0))
+    objective: np.ndarray = field(default_factory=lambda: np.empty(0))
+    time: np.ndarray = field(default_factory=lambda: np.empty(0))
+    stage: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int8))
+
+    def __len__(self) -> int:
+        return len(self.marginal_error)
+
+
+@dataclass
+class OTResult:
+    r"""Solution of an entropic optimal transport problem.
+
+    Attributes
+    ----------
+    plan : ndarray, shape (n, m)
+        Transport plan :math:`P_{ij} = \exp((f_i + g_j - C_{ij})/\varepsilon)`.
+        Rows and columns of zero-mass bins are exactly zero.
+    potentials : tuple of ndarray
+        Dual potentials ``(f, g)`` in the convention above; ``-inf`` on
+        zero-mass bins.
+    cost : float
+        Transport cost :math:`\langle C, P\rangle`.
+    objective : float
+        Dual value :math:`D(f, g)` (see :class:`~snsot.OTProblem`), which
+        equals the primal entropic objective at the optimum.
+    marginal_error : float
+        :math:`\|P 1 - a\|_1 + \|P^T 1 - b\|_1`, measured on :attr:`plan`.
+    n_iter, n_sinkhorn, n_newton : int
+        Iterations in total, Sinkhorn steps, and Newton steps.
+    converged : bool
+        True only if ``marginal_error < tol``.
+    method : str
+        Name of the registered solver.
+    reg : float
+        The regularisation :math:`\varepsilon`.
+    tol : float
+        The tolerance asked for.
+    message : str
+        Why the solver stopped.
+    time : float
+        Wall-clock seconds of the solve.
+    history : History
+        Per-iteration marginal error, dual value, time and stage.
+    """
+
+    plan: np.ndarray
+    potentials: tuple[np.ndarray, np.ndarray]
+    cost: float
+    objective: float
+    marginal_error: float
+    n_iter: int
+    n_sinkhorn: int
+    n_newton: int
+    converged: bool
+    method: str
+    reg: float
+    tol: float
+    message: str
+    time: float
+    history: History = field(default_factory=History, repr=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"OTResult(method={self.method!r}, converged={self.converged}, cost={self.cost:.10g}, "
+            f"marginal_error={self.marginal_error:.3g}, n_iter={self.n_iter} "
+            f"({self.n_sinkhorn} Sinkhorn + {self.n_newton} Newton), time={self.time:.3g}s, "
+            f"shape={self.plan.shape})"
+        )
+
+    def summary(self) -> dict:
+        """The scalar fields as a JSON-ready dict (no arrays)."""
+        return {
+            "method": self.method,
+            "reg": self.reg,
+            "tol": self.tol,
+            "cost": self.cost,
+            "objective": self.objective,
+            "marginal_error": self.marginal_error,
+            "n_iter": self.n_iter,
+            "n_sinkhorn": self.n_sinkhorn,
+            "n_newton": self.n_newton,
+            "converged": bool(self.converged),
+            "message": self.message,
+            "time": self.time,
+            "shape": list(self.plan.shape),
+        }

@@ -1,0 +1,164 @@
+"""Solver registry and the :func:`solve` entry point.
+
+A solver is a function ``solver(problem, *, tol, max_iter, init, callback,
+**options) -> OTResult`` working on a problem whose weights are all positive;
+:func:`solve` validates the input once, removes zero-mass bins, dispatches by
+name and puts the bins back into the result.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from typing import Callable
+
+import numpy as np
+
+from ..problem import OTProblem
+from ..result import ConvergenceWarning, OTResult
+from .sinkhorn import solve_sinkhorn
+from .sns import solve_sns
+
+__all__ = ["solve", "register", "available_methods", "DEFAULT_MAX_ITER"]
+
+_REGISTRY: dict[str, Callable[..., OTResult]] = {}
+
+#: Default iteration caps per method (Sinkhorn is linearly convergent and needs many more).
+DEFAULT_MAX_ITER = {"sns": 10_000, "sinkhorn": 100_000}
+
+
+def register(name: str, solver: Callable[..., OTResult], max_iter: int = 10_000) -> None:
+    """Register ``solver`` under ``name`` so that ``solve(..., method=name)`` calls it."""
+    _REGISTRY[name] = solver
+    DEFAULT_MAX_ITER.setdefault(name, max_iter)
+
+
+def available_methods() -> list[str]:
+    """Names accepted by ``solve(method=...)``."""
+    return sorted(_REGISTRY)
+
+
+register("sns", solve_sns)
+register("sinkhorn", solve_sinkhorn)
+
+
+def solve(C, a=None, b=None, *, reg, method: str = "sns", tol: float = 1e-9, max_iter: int | None = None,
+          init=None, callback=None, warn: bool = True, **options) -> OTResult:
+    r"""Solve an entropic optimal transport problem.
+
+    Parameters
+    ----------
+    C : array_like, shape (n, m)
+        Cost matrix (finite, non-negative); float32 is kept as float32.
+    a, b : array_like, shape (n,) and (m,), optional
+        Weights (non-negative, equal totals); uniform when omitted.
+    reg : float
+        Entropic regularisation :math:`\varepsilon > 0`.
+    method : str
+        A name from :func:`available_methods`: ``"sns"`` (Sinkhorn-Newton-Sparse,
+        default) or ``"sinkhorn"`` (log-domain Sinkhorn).
+    tol : float
+        Stop when the L1 marginal error ``||P 1 - a||_1 + ||P^T 1 - b||_1 < tol``.
+    max_iter : int, optional
+        Cap on iterations (Sinkhorn and Newton steps together).
+    init : tuple (f, g), optional
+        Warm-start potentials, e.g. from a previous :class:`OTResult` on a
+        nearby problem (``-inf`` entries on zero-mass bins are ignored).
+    callback : callable, optional
+        Called after every iteration as ``callback(iteration, stage,
+        marginal_error, objective)``; returning True stops the solve.
+    warn : bool
+        Emit a :class:`ConvergenceWarning` when ``tol`` is not met.
+    **options
+        Solver-specific options (see :func:`snsot.solvers.sns.solve_sns`).
+
+    Returns
+    -------
+    OTResult
+        Plan, potentials, cost, dual objective, marginal error, iteration
+        counts, an honest ``converged`` flag and the per-iteration history.
+
+    Raises
+    ------
+    ValueError
+        On invalid input (the message names the argument), an unknown
+        method or an unknown option.
+
+    Examples
+    --------
+    >>> import numpy as np, snsot
+    >>> x = np.random.default_rng(0).random((50, 2))
+    >>> res = snsot.solve(snsot.costs.pairwise(x, x[::-1] + 0.1), reg=1e-2)
+    >>> res.converged
+    True
+    """
+    problem = C if isinstance(C, OTProblem) else OTProblem(C, a, b, reg)
+    if isinstance(C, OTProblem) and (a is not None or b is not None):
+        raise ValueError("a, b: give weights inside the OTProblem, not beside it")
+    if method not in _REGISTRY:
+        raise ValueError(f"method: unknown method {method!r}; available: {', '.join(available_methods())}")
+    solver = _REGISTRY[method]
+    accepted = set(inspect.signature(solver).parameters) - {"problem", "tol", "max_iter", "init", "callback"}
+    unknown = sorted(k for k in options if k not in accepted)
+    if unknown:
+        raise ValueError(
+            f"{unknown[0]}: not an option of method {method!r}; options: {', '.join(sorted(a for a in accepted if not a.startswith('_')))}"
+        )
+    tol = _positive(tol, "tol")
+    max_iter = DEFAULT_MAX_ITER[method] if max_iter is None else int(_positive(max_iter, "max_iter"))
+
+    n, m = problem.shape
+    rows, cols = problem.support()
+    full = len(rows) == n and len(cols) == m
+    sub = problem if full else problem.restrict(rows, cols)
+    if init is not None:
+        init = _check_init(init, n, m, rows, cols)
+
+    res = solver(sub, tol=tol, max_iter=max_iter, init=init, callback=callback, **options)
+    if not full:
+        res = _embed(res, problem, rows, cols)
+    if warn and not res.converged:
+        warnings.warn(
+            f"{method}: stopped after {res.n_iter} iterations with marginal error "
+            f"{res.marginal_error:.3g} >= tol {tol:g} ({res.message})",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    return res
+
+
+def _positive(x, name):
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: must be a positive number; got {x!r}") from None
+    if not (np.isfinite(x) and x > 0):
+        raise ValueError(f"{name}: must be a positive finite number; got {x!r}")
+    return x
+
+
+def _check_init(init, n, m, rows, cols):
+    try:
+        f, g = init
+    except (TypeError, ValueError):
+        raise ValueError("init: must be a pair of potentials (f, g)") from None
+    f = np.asarray(f, dtype=np.float64)
+    g = np.asarray(g, dtype=np.float64)
+    if f.shape != (n,) or g.shape != (m,):
+        raise ValueError(f"init: potentials must have shapes ({n},) and ({m},); got {f.shape} and {g.shape}")
+    f, g = f[rows], g[cols]
+    if not (np.isfinite(f).all() and np.isfinite(g).all()):
+        raise ValueError("init: potentials must be finite on bins that carry mass")
+    return f, g
+
+
+def _embed(res: OTResult, problem: OTProblem, rows, cols) -> OTResult:
+    """Put zero-mass bins back: zero rows/columns in the plan, -inf potentials."""
+    n, m = problem.shape
+    P = np.zeros((n, m))
+    P[np.ix_(rows, cols)] = res.plan
+    f = np.full(n, -np.inf)
+    g = np.full(m, -np.inf)
+    f[rows], g[cols] = res.potentials
+    res.plan, res.potentials = P, (f, g)
+    return res

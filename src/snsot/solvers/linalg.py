@@ -1,0 +1,81 @@
+"""The sparse Newton system of SNS, solved through a Schur complement.
+
+With ``S`` the sparsified plan and ``r``, ``c`` the exact row and column
+sums, the Newton direction ``(x, y)`` of the dual solves
+
+    [[diag(r) + mu, S], [S^T, diag(c) + mu]] [x; y] = reg [a - r; b - c],
+
+whose matrix is ``reg`` times the (shifted) Hessian of ``-D``. The shift
+``mu > 0`` removes the null direction ``(1, -1)`` and keeps the matrix
+positive definite whatever was dropped. Eliminating ``x`` leaves the
+``m x m`` system ``(diag(c) + mu - S^T (diag(r) + mu)^{-1} S) y = rhs``,
+solved by Jacobi-preconditioned CG (:func:`snsot._kernels.schur_cg`); when
+``m > n`` the roles of rows and columns are swapped so CG always runs on the
+smaller block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import _kernels as K
+
+
+@dataclass
+class Direction:
+    x: np.ndarray  # step for f
+    y: np.ndarray  # step for g
+    cg_iter: int
+    residual: float  # relative CG residual reached (NaN on breakdown)
+
+
+def _transpose_csr(indptr, indices, data, n_cols):
+    import scipy.sparse as sp
+
+    T = sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, n_cols)).T.tocsr()
+    return T.indptr.astype(np.int64), T.indices.astype(np.int32), T.data
+
+
+def newton_direction(csr, row_sum, col_sum, grad_rows, grad_cols, reg, mu, rtol, max_cg) -> Direction:
+    """Solve the shifted sparse Newton system; see the module docstring.
+
+    Parameters
+    ----------
+    csr : tuple (indptr, indices, data)
+        Sparsified plan ``S`` (n x m) in CSR form.
+    row_sum, col_sum : ndarray
+        Exact ``P 1`` and ``P^T 1`` (the Hessian's diagonal blocks are kept exact).
+    grad_rows, grad_cols : ndarray
+        ``a - P 1`` and ``b - P^T 1``, the gradient of the dual.
+    reg, mu : float
+        Regularisation and diagonal shift.
+    rtol : float
+        Relative residual asked of CG.
+    max_cg : int
+        CG iteration cap.
+    """
+    indptr, indices, data = csr
+    n, m = len(row_sum), len(col_sum)
+    swap = m > n
+    if swap:
+        indptr, indices, data = _transpose_csr(indptr, indices, data, m)
+        row_sum, col_sum, grad_rows, grad_cols = col_sum, row_sum, grad_cols, grad_rows
+    d_row = row_sum + mu
+    d_col = col_sum + mu
+    rhs_rows = reg * grad_rows
+    # rhs = reg gb - S^T D_row^{-1} reg ga
+    w = rhs_rows / d_row
+    rhs = reg * grad_cols - _csr_rmatvec(indptr, indices, data, w, len(col_sum))
+    y, it, res = K.schur_cg(indptr, indices, data, d_row, d_col, rhs, rtol, max_cg)
+    x = (rhs_rows - K.csr_matvec(indptr, indices, data, y)) / d_row
+    if swap:
+        x, y = y, x
+    return Direction(x=x, y=y, cg_iter=int(it), residual=float(res))
+
+
+def _csr_rmatvec(indptr, indices, data, w, m):
+    # S^T w via a scatter; bincount is a vectorised scatter-add.
+    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    return np.bincount(indices, weights=data * w[rows], minlength=m)
