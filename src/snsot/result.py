@@ -31,12 +31,16 @@ class History:
         Seconds elapsed since the solve started.
     stage : ndarray of int
         :data:`STAGE_SINKHORN` (0) or :data:`STAGE_NEWTON` (1) for the step that produced the iterate.
+    reg : ndarray
+        Regularisation of the iterate: with epsilon-scaling, earlier iterates
+        belong to larger ``reg`` (their objective is that problem's dual).
     """
 
     marginal_error: np.ndarray = field(default_factory=lambda: np.empty(0))
     objective: np.ndarray = field(default_factory=lambda: np.empty(0))
     time: np.ndarray = field(default_factory=lambda: np.empty(0))
     stage: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int8))
+    reg: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     def __len__(self) -> int:
         return len(self.marginal_error)

@@ -29,6 +29,8 @@ class Recorder:
         self.objective: list[float] = []
         self.time: list[float] = []
         self.stage: list[int] = []
+        self.regs: list[float] = []
+        self.reg = np.nan  # regularisation of the iterates being recorded (epsilon-scaling changes it)
         self.callback = callback
 
     def __call__(self, error: float, objective: float, stage: int) -> bool:
@@ -37,6 +39,7 @@ class Recorder:
         self.objective.append(float(objective))
         self.time.append(time.perf_counter() - self.t0)
         self.stage.append(stage)
+        self.regs.append(self.reg)
         if self.callback is not None:
             return bool(self.callback(len(self.error), stage, error, objective))
         return False
@@ -51,6 +54,7 @@ class Recorder:
             objective=np.asarray(self.objective, dtype=np.float64),
             time=np.asarray(self.time, dtype=np.float64),
             stage=np.asarray(self.stage, dtype=np.int8),
+            reg=np.asarray(self.regs, dtype=np.float64),
         )
 
     def elapsed(self) -> float:

@@ -73,6 +73,7 @@ def solve_sinkhorn(problem: OTProblem, *, tol: float, max_iter: int, init=None, 
         True stops the solve.
     """
     rec = Recorder(callback)
+    rec.reg = problem.reg
     st = SinkhornStepper(problem, None if init is None else init[0])
     status = run_sinkhorn(st, rec, tol, max_iter)
     return finalize(

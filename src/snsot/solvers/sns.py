@@ -108,6 +108,8 @@ def solve_sns(
     init=None,
     callback=None,
     variant: str = "adaptive",
+    eps_scaling="auto",
+    eps_factor: float = 10.0,
     n_warmup: int | None = None,
     sparsity: float | None = None,
     kappa: float = 1.0,
@@ -122,7 +124,19 @@ def solve_sns(
     -------
     variant : {"adaptive", "paper"}
         ``"adaptive"`` (default): measured stage switch and error-controlled
-        sparsity. ``"paper"``: the paper's fixed ``n_warmup`` and ``sparsity``.
+        sparsity. ``"paper"``: the paper's fixed ``n_warmup`` and ``sparsity``
+        (and no epsilon-scaling unless asked for).
+    eps_scaling : {"auto", True, False}
+        Continuation in the regularisation: solve at ``reg * eps_factor**k``,
+        ..., ``reg * eps_factor`` to a loose tolerance (``1e-3`` times the
+        mass), each warm-starting the next, then at ``reg``. Stages start
+        where ``(max C - min C) / reg_k <= 100``, a regime where Sinkhorn
+        alone is fast. ``"auto"`` turns it on when ``(max C - min C) / reg >
+        2000``, where it was measured to pay (up to 6x fewer seconds at
+        ``reg = 1e-4`` on unit costs); below that the extra stage costs more
+        than it saves on easy problems.
+    eps_factor : float
+        Ratio between successive regularisations (> 1).
     n_warmup : int, optional
         Sinkhorn steps before Newton. Paper variant: default 20. Adaptive:
         a minimum (default 3) before the switch rule may fire.
@@ -146,17 +160,69 @@ def solve_sns(
     """
     if variant not in ("adaptive", "paper"):
         raise ValueError(f"variant: must be 'adaptive' or 'paper'; got {variant!r}")
-    n, m = problem.shape
-    mass = problem.mass
-    rec = Recorder(callback)
-    st = SinkhornStepper(problem, None if init is None else init[0])
-
+    if eps_scaling not in ("auto", True, False):
+        raise ValueError(f"eps_scaling: must be 'auto', True or False; got {eps_scaling!r}")
+    if not (np.isfinite(eps_factor) and eps_factor > 1):
+        raise ValueError(f"eps_factor: must be a number > 1; got {eps_factor!r}")
     if variant == "paper":
         n_warmup = 20 if n_warmup is None else int(n_warmup)
-        lam = 2.0 / n if sparsity is None else float(sparsity)
-        if not 0 < lam <= 1:
-            raise ValueError(f"sparsity: must be in (0, 1]; got {lam!r}")
-        cap = int(min(m, max(1, round(lam * m))))
+        sparsity = 2.0 / problem.shape[0] if sparsity is None else float(sparsity)
+        if not 0 < sparsity <= 1:
+            raise ValueError(f"sparsity: must be in (0, 1]; got {sparsity!r}")
+        if eps_scaling == "auto":
+            eps_scaling = False
+    opts = dict(variant=variant, n_warmup=n_warmup, sparsity=sparsity, kappa=kappa,
+                switch_horizon=switch_horizon, max_row_entries=max_row_entries, max_cg=max_cg,
+                direction_hook=_direction_hook)
+
+    rec = Recorder(callback)
+    f = None if init is None else init[0]
+    n_sinkhorn = n_newton = 0
+    for reg in _continuation(problem, eps_scaling, eps_factor):
+        rec.reg = reg
+        stage_tol = max(tol, 1e-3 * problem.mass)
+        f, g, status, ns, nn = _sns_stage(problem.with_reg(reg), stage_tol, max_iter - n_sinkhorn - n_newton,
+                                          f, rec, **opts)
+        n_sinkhorn, n_newton = n_sinkhorn + ns, n_newton + nn
+        if status in ("callback", "nonfinite") or n_sinkhorn + n_newton >= max_iter:
+            break
+    else:
+        rec.reg = problem.reg
+        f, g, status, ns, nn = _sns_stage(problem, tol, max_iter - n_sinkhorn - n_newton, f, rec, **opts)
+        n_sinkhorn, n_newton = n_sinkhorn + ns, n_newton + nn
+    if rec.reg != problem.reg:  # stopped inside continuation: bring the columns to the target reg
+        st = SinkhornStepper(problem, f)
+        f, g = st.f, st.g
+    return finalize(problem, f, g, method="sns", tol=tol, status=status, recorder=rec,
+                    n_sinkhorn=n_sinkhorn, n_newton=n_newton)
+
+
+def _continuation(problem: OTProblem, eps_scaling, factor) -> list[float]:
+    """Intermediate regularisations, largest first (empty without epsilon-scaling)."""
+    if eps_scaling is False:
+        return []
+    spread = float(problem.C.max() - problem.C.min())
+    if spread <= 0 or (eps_scaling == "auto" and spread / problem.reg <= 2000):
+        return []
+    regs = []
+    reg = problem.reg * factor
+    while spread / reg >= 100 and len(regs) < 8:
+        regs.append(reg)
+        reg *= factor
+    return regs[::-1]
+
+
+def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsity, kappa, switch_horizon,
+               max_row_entries, max_cg, direction_hook):
+    """One SNS solve at ``problem.reg``: Sinkhorn warm-up, then Newton with fallbacks.
+
+    Returns ``(f, g, status, n_sinkhorn, n_newton)``.
+    """
+    n, m = problem.shape
+    mass = problem.mass
+    st = SinkhornStepper(problem, f_init)
+    if variant == "paper":
+        cap = int(min(m, max(1, round(sparsity * m))))
         status = run_sinkhorn(st, rec, tol, min(n_warmup, max_iter))
         tau_of = lambda err: 0.0  # noqa: E731 - the per-row cap alone decides
     else:
@@ -166,14 +232,13 @@ def solve_sns(
         tau_of = lambda err: kappa * err / (n * m)  # noqa: E731
 
     n_sinkhorn, n_newton = st.count, 0
-    f, g = st.f, st.g
-    if status in ("success", "callback", "nonfinite") or (status == "max_iter" and st.count >= max_iter):
-        return _result(problem, f, g, tol, status, rec, n_sinkhorn, n_newton)
+    if status in ("success", "callback", "nonfinite") or st.count >= max_iter:
+        return st.f, st.g, status, n_sinkhorn, n_newton
 
     n_chunks = K.default_chunks(n)
     cur = _PlanState(n, m, cap)
     trial = _PlanState(n, m, cap)
-    cur.evaluate(problem, f, g, tau_of(rec.error[-1] if rec.error else mass), n_chunks)
+    cur.evaluate(problem, st.f, st.g, tau_of(st_error(rec, mass)), n_chunks)
     n_fallback = 10
     status = "max_iter"
     while True:
@@ -194,8 +259,8 @@ def solve_sns(
         grad_rows, grad_cols = problem.a - cur.row, problem.b - cur.col
         d = newton_direction(csr, cur.row, cur.col, grad_rows, grad_cols, problem.reg, mu,
                              rtol=min(0.1, err / mass), max_cg=max_cg)
-        if _direction_hook is not None:
-            d = _direction_hook(d)
+        if direction_hook is not None:
+            d = direction_hook(d)
         slope = float(grad_rows @ d.x + grad_cols @ d.y)
         if np.isfinite(d.residual) and np.isfinite(slope) and slope > 0:
             # Collect candidates for the next step with the tau its error is expected to need.
@@ -220,25 +285,17 @@ def solve_sns(
 
         # Newton failed here: fall back to Sinkhorn, then retry with a denser Hessian.
         st = SinkhornStepper(problem, cur.f)
-        st.count = 0
         budget = min(n_fallback, max_iter - n_sinkhorn - n_newton)
         status = run_sinkhorn(st, rec, tol, budget)
         n_sinkhorn += st.count
         n_fallback *= 2
-        kappa_scale = 0.1
-        tau_of = (lambda old: (lambda e: old(e) * kappa_scale))(tau_of)
+        tau_of = (lambda old: (lambda e: 0.1 * old(e)))(tau_of)
         if status in ("success", "callback", "nonfinite"):
-            cur.f, cur.g = st.f, st.g
-            break
+            return st.f, st.g, status, n_sinkhorn, n_newton
         cur.evaluate(problem, st.f, st.g, tau_of(st_error(rec, mass)), n_chunks)
         status = "max_iter"
-    return _result(problem, cur.f, cur.g, tol, status, rec, n_sinkhorn, n_newton)
+    return cur.f, cur.g, status, n_sinkhorn, n_newton
 
 
 def st_error(rec: Recorder, default: float) -> float:
     return rec.error[-1] if rec.error else default
-
-
-def _result(problem, f, g, tol, status, rec, n_sinkhorn, n_newton):
-    return finalize(problem, f, g, method="sns", tol=tol, status=status, recorder=rec,
-                    n_sinkhorn=n_sinkhorn, n_newton=n_newton)
