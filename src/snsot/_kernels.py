@@ -337,47 +337,60 @@ def schur_cg(indptr, indices, data, d_row, d_col, rhs, rtol, max_iter):
 
     ``S`` (n x m, CSR) is the sparsified plan, ``d_row``/``d_col`` the (shifted)
     row and column sums, so ``K`` is symmetric positive definite when the
-    shift is positive. Stops when ``||K y - rhs|| <= rtol ||rhs||``.
+    shift is positive. Stops when ``||K y - rhs|| <= rtol ||rhs||``. Vector
+    updates are fused loops with no temporaries: at these sizes allocation
+    and call overhead, not flops, would dominate.
 
-    Returns ``(y, n_iter, relative_residual)``.
+    Returns ``(y, n_iter, relative_residual)``; the residual is NaN on a
+    breakdown (``p^T K p <= 0`` or non-finite values).
     """
     n = indptr.shape[0] - 1
     m = rhs.shape[0]
-    diag = d_col.copy()
+    inv_diag = d_col.copy()
     for i in range(n):
         for t in range(indptr[i], indptr[i + 1]):
-            diag[indices[t]] -= data[t] * data[t] / d_row[i]
+            inv_diag[indices[t]] -= data[t] * data[t] / d_row[i]
     for j in range(m):
-        if not diag[j] > 0.0:
-            diag[j] = d_col[j]
+        inv_diag[j] = 1.0 / (inv_diag[j] if inv_diag[j] > 0.0 else d_col[j])
     y = np.zeros(m)
     r = rhs.copy()
-    z = r / diag
-    p = z.copy()
+    p = np.empty(m)
     q = np.empty(m)
     tmp = np.empty(n)
-    rz = np.dot(r, z)
-    rhs_norm = math.sqrt(np.dot(rhs, rhs))
+    rz = 0.0
+    rr = 0.0
+    for j in range(m):
+        p[j] = r[j] * inv_diag[j]
+        rz += r[j] * p[j]
+        rr += r[j] * r[j]
+    rhs_norm = math.sqrt(rr)
     if rhs_norm == 0.0:
         return y, 0, 0.0
     res = 1.0
     it = 0
     while it < max_iter:
         _schur_matvec(indptr, indices, data, d_row, d_col, p, tmp, q)
-        pq = np.dot(p, q)
+        pq = 0.0
+        for j in range(m):
+            pq += p[j] * q[j]
         if not pq > 0.0:  # breakdown: K not positive definite along p, or NaN
             return y, it, np.nan
         alpha = rz / pq
-        y += alpha * p
-        r -= alpha * q
+        rr = 0.0
+        rz_new = 0.0
+        for j in range(m):
+            y[j] += alpha * p[j]
+            r[j] -= alpha * q[j]
+            rr += r[j] * r[j]
+            rz_new += r[j] * r[j] * inv_diag[j]
         it += 1
-        res = math.sqrt(np.dot(r, r)) / rhs_norm
+        res = math.sqrt(rr) / rhs_norm
         if res <= rtol:
             break
-        z = r / diag
-        rz_new = np.dot(r, z)
-        p = z + (rz_new / rz) * p
+        beta = rz_new / rz
         rz = rz_new
+        for j in range(m):
+            p[j] = r[j] * inv_diag[j] + beta * p[j]
     return y, it, res
 
 
