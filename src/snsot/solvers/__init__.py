@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from .._kernels import thread_limit
 from ..problem import OTProblem
 from ..result import ConvergenceWarning, OTResult
 from .sinkhorn import solve_sinkhorn
@@ -43,7 +44,7 @@ register("sinkhorn", solve_sinkhorn)
 
 
 def solve(C, a=None, b=None, *, reg, method: str = "sns", tol: float = 1e-9, max_iter: int | None = None,
-          init=None, callback=None, warn: bool = True, **options) -> OTResult:
+          init=None, callback=None, warn: bool = True, n_threads: int | None = None, **options) -> OTResult:
     r"""Solve an entropic optimal transport problem.
 
     Parameters
@@ -69,6 +70,10 @@ def solve(C, a=None, b=None, *, reg, method: str = "sns", tol: float = 1e-9, max
         marginal_error, objective)``; returning True stops the solve.
     warn : bool
         Emit a :class:`ConvergenceWarning` when ``tol`` is not met.
+    n_threads : int, optional
+        Threads for the kernels. Default: all of numba's threads for costs of
+        at least :data:`snsot._kernels.PARALLEL_MIN_SIZE` (2**20) entries, one
+        below that, where a pass is too short to repay thread hand-offs.
     **options
         Solver-specific options (see :func:`snsot.solvers.sns.solve_sns`).
 
@@ -114,7 +119,10 @@ def solve(C, a=None, b=None, *, reg, method: str = "sns", tol: float = 1e-9, max
     if init is not None:
         init = _check_init(init, n, m, rows, cols)
 
-    res = solver(sub, tol=tol, max_iter=max_iter, init=init, callback=callback, **options)
+    if n_threads is not None and not (isinstance(n_threads, (int, np.integer)) and n_threads >= 1):
+        raise ValueError(f"n_threads: must be a positive integer; got {n_threads!r}")
+    with thread_limit(sub.C.size, n_threads):
+        res = solver(sub, tol=tol, max_iter=max_iter, init=init, callback=callback, **options)
     if not full:
         res = _embed(res, problem, rows, cols)
     if warn and not res.converged:
