@@ -1,0 +1,377 @@
+"""Each numba kernel against a plain numpy computation of the same quantity.
+
+The references are numpy/scipy formulas (``logsumexp``, ``np.exp``, dense
+linear algebra), including the ``*_reference`` twins shipped in
+``snsot._kernels``, which are themselves checked against direct formulas.
+"""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from scipy.special import logsumexp
+
+from snsot import _kernels as K
+
+# ----------------------------------------------------------------------------- fast_exp
+
+
+def test_fast_exp_relative_error_below_1e15_on_the_whole_normal_range():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([
+        np.linspace(-708.0, 709.0, 400_001),
+        rng.uniform(-708.0, 709.0, 200_000),
+        rng.uniform(-1.0, 1.0, 100_000),
+        [-708.0, 709.0, 0.0, -0.0, 1e-300, -1e-300, np.log(2.0), -np.log(2.0)],
+        np.log(2.0) * np.arange(-1021, 1023) + 0.5 * np.log(2.0),  # reduction boundaries |r| = ln2/2
+    ])
+    y = K.fast_exp_array(x)
+    ref = np.exp(x)
+    rel = np.abs(y - ref) / ref
+    assert rel.max() < 1e-15, (rel.max(), x[np.argmax(rel)])
+
+
+def test_fast_exp_is_exact_at_zero_and_exact_powers_of_two():
+    k = np.arange(-1000, 1001)
+    np.testing.assert_array_equal(K.fast_exp_array(np.array([0.0])), [1.0])
+    rel = np.abs(K.fast_exp_array(k * np.log(2.0)) - np.exp(k * np.log(2.0))) / np.exp(k * np.log(2.0))
+    assert rel.max() < 1e-15
+
+
+def test_fast_exp_is_exactly_zero_below_minus_708():
+    x = np.array([-708.0000001, -708.39, -708.5, -709.0, -745.0, -746.0, -1e4, -1e300, -np.finfo(float).max])
+    np.testing.assert_array_equal(K.fast_exp_array(x), 0.0)
+    # and never a subnormal anywhere: the smallest output is exp(-708) itself
+    assert K.fast_exp_array(np.array([-708.0]))[0] == pytest.approx(np.exp(-708.0), rel=1e-15)
+    assert K.fast_exp_array(np.array([-708.0]))[0] >= np.finfo(float).tiny
+
+
+def test_fast_exp_is_inf_above_709():
+    x = np.array([709.0000001, 709.5, 709.78, 709.8, 710.0, 1e4, 1e300, np.finfo(float).max])
+    np.testing.assert_array_equal(K.fast_exp_array(x), np.inf)
+
+
+def test_fast_exp_array_keeps_shape():
+    x = np.linspace(-3, 3, 12).reshape(3, 4)
+    y = K.fast_exp_array(x)
+    assert y.shape == (3, 4)
+    np.testing.assert_allclose(y, np.exp(x), rtol=1e-15)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+EPS = np.finfo(np.float64).eps
+
+
+def assert_exp_close(P, X):
+    """``P == exp(X)`` up to the conditioning of exp: an exponent known to a few ulps
+    of ``|X|`` gives a relative error of about ``|X| eps``; flushed underflow is allowed."""
+    ref = np.exp(X)
+    tol = ref * (1e-15 + 4 * EPS * np.abs(X)) + 3.4e-308
+    bad = ~(np.abs(P - ref) <= tol)
+    assert not bad.any(), (P[bad][:5], ref[bad][:5], X[bad][:5])
+
+
+def _case(seed, n, m, reg, kind="normal", dtype=np.float64):
+    """Cost, potentials and log-weights. kind='underflow' makes most exp(.) underflow."""
+    rng = np.random.default_rng(seed)
+    if kind == "normal":
+        C = rng.random((n, m))
+        f, g = rng.normal(0, 0.1, n), rng.normal(0, 0.1, m)
+    elif kind == "underflow":
+        # costs up to 1e3 at reg 1e-3: exponents down to -1e6, far below -708
+        C = rng.random((n, m)) * 1e3
+        C[rng.random((n, m)) < 0.05] = rng.random() * 1e-3
+        f, g = rng.normal(0, 1e-3, n), rng.normal(0, 1e-3, m)
+    else:
+        raise ValueError(kind)
+    a = rng.random(n) + 0.1
+    b = rng.random(m) + 0.1
+    return C.astype(dtype), f, g, np.log(a / a.sum()), np.log(b / b.sum())
+
+
+CASES = [
+    dict(seed=1, n=37, m=53, reg=0.1),
+    dict(seed=2, n=64, m=17, reg=1e-2),
+    dict(seed=3, n=1, m=9, reg=1.0),
+    dict(seed=4, n=9, m=1, reg=1e-3),
+    dict(seed=5, n=120, m=90, reg=1e-3, kind="underflow"),
+    dict(seed=6, n=50, m=70, reg=1e-2, dtype=np.float32),
+    dict(seed=7, n=40, m=40, reg=1e-3, kind="underflow", dtype=np.float32),
+]
+
+
+def _ids(c):
+    return f"{c['n']}x{c['m']}-reg{c['reg']:g}-{c.get('kind', 'normal')}-{np.dtype(c.get('dtype', np.float64)).name}"
+
+
+# ----------------------------------------------------------------------------- Sinkhorn half-steps
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_row_update_is_the_exact_softmin(case):
+    C, f, g, log_a, _ = _case(**case)
+    reg = case["reg"]
+    out = np.empty(C.shape[0])
+    K.row_update(C, g, log_a, reg, out)
+    C64 = C.astype(np.float64)
+    direct = reg * log_a - reg * logsumexp((g[None, :] - C64) / reg, axis=1)
+    assert np.all(np.isfinite(out))
+    np.testing.assert_allclose(out, direct, rtol=1e-12, atol=1e-12 * np.abs(direct).max())
+    np.testing.assert_allclose(K.row_update_reference(C, g, log_a, reg), direct, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("n_chunks", [1, 2, 3, 7])
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_col_update_is_the_exact_softmin_for_any_chunking(case, n_chunks):
+    C, f, g, _, log_b = _case(**case)
+    reg = case["reg"]
+    n_chunks = min(n_chunks, C.shape[0])
+    out = np.empty(C.shape[1])
+    K.col_update(C, f, log_b, reg, out, n_chunks)
+    C64 = C.astype(np.float64)
+    direct = reg * log_b - reg * logsumexp((f[:, None] - C64) / reg, axis=0)
+    assert np.all(np.isfinite(out))
+    np.testing.assert_allclose(out, direct, rtol=1e-12, atol=1e-12 * np.abs(direct).max())
+    np.testing.assert_allclose(K.col_update_reference(C, f, log_b, reg), direct, rtol=1e-14, atol=0)
+
+
+def test_half_steps_make_their_marginal_exact():
+    # After g = col_update(f), the plan's column sums equal b (the defining property).
+    C, f, g, log_a, log_b = _case(8, 30, 20, 0.05)
+    g_new = np.empty(20)
+    K.col_update(C, f, log_b, 0.05, g_new, 2)
+    P = np.exp((f[:, None] + g_new[None, :] - C) / 0.05)
+    np.testing.assert_allclose(P.sum(axis=0), np.exp(log_b), rtol=1e-13)
+    f_new = np.empty(30)
+    K.row_update(C, g, log_a, 0.05, f_new)
+    P = np.exp((f_new[:, None] + g[None, :] - C) / 0.05)
+    np.testing.assert_allclose(P.sum(axis=1), np.exp(log_a), rtol=1e-13)
+
+
+def test_half_steps_never_overflow_with_huge_potentials():
+    # the max-shift keeps exponents <= 0 whatever the scale of the potentials
+    C, f, g, log_a, log_b = _case(9, 20, 30, 1e-3)
+    g = g + 5.0  # (g - C)/reg up to ~5000: naive exp would overflow
+    out = np.empty(20)
+    K.row_update(C, g, log_a, 1e-3, out)
+    direct = 1e-3 * log_a - 1e-3 * logsumexp((g[None, :] - C) / 1e-3, axis=1)
+    assert np.all(np.isfinite(out))
+    np.testing.assert_allclose(out, direct, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- dense plan
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_dense_plan_is_the_gibbs_kernel(case):
+    C, f, g, _, _ = _case(**case)
+    reg = case["reg"]
+    P = np.empty(C.shape)
+    K.dense_plan(C, f, g, reg, P)
+    X = (f[:, None] + g[None, :] - C.astype(np.float64)) / reg
+    direct = np.exp(X)
+    # exponents below -708 are flushed to 0, where np.exp gives at most exp(-708) = 3.3e-308
+    assert_exp_close(P, X)
+    assert np.all(P[direct < 1e-320] == 0)
+    np.testing.assert_allclose(K.plan_reference(C, f, g, reg), direct, rtol=1e-15, atol=0)
+    if case.get("kind") == "underflow":
+        assert (P == 0).mean() > 0.5  # the case does exercise underflow
+
+
+def test_dense_plan_near_the_overflow_limit():
+    # exponents in [700, 709]: values up to 8e307, still finite and accurate
+    reg = 1e-2
+    x = np.linspace(700.0, 709.0, 91)
+    C = np.zeros((1, x.size))
+    P = np.empty_like(C)
+    K.dense_plan(C, np.zeros(1), x * reg, reg, P)
+    assert np.all(np.isfinite(P))
+    assert_exp_close(P[0], x * reg / reg)
+    assert P[0, -1] > 8e307
+    # above 709 fast_exp saturates to inf by contract, even where np.exp is still finite
+    K.dense_plan(C[:, :3], np.zeros(1), np.array([709.5, 710.0, 800.0]) * reg, reg, P[:, :3])
+    np.testing.assert_array_equal(P[0, :3], np.inf)
+
+
+# ----------------------------------------------------------------------------- plan_pass
+
+
+def _plan_pass(C, f, g, reg, tau, cap, n_chunks):
+    n, m = C.shape
+    row = np.empty(n)
+    counts = np.zeros(n, dtype=np.int64)
+    idx = np.empty((n, cap), dtype=np.int32)
+    val = np.empty((n, cap))
+    col = K.plan_pass(C, f, g, reg, tau, cap, n_chunks, row, counts, idx, val)
+    return row, col, counts, idx, val
+
+
+def _check_candidates(P, tau, cap, counts, idx, val):
+    """Kept entries are true plan entries >= tau, at most cap per row, all of them
+    when at most cap qualify, and otherwise never smaller than a dropped one."""
+    n, m = P.shape
+    assert np.all(counts >= 0) and np.all(counts <= cap)
+    for i in range(n):
+        c = counts[i]
+        j = idx[i, :c].astype(np.int64)
+        assert np.all((0 <= j) & (j < m))
+        assert len(np.unique(j)) == c, "a column is kept twice"
+        np.testing.assert_allclose(val[i, :c], P[i, j], rtol=1e-13, atol=0)
+        assert np.all(val[i, :c] >= tau)
+        qualifying = np.flatnonzero(P[i] >= tau * (1 + 1e-12))
+        if len(np.flatnonzero(P[i] >= tau * (1 - 1e-12))) <= cap:
+            assert set(qualifying.tolist()) <= set(j.tolist())
+        elif c > 0:
+            dropped = np.setdiff1d(qualifying, j)
+            if dropped.size:
+                assert P[i, dropped].max() <= val[i, :c].min() * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("n_chunks", [1, 2, 5])
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_plan_pass_sums_match_the_dense_plan(case, n_chunks):
+    C, f, g, _, _ = _case(**case)
+    reg = case["reg"]
+    n, m = C.shape
+    n_chunks = min(n_chunks, n)
+    P = np.exp((f[:, None] + g[None, :] - C.astype(np.float64)) / reg)
+    tau = np.quantile(P, 0.8) if P.max() > 0 else 0.0
+    row, col, counts, idx, val = _plan_pass(C, f, g, reg, tau, m, n_chunks)
+    np.testing.assert_allclose(row, P.sum(axis=1), rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(col, P.sum(axis=0), rtol=1e-12, atol=1e-300)
+    _check_candidates(P, tau, m, counts, idx, val)
+
+
+@pytest.mark.parametrize("cap", [1, 2, 5, 16])
+def test_plan_pass_caps_each_row_keeping_the_largest(cap):
+    C, f, g, _, _ = _case(10, 40, 60, 0.05)
+    P = np.exp((f[:, None] + g[None, :] - C) / 0.05)
+    tau = 0.0  # everything qualifies: the cap alone decides
+    row, col, counts, idx, val = _plan_pass(C, f, g, 0.05, tau, cap, 2)
+    np.testing.assert_allclose(row, P.sum(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(col, P.sum(axis=0), rtol=1e-12)
+    _check_candidates(P, tau, cap, counts, idx, val)
+
+
+def test_plan_pass_threshold_without_cap_keeps_exactly_the_entries_above_tau():
+    C, f, g, _, _ = _case(11, 30, 30, 0.02)
+    P = np.exp((f[:, None] + g[None, :] - C) / 0.02)
+    tau = float(np.median(P))
+    row, col, counts, idx, val = _plan_pass(C, f, g, 0.02, tau, 30, 1)
+    for i in range(30):
+        kept = np.sort(idx[i, :counts[i]])
+        np.testing.assert_array_equal(kept, np.flatnonzero(P[i] >= tau))
+
+
+def test_plan_pass_float32_cost_is_read_exactly():
+    C, f, g, _, _ = _case(12, 25, 35, 0.01, dtype=np.float32)
+    P = np.exp((f[:, None] + g[None, :] - C.astype(np.float64)) / 0.01)
+    row, col, counts, idx, val = _plan_pass(C, f, g, 0.01, 0.0, 35, 2)
+    np.testing.assert_allclose(row, P.sum(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(col, P.sum(axis=0), rtol=1e-12)
+
+
+def test_plan_pass_overflow_gives_infinite_sums():
+    # documented: exponents above 709 give inf sums (the caller rejects such a trial point)
+    C = np.zeros((3, 4))
+    f = np.array([0.0, 7.1, 0.0])  # 7.1 / 0.01 = 710 > 709
+    row, col, *_ = _plan_pass(C, f, np.zeros(4), 0.01, 0.0, 4, 1)
+    assert row[1] == np.inf and np.all(col == np.inf)
+    np.testing.assert_allclose(row[[0, 2]], 4.0, rtol=1e-15)
+
+
+# ----------------------------------------------------------------------------- compact_csr
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.3, 0.5, 0.99, 2.0])
+def test_compact_csr_keeps_exactly_the_entries_at_least_tau(tau):
+    rng = np.random.default_rng(13)
+    n, cap = 20, 8
+    counts = rng.integers(0, cap + 1, n).astype(np.int64)
+    idx = np.zeros((n, cap), dtype=np.int32)
+    val = np.full((n, cap), np.nan)  # garbage beyond counts must be ignored
+    for i in range(n):
+        idx[i, :counts[i]] = np.sort(rng.choice(50, counts[i], replace=False))
+        val[i, :counts[i]] = rng.random(counts[i])
+    val[3, :2] = tau  # ties at tau are kept (>=)
+    counts[3] = max(counts[3], 2)
+    indptr, indices, data = K.compact_csr(counts, idx, val, tau)
+    assert indptr[0] == 0 and np.all(np.diff(indptr) >= 0)
+    for i in range(n):
+        keep = val[i, :counts[i]] >= tau
+        np.testing.assert_array_equal(indices[indptr[i]:indptr[i + 1]], idx[i, :counts[i]][keep])
+        np.testing.assert_array_equal(data[indptr[i]:indptr[i + 1]], val[i, :counts[i]][keep])
+    assert indptr[-1] == len(indices) == len(data)
+    assert np.all(data >= tau)
+
+
+# ----------------------------------------------------------------------------- CG on the Schur complement
+
+
+def _schur_system(seed, n, m, keep, mu, reg=0.05):
+    """A sparsified plan S <= P entrywise with shifted exact sums: the block Hessian
+    [[diag(d_row), S], [S^T, diag(d_col)]] is strictly diagonally dominant, hence SPD,
+    and so is its Schur complement K."""
+    rng = np.random.default_rng(seed)
+    P = np.exp((rng.normal(0, reg, (n, 1)) + rng.normal(0, reg, (1, m)) - rng.random((n, m))) / reg)
+    S = np.where(rng.random((n, m)) < keep, P, 0.0)
+    j = rng.integers(0, m, n)
+    S[np.arange(n), j] = P[np.arange(n), j]  # every row keeps at least one entry
+    d_row = P.sum(axis=1) + mu
+    d_col = P.sum(axis=0) + mu
+    csr = sp.csr_matrix(S)
+    K_dense = np.diag(d_col) - S.T @ np.diag(1.0 / d_row) @ S
+    rhs = rng.normal(size=m)
+    return (csr.indptr.astype(np.int64), csr.indices.astype(np.int32), csr.data), S, d_row, d_col, K_dense, rhs
+
+
+@pytest.mark.parametrize("rtol", [1e-2, 1e-6, 1e-12])
+@pytest.mark.parametrize("shape", [(30, 20), (20, 30), (50, 50)])
+def test_schur_cg_reaches_the_asked_residual_and_the_dense_solution(shape, rtol):
+    (indptr, indices, data), S, d_row, d_col, Kd, rhs = _schur_system(14, *shape, keep=0.3, mu=1e-3)
+    assert np.all(np.linalg.eigvalsh(Kd) > 0)  # the system is SPD, as the solver assumes
+    y, it, res = K.schur_cg(indptr, indices, data, d_row, d_col, rhs, rtol, 1000)
+    true_res = np.linalg.norm(Kd @ y - rhs) / np.linalg.norm(rhs)
+    assert 0 < it <= 1000
+    assert res <= rtol
+    assert true_res <= rtol * (1 + 1e-6) + 1e-14
+    assert true_res == pytest.approx(res, rel=1e-3, abs=1e-13)
+    y_exact = np.linalg.solve(Kd, rhs)
+    # error bound for an SPD system: |y - y*| <= cond(K) * rtol * |y*|
+    assert np.linalg.norm(y - y_exact) <= np.linalg.cond(Kd) * rtol * np.linalg.norm(y_exact) * 1.01 + 1e-13
+
+
+def test_schur_cg_zero_rhs_returns_zero_without_iterating():
+    (indptr, indices, data), S, d_row, d_col, Kd, rhs = _schur_system(15, 10, 8, keep=0.5, mu=1e-3)
+    y, it, res = K.schur_cg(indptr, indices, data, d_row, d_col, np.zeros(8), 1e-8, 100)
+    np.testing.assert_array_equal(y, 0.0)
+    assert it == 0 and res == 0.0
+
+
+def test_schur_cg_reports_breakdown_as_nan():
+    # an indefinite "Schur complement" (negative d_col) breaks CG: the contract is a NaN residual
+    (indptr, indices, data), S, d_row, d_col, Kd, rhs = _schur_system(16, 10, 8, keep=0.5, mu=1e-3)
+    y, it, res = K.schur_cg(indptr, indices, data, d_row, -d_col, rhs, 1e-10, 100)
+    assert np.isnan(res)
+
+
+def test_schur_cg_respects_max_iter():
+    (indptr, indices, data), S, d_row, d_col, Kd, rhs = _schur_system(17, 60, 60, keep=0.9, mu=1e-6, reg=1.0)
+    y, it, res = K.schur_cg(indptr, indices, data, d_row, d_col, rhs, 1e-15, 3)
+    assert it == 3 and res > 1e-15  # stopped by the cap, not by the tolerance
+    true_res = np.linalg.norm(Kd @ y - rhs) / np.linalg.norm(rhs)
+    assert true_res == pytest.approx(res, rel=1e-6)
+
+
+def test_csr_matvec_matches_scipy():
+    rng = np.random.default_rng(18)
+    A = sp.random(40, 25, density=0.2, random_state=np.random.RandomState(18), format="csr")
+    y = rng.normal(size=25)
+    out = K.csr_matvec(A.indptr.astype(np.int64), A.indices.astype(np.int32), A.data, y)
+    np.testing.assert_allclose(out, A @ y, rtol=1e-13, atol=1e-15)
+
+
+def test_default_chunks_bounds():
+    assert K.default_chunks(1) == 1
+    assert K.default_chunks(15) == 1
+    assert 1 <= K.default_chunks(10_000)
