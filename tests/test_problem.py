@@ -56,8 +56,6 @@ def test_empty_weights_raise(name):
         solve(**kw)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: problem._first_bad formats numpy scalars with repr(), "
-                   "giving 'found np.float64(-0.1) at index 0' under numpy 2")
 def test_error_message_shows_the_offending_value_plainly():
     # STYLE.md: ValueError("b: weights must be non-negative; found -0.1 at index 0")
     with pytest.raises(ValueError, match=r"^b: weights must be non-negative; found -0\.1 at index 0$"):
@@ -225,8 +223,6 @@ def test_bad_max_iter_raises(max_iter):
         solve(max_iter=max_iter)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: solve() checks max_iter > 0 before int(), so 0.5 passes "
-                   "and silently becomes a cap of 0 iterations")
 @pytest.mark.filterwarnings("ignore::snsot.ConvergenceWarning")
 def test_fractional_max_iter_below_one_raises():
     # 0.5 passes a "positive" check but would silently become a cap of 0 iterations.
@@ -251,8 +247,6 @@ def test_bad_init_raises(init, match):
         solve(init=init)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: solvers._check_init lets numpy's "
-                   "'could not convert string to float' escape without naming init")
 def test_non_numeric_init_names_the_argument():
     with pytest.raises(ValueError, match=r"^init"):
         solve(init=(["x", "y", "z"], np.zeros(3)))

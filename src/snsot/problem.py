@@ -20,8 +20,8 @@ MASS_RTOL = 1e-8
 def _first_bad(x: np.ndarray, bad: np.ndarray) -> str:
     """Describe the first entry of ``x`` flagged in ``bad`` for an error message."""
     index = np.unravel_index(int(np.flatnonzero(bad.ravel())[0]), x.shape)
-    index = index[0] if len(index) == 1 else tuple(int(i) for i in index)
-    return f"found {x[index]!r} at index {index}"
+    index = int(index[0]) if len(index) == 1 else tuple(int(i) for i in index)
+    return f"found {x[index].item()!r} at index {index}"
 
 
 def _as_weights(w, name: str, size: int) -> np.ndarray:

@@ -110,7 +110,13 @@ def solve(C, a=None, b=None, *, reg, method: str = "sns", tol: float = 1e-9, max
             f"{unknown[0]}: not an option of method {method!r}; options: {', '.join(sorted(a for a in accepted if not a.startswith('_')))}"
         )
     tol = _positive(tol, "tol")
-    max_iter = DEFAULT_MAX_ITER[method] if max_iter is None else int(_positive(max_iter, "max_iter"))
+    if max_iter is None:
+        max_iter = DEFAULT_MAX_ITER[method]
+    elif isinstance(max_iter, (bool, np.bool_)) or not (
+        isinstance(max_iter, (int, np.integer)) or (isinstance(max_iter, float) and max_iter.is_integer())
+    ) or max_iter < 1:
+        raise ValueError(f"max_iter: must be a positive integer; got {max_iter!r}")
+    max_iter = int(max_iter)
 
     n, m = problem.shape
     rows, cols = problem.support()
@@ -150,8 +156,11 @@ def _check_init(init, n, m, rows, cols):
         f, g = init
     except (TypeError, ValueError):
         raise ValueError("init: must be a pair of potentials (f, g)") from None
-    f = np.asarray(f, dtype=np.float64)
-    g = np.asarray(g, dtype=np.float64)
+    try:
+        f = np.asarray(f, dtype=np.float64)
+        g = np.asarray(g, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"init: potentials must be numeric arrays ({exc})") from None
     if f.shape != (n,) or g.shape != (m,):
         raise ValueError(f"init: potentials must have shapes ({n},) and ({m},); got {f.shape} and {g.shape}")
     f, g = f[rows], g[cols]
