@@ -81,17 +81,18 @@ def make_problem(seed: int, n: int, m: int, reg: float, cost: str = "uniform", w
 
 
 @st.composite
-def problems(draw, min_size=1, max_size=40, min_reg=1e-2, max_reg=1.0, zero_mass=True, square=False):
+def problems(draw, min_size=1, max_size=40, min_reg=1e-2, max_reg=1.0, zero_mass=True, square=False,
+             cost_kinds=COST_KINDS, weight_kinds=WEIGHT_KINDS, regs=None):
     """Random problems: rectangular shapes, several cost and weight families,
     sometimes zero-mass bins, sometimes a total mass other than 1, and a
-    log-uniform ``reg`` in ``[min_reg, max_reg]``."""
+    log-uniform ``reg`` in ``[min_reg, max_reg]`` (or one of ``regs``)."""
     n = draw(st.integers(min_size, max_size))
     m = n if square else draw(st.integers(min_size, max_size))
-    cost = draw(st.sampled_from(COST_KINDS))
-    weights = draw(st.sampled_from(WEIGHT_KINDS))
+    cost = draw(st.sampled_from(cost_kinds))
+    weights = draw(st.sampled_from(weight_kinds))
     zero_a = draw(st.integers(0, n - 1)) if zero_mass and draw(st.booleans()) else 0
     zero_b = draw(st.integers(0, m - 1)) if zero_mass and draw(st.booleans()) else 0
     mass = draw(st.sampled_from([1.0, 1.0, 0.25, 7.5]))
-    log_reg = draw(st.floats(np.log10(min_reg), np.log10(max_reg)))
+    reg = draw(st.sampled_from(regs)) if regs else float(10.0 ** draw(st.floats(np.log10(min_reg), np.log10(max_reg))))
     seed = draw(st.integers(0, 2**32 - 1))
-    return make_problem(seed, n, m, float(10.0**log_reg), cost, weights, zero_a, zero_b, mass)
+    return make_problem(seed, n, m, reg, cost, weights, zero_a, zero_b, mass)
