@@ -1,0 +1,296 @@
+"""Sinkhorn-Newton-Sparse (method="sns"): Newton really runs, is robust, and stays honest."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import snsot
+from snsot import costs
+
+from checks import DUAL_RTOL, check_entropic_bound, check_result, dual_scale, pot_plan
+from strategies import make_problem
+
+
+def random_assignment(n, seed=0):
+    """The paper's random assignment problem: uniform [0, 1] costs, uniform weights."""
+    C = np.random.default_rng(seed).random((n, n))
+    return C, np.full(n, 1.0 / n), np.full(n, 1.0 / n)
+
+
+def assert_dual_ascends(res, a, b):
+    """Every recorded iterate (Sinkhorn half-steps are exact block maximisations, Newton
+    steps pass an Armijo test) increases the dual of its own reg, up to round-off."""
+    f, g = res.potentials
+    scale = dual_scale(np.asarray(a), np.asarray(b), f, g, res.reg, res.plan.sum())
+    h = res.history
+    regs = getattr(h, "reg", None)
+    same = np.ones(len(h) - 1, dtype=bool) if regs is None or len(regs) != len(h) else regs[1:] == regs[:-1]
+    drops = np.diff(h.objective)[same]
+    assert np.all(drops >= -DUAL_RTOL * scale), drops.min()
+
+
+# --------------------------------------------------------------------------- Newton does the work
+
+
+def test_newton_reaches_1e10_on_the_random_assignment_problem():
+    C, a, b = random_assignment(500)
+    res = snsot.solve(C, a, b, reg=1 / 1200, method="sns", tol=1e-10)
+    check_result(res, C, a, b, 1e-10, method="sns")
+    assert res.converged and res.marginal_error < 1e-10
+    assert res.n_newton > 0
+    assert res.n_iter < 200  # the paper: tens of iterations, where Sinkhorn needs ~26000
+    check_entropic_bound(res, C, a, b)
+    assert_dual_ascends(res, a, b)
+
+
+def test_newton_needs_far_fewer_iterations_than_sinkhorn():
+    C, a, b = random_assignment(200, seed=1)
+    sns = snsot.solve(C, a, b, reg=1 / 1200, method="sns", tol=1e-9)
+    check_result(sns, C, a, b, 1e-9)
+    assert sns.converged and sns.n_newton > 0
+    budget = 20 * sns.n_iter
+    with pytest.warns(snsot.ConvergenceWarning):
+        sk = snsot.solve(C, a, b, reg=1 / 1200, method="sinkhorn", tol=1e-9, max_iter=budget)
+    assert not sk.converged and sk.n_iter == budget
+    assert sk.marginal_error > 1e3 * sns.marginal_error
+
+
+def test_paper_variant_converges():
+    C, a, b = random_assignment(200, seed=2)
+    res = snsot.solve(C, a, b, reg=1 / 1200, method="sns", variant="paper", tol=1e-9)
+    check_result(res, C, a, b, 1e-9)
+    assert res.converged, res
+    assert res.n_newton > 0
+    assert res.n_sinkhorn >= 20  # N1 = 20 warm-up steps
+    assert np.all(res.history.stage[:20] == 0)
+    check_entropic_bound(res, C, a, b)
+    assert_dual_ascends(res, a, b)
+
+
+@pytest.mark.parametrize("sparsity", [0.01, 0.1, 1.0])
+def test_paper_variant_with_explicit_sparsity(sparsity):
+    p = make_problem(81, 80, 60, 2e-3)
+    res = snsot.solve(p.C, p.a, p.b, reg=p.reg, method="sns", variant="paper", sparsity=sparsity,
+                      n_warmup=5, tol=1e-10)
+    check_result(res, p.C, p.a, p.b, 1e-10)
+    assert res.converged, res
+    check_entropic_bound(res, p.C, p.a, p.b)
+
+
+def test_epsilon_scaling_converges_and_records_decreasing_regs():
+    p = make_problem(82, 90, 70, 1e-4, cost="sqeuclidean")
+    res = snsot.solve(p.C, p.a, p.b, reg=p.reg, method="sns", eps_scaling=True, tol=1e-9)
+    check_result(res, p.C, p.a, p.b, 1e-9)
+    assert res.converged, res
+    regs = res.history.reg
+    assert len(regs) == res.n_iter
+    assert np.all(np.diff(regs) <= 0) and regs[0] > p.reg and regs[-1] == p.reg
+    check_entropic_bound(res, p.C, p.a, p.b)
+    assert_dual_ascends(res, p.a, p.b)
+    plain = snsot.solve(p.C, p.a, p.b, reg=p.reg, method="sns", eps_scaling=False, tol=1e-9)
+    assert plain.converged
+    np.testing.assert_allclose(res.plan, plain.plan, rtol=0, atol=1e-8)
+
+
+def test_warm_start_from_a_nearby_problem_takes_fewer_iterations():
+    C, a, b = random_assignment(150, seed=3)
+    first = snsot.solve(C, a, b, reg=2e-3, method="sns", tol=1e-10)
+    C2 = C + 1e-4 * np.random.default_rng(4).random(C.shape)
+    cold = snsot.solve(C2, a, b, reg=2e-3, method="sns", tol=1e-10)
+    warm = snsot.solve(C2, a, b, reg=2e-3, method="sns", tol=1e-10, init=first.potentials)
+    check_result(warm, C2, a, b, 1e-10)
+    assert cold.converged and warm.converged
+    assert warm.n_iter < cold.n_iter
+    np.testing.assert_allclose(warm.plan, cold.plan, rtol=0, atol=1e-9)
+
+
+# --------------------------------------------------------------------------- degenerate inputs
+
+
+def _check_sns(C, a, b, reg, tol=1e-10):
+    res = snsot.solve(C, a, b, reg=reg, method="sns", tol=tol)
+    check_result(res, C, a, b, tol, method="sns")
+    assert res.converged, res
+    check_entropic_bound(res, C, a, b)
+    assert_dual_ascends(res, a, b)
+    return res
+
+
+@pytest.mark.parametrize("reg", [1e-2, 1e-3])
+def test_l1_cost_on_a_grid(reg):
+    rng = np.random.default_rng(91)
+    shape = (8, 8)
+    a = rng.random(shape) ** 3
+    a[rng.random(shape) < 0.2] = 0.0  # image-like: some empty pixels
+    b = rng.random(shape)
+    C = costs.grid(shape, "cityblock")
+    _check_sns(C, a.ravel() / a.sum(), b.ravel() / b.sum(), reg)
+
+
+def test_constant_cost():
+    rng = np.random.default_rng(92)
+    a, b = rng.random(30), rng.random(20)
+    a, b = a / a.sum(), b / b.sum()
+    res = _check_sns(np.full((30, 20), 2.5), a, b, 1e-3)
+    np.testing.assert_allclose(res.plan, np.outer(a, b), rtol=1e-9, atol=1e-15)
+
+
+def test_duplicated_points_give_tied_costs():
+    rng = np.random.default_rng(93)
+    x = rng.random((10, 2))
+    x = np.repeat(x, 4, axis=0)  # every source point four times
+    y = np.concatenate([x[::4], x[::8] + 1e-12])  # targets on top of sources, some doubled
+    C = costs.pairwise(x, y)
+    a = np.full(len(x), 1.0 / len(x))
+    b = np.full(len(y), 1.0 / len(y))
+    _check_sns(C, a, b, 1e-3)
+
+
+@pytest.mark.parametrize("shape", [(150, 40), (40, 150), (1, 60), (60, 1)])
+def test_rectangular(shape):
+    p = make_problem(94, *shape, 2e-3, cost="sqeuclidean")
+    _check_sns(p.C, p.a, p.b, p.reg)
+
+
+def test_very_non_uniform_weights():
+    rng = np.random.default_rng(95)
+    a = np.logspace(-12, 0, 80)
+    b = rng.permutation(np.logspace(-12, 0, 70))
+    a, b = a / a.sum(), b / b.sum()
+    assert a.min() < 1e-12 and b.min() < 1e-12
+    C = rng.random((80, 70))
+    _check_sns(C, a, b, 3e-3)
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0, 1e3])
+def test_scaled_costs_with_scaled_reg_give_the_same_plan(scale):
+    # exp((f + g - sC)/(s reg)) is the plan of (C, reg) with potentials f/s, g/s
+    p = make_problem(96, 60, 50, 1e-2, cost="sqeuclidean")
+    P_pot = pot_plan(p.C, p.a, p.b, p.reg)
+    res = _check_sns(p.C * scale, p.a, p.b, p.reg * scale)
+    assert np.abs(res.plan - P_pot).max() < 1e-8
+
+
+def test_float32_costs():
+    p = make_problem(97, 70, 60, 1e-3, cost="sqeuclidean")
+    C32 = p.C.astype(np.float32)
+    res = snsot.solve(C32, p.a, p.b, reg=p.reg, method="sns", tol=1e-5)
+    check_result(res, C32, p.a, p.b, 1e-5, method="sns")
+    assert res.converged
+    check_entropic_bound(res, C32, p.a, p.b)
+    assert res.plan.dtype == np.float64
+
+
+def test_float32_costs_can_reach_double_precision_tolerance():
+    # kernels compute in float64, so float32 input limits only the cost's accuracy
+    p = make_problem(98, 40, 40, 1e-2)
+    C32 = p.C.astype(np.float32)
+    res = snsot.solve(C32, p.a, p.b, reg=p.reg, method="sns", tol=1e-10)
+    check_result(res, C32, p.a, p.b, 1e-10)
+    assert res.converged
+    P_pot = pot_plan(C32.astype(np.float64), p.a, p.b, p.reg)
+    assert np.abs(res.plan - P_pot).max() < 1e-8
+
+
+# --------------------------------------------------------------------------- failures handled
+
+
+def test_failed_newton_steps_fall_back_to_sinkhorn_and_still_converge():
+    C, a, b = random_assignment(120, seed=5)
+    calls = []
+
+    def hook(d):
+        calls.append(d.cg_iter)
+        assert d.x.shape == (120,) and d.y.shape == (120,)
+        assert isinstance(d.cg_iter, int) and isinstance(d.residual, float)
+        if len(calls) <= 3:
+            d.x = np.full_like(d.x, np.nan)
+        return d
+
+    res = snsot.solve(C, a, b, reg=1e-3, method="sns", tol=1e-10, _direction_hook=hook)
+    check_result(res, C, a, b, 1e-10)
+    assert res.converged, res
+    assert len(calls) > 3, "the hook was not consulted after the failures"
+    assert res.n_newton > 0
+    assert np.all(np.isfinite(res.plan)) and np.all(np.isfinite(res.potentials[0]))
+    assert np.all(np.isfinite(res.history.objective)) and np.all(np.isfinite(res.history.marginal_error))
+    # each failure runs Sinkhorn steps: some Sinkhorn iterates follow the first Newton attempt
+    baseline = snsot.solve(C, a, b, reg=1e-3, method="sns", tol=1e-10)
+    assert res.n_sinkhorn > baseline.n_sinkhorn
+    check_entropic_bound(res, C, a, b)
+    assert_dual_ascends(res, a, b)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # from the injected NaNs
+def test_newton_always_failing_still_converges_by_sinkhorn():
+    p = make_problem(99, 30, 30, 1e-2)
+
+    def hook(d):
+        d.y = -d.y * np.inf
+        return d
+
+    res = snsot.solve(p.C, p.a, p.b, reg=p.reg, method="sns", tol=1e-10, _direction_hook=hook)
+    check_result(res, p.C, p.a, p.b, 1e-10)
+    assert res.converged and res.n_newton == 0
+
+
+def test_an_ascent_direction_reversed_is_rejected():
+    # a descent direction must never be taken: the line search would only lower the dual
+    p = make_problem(100, 60, 60, 2e-3)
+
+    def hook(d):
+        d.x, d.y = -d.x, -d.y
+        return d
+
+    res = snsot.solve(p.C, p.a, p.b, reg=p.reg, method="sns", tol=1e-9, _direction_hook=hook)
+    check_result(res, p.C, p.a, p.b, 1e-9)
+    assert res.converged and res.n_newton == 0
+    assert_dual_ascends(res, p.a, p.b)
+
+
+def test_max_iter_gives_a_warning_and_an_honest_result():
+    C, a, b = random_assignment(100, seed=6)
+    with pytest.warns(snsot.ConvergenceWarning, match=r"^sns: stopped after \d+ iterations with marginal error"):
+        res = snsot.solve(C, a, b, reg=1 / 1200, method="sns", tol=1e-12, max_iter=8)
+    assert res.converged is False
+    assert res.n_iter <= 8
+    assert res.message == "maximum number of iterations reached before tol"
+    err = check_result(res, C, a, b, 1e-12)
+    assert err >= 1e-12
+
+
+def test_callback_can_stop_inside_the_newton_stage():
+    C, a, b = random_assignment(100, seed=7)
+    full = snsot.solve(C, a, b, reg=1 / 1200, method="sns", tol=1e-10)
+    assert full.n_newton >= 3
+    stop_at = full.n_sinkhorn + 2
+
+    with pytest.warns(snsot.ConvergenceWarning, match="stopped by the callback"):
+        res = snsot.solve(C, a, b, reg=1 / 1200, method="sns", tol=1e-10, callback=lambda k, *_: k >= stop_at)
+    assert res.n_iter == stop_at and res.n_newton >= 1
+    check_result(res, C, a, b, 1e-10)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        (dict(variant="newton"), r"^variant: must be 'adaptive' or 'paper'"),
+        (dict(variant="paper", sparsity=0.0), r"^sparsity: must be in \(0, 1\]"),
+        (dict(variant="paper", sparsity=1.5), r"^sparsity: must be in \(0, 1\]"),
+        (dict(eps_scaling="yes"), r"^eps_scaling: must be 'auto', True or False"),
+        (dict(eps_factor=1.0), r"^eps_factor: must be a number > 1"),
+        (dict(eps_factor=np.nan), r"^eps_factor: must be a number > 1"),
+    ],
+)
+def test_bad_sns_options_raise(options, match):
+    with pytest.raises(ValueError, match=match):
+        snsot.solve(np.ones((3, 3)), reg=0.1, method="sns", **options)
+
+
+def test_no_warning_when_converged():
+    C, a, b = random_assignment(60, seed=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = snsot.solve(C, a, b, reg=1e-3, method="sns")
+    assert res.converged
