@@ -42,6 +42,15 @@ exit status:
   130  interrupted (Ctrl-C)
 """
 
+SOLVE_NOTES = """
+distance (in the JSON): sqrt(cost) for sqeuclidean (the 2-Wasserstein distance
+  of the plan), cost**(1/p) for a power p, the cost itself for euclidean and
+  cityblock, null for --cost-matrix.
+--plan: saved with scipy.sparse.save_npz, entries <= 1e-12 x max dropped, when
+  under 10% of the entries exceed that; else dense under the key 'plan'.
+  snsot.io.load_plan reads both.
+"""
+
 COST_NAMES = ("sqeuclidean", "euclidean", "cityblock")
 
 #: The demo's MNIST digits: a 3 and an 8 of the packaged set (class-sorted).
@@ -166,13 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
             "histogram (.npy array, or a .png/.pgm greyscale image whose intensities, "
             "normalised to total 1, weigh its pixels; pixel positions span [0, 1] per axis)."
         ),
-        epilog=EPILOG + (
-            "\ndistance (in the JSON): sqrt(cost) for sqeuclidean (the 2-Wasserstein distance of the "
-            "plan), cost**(1/p) for a power p, the cost itself for euclidean and cityblock, null for "
-            "--cost-matrix.\n--plan: saved with scipy.sparse.save_npz (entries <= 1e-12 x max dropped) "
-            "when under 10% of entries exceed that, else dense under the key 'plan'; "
-            "snsot.io.load_plan reads both."
-        ),
+        epilog=EPILOG + SOLVE_NOTES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("source", nargs="?", metavar="SOURCE", help="source points or histogram")
@@ -240,12 +243,15 @@ def _check_output(path, option, suffixes=None):
         raise UsageError(f"{option}: the file name must end in {' or '.join(suffixes)}; got {path!r}")
 
 
+INSTALL_PLOT = 'pip install "snsot[plot]"'
+
+
 def _need_plotting():
+    """Fail early, before a long solve, when pictures are asked for without matplotlib."""
     try:
-        from . import plotting  # noqa: F401
         import matplotlib  # noqa: F401
     except ImportError:
-        raise ImportError(f"pictures need matplotlib; install the plot extra: pip install \"snsot[plot]\"") from None
+        raise ImportError(f"pictures need matplotlib; install the plot extra: {INSTALL_PLOT}") from None
 
 
 def _read_inputs(args):
@@ -298,7 +304,7 @@ def cmd_solve(args) -> int:
     _check_output(args.plot, "--plot")
     _check_output(args.plot_convergence, "--plot-convergence")
     if args.plot or args.plot_convergence:
-        _need_plotting()  # before a long solve, not after
+        _need_plotting()
 
     source, target, C, a, b, metric = _read_inputs(args)
     names = {
@@ -431,7 +437,7 @@ def cmd_demo(args) -> int:
                          indent=2))
     else:
         print(f"SNS against Sinkhorn, reg {args.reg:.4g}, tol {args.tol:g}, "
-              f"each solve stopped after {args.time_budget:g} s\n")
+              f"each solve capped at {args.time_budget:g} s\n")
         print(_format_table(rows))
         print()
         for path in pictures:
@@ -445,11 +451,11 @@ def _demo_pictures(args, results, problems, pair):
     if args.no_plot:
         return [], None
     try:
-        from . import plotting
-
         _need_plotting()
     except ImportError:
-        return [], 'snsot: note: matplotlib is not installed, so no pictures; install the plot extra: pip install "snsot[plot]"'
+        return [], f"snsot: note: matplotlib is not installed, so no pictures; install the plot extra: {INSTALL_PLOT}"
+    from . import plotting
+
     reg = f"reg {args.reg:.4g}"
     out = []
     path = os.path.join(args.out_dir, "convergence.png")
