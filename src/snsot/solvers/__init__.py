@@ -43,18 +43,20 @@ register("sns", solve_sns)
 register("sinkhorn", solve_sinkhorn)
 
 
-def solve(C, a=None, b=None, *, reg, method: str = "sns", tol: float = 1e-9, max_iter: int | None = None,
+def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9, max_iter: int | None = None,
           init=None, callback=None, warn: bool = True, n_threads: int | None = None, **options) -> OTResult:
     r"""Solve an entropic optimal transport problem.
 
     Parameters
     ----------
-    C : array_like, shape (n, m)
-        Cost matrix (finite, non-negative); float32 is kept as float32.
+    C : array_like, shape (n, m), or OTProblem
+        Cost matrix (finite, non-negative); float32 is kept as float32. An
+        :class:`~snsot.OTProblem` carries its own weights and ``reg``.
     a, b : array_like, shape (n,) and (m,), optional
         Weights (non-negative, equal totals); uniform when omitted.
     reg : float
-        Entropic regularisation :math:`\varepsilon > 0`.
+        Entropic regularisation :math:`\varepsilon > 0` (required unless
+        ``C`` is an :class:`~snsot.OTProblem`).
     method : str
         A name from :func:`available_methods`: ``"sns"`` (Sinkhorn-Newton-Sparse,
         default) or ``"sinkhorn"`` (log-domain Sinkhorn).
@@ -97,9 +99,12 @@ def solve(C, a=None, b=None, *, reg, method: str = "sns", tol: float = 1e-9, max
     >>> res.converged
     True
     """
-    problem = C if isinstance(C, OTProblem) else OTProblem(C, a, b, reg)
-    if isinstance(C, OTProblem) and (a is not None or b is not None):
-        raise ValueError("a, b: give weights inside the OTProblem, not beside it")
+    if isinstance(C, OTProblem):
+        if a is not None or b is not None:
+            raise ValueError("a, b: give weights inside the OTProblem, not beside it")
+        problem = C if reg is None else C.with_reg(_positive(reg, "reg"))
+    else:
+        problem = OTProblem(C, a, b, reg)
     if method not in _REGISTRY:
         raise ValueError(f"method: unknown method {method!r}; available: {', '.join(available_methods())}")
     solver = _REGISTRY[method]
