@@ -140,9 +140,12 @@ def test_constant_cost_gives_the_independent_coupling(method):
     b = rng.random(8)
     b *= a.sum() / b.sum()
     C = np.full((13, 8), 0.7)
-    res = snsot.solve(C, a, b, reg=1e-3, method=method, tol=1e-12)
-    check_result(res, C, a, b, 1e-12)
-    np.testing.assert_allclose(res.plan, np.outer(a, b) / a.sum(), rtol=1e-10, atol=1e-15)
+    # tol 1e-10: at reg 1e-3 the exponents (f + g - C)/reg carry rounding ~ 0.7/reg * eps,
+    # a floor near 1e-12 on the L1 error for this mass of 6.5
+    res = snsot.solve(C, a, b, reg=1e-3, method=method, tol=1e-10)
+    check_result(res, C, a, b, 1e-10)
+    assert res.converged, res
+    np.testing.assert_allclose(res.plan, np.outer(a, b) / a.sum(), rtol=1e-9, atol=1e-15)
     assert res.cost == pytest.approx(0.7 * a.sum(), rel=1e-12)
 
 
@@ -157,9 +160,11 @@ def test_two_by_two_closed_form(method, reg):
     r = np.exp(-delta / (2 * reg))
     q = r / (2 * (1 + r))
     expected = np.array([[q, 0.5 - q], [0.5 - q, q]])
-    res = snsot.solve(C, reg=reg, method=method, tol=1e-13)
-    check_result(res, C, None, None, 1e-13)
-    np.testing.assert_allclose(res.plan, expected, rtol=1e-9, atol=1e-14)
+    res = snsot.solve(C, reg=reg, method=method, tol=1e-11)
+    check_result(res, C, None, None, 1e-11)
+    assert res.converged, res
+    # the marginal error (< 1e-11) bounds how far the one free entry can be from q
+    np.testing.assert_allclose(res.plan, expected, rtol=1e-9, atol=1e-11)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -170,6 +175,7 @@ def test_single_source_bin_sends_b_everywhere(method):
     C = rng.random((1, 9))
     res = snsot.solve(C, [1.0], b, reg=1e-3, method=method, tol=1e-13)
     check_result(res, C, [1.0], b, 1e-13)
+    assert res.converged, res
     np.testing.assert_allclose(res.plan[0], b, rtol=1e-12)
     assert res.cost == pytest.approx(float(C[0] @ b), rel=1e-12)
     resT = snsot.solve(C.T, b, [1.0], reg=1e-3, method=method, tol=1e-13)
@@ -274,6 +280,7 @@ def test_all_but_one_bin_empty(method):
     C = np.random.default_rng(62).random((6, 4))
     res = snsot.solve(C, a, b, reg=1e-2, method=method, tol=1e-12)
     check_result(res, C, a, b, 1e-12)
+    assert res.converged, res
     expected = np.zeros((6, 4))
     expected[4] = b
     np.testing.assert_allclose(res.plan, expected, rtol=1e-12, atol=0)
