@@ -108,8 +108,6 @@ def test_sinkhorn2_float32_cost():
     assert value == pytest.approx(expected, rel=1e-9)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: snsot.sinkhorn2 forwards log=True to sinkhorn and then "
-                   "multiplies M by the returned (plan, dict) tuple; POT returns (value, log)")
 def test_sinkhorn2_log_returns_value_and_dict_like_pot(problem):
     p, P_pot = problem
     out = snsot.sinkhorn2(p.a, p.b, p.C, p.reg, stopThr=1e-12, log=True)

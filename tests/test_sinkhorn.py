@@ -95,9 +95,6 @@ def test_already_optimal_start_stops_immediately():
     assert again.converged and again.n_iter <= 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Sinkhorn stops when its in-loop row-error estimate "
-                   "(9.99e-13) crosses tol but the plan's measured error is 1.001e-12, then reports "
-                   "'no further progress possible in floating point' although it converges linearly")
 def test_stopping_at_the_margin_of_tol_is_not_a_stall():
     C = np.array([[0.63696169, 0.26978671, 0.04097352, 0.01652764, 0.81327024],
                   [0.91275558, 0.60663578, 0.72949656, 0.54362499, 0.93507242],

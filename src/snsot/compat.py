@@ -63,7 +63,12 @@ def sinkhorn(a, b, M, reg, method="sns", numItermax=None, stopThr=1e-9, verbose=
     }
 
 
-def sinkhorn2(a, b, M, reg, method="sns", numItermax=None, stopThr=1e-9, **kwargs) -> float:
-    """POT-compatible ``ot.sinkhorn2``: the transport cost ``<M, P>`` of the entropic plan."""
-    P = sinkhorn(a, b, M, reg, method=method, numItermax=numItermax, stopThr=stopThr, **kwargs)
-    return float(np.sum(np.asarray(M, dtype=np.float64) * P))
+def sinkhorn2(a, b, M, reg, method="sns", numItermax=None, stopThr=1e-9, log=False, **kwargs):
+    """POT-compatible ``ot.sinkhorn2``: the transport cost ``<M, P>`` of the entropic plan.
+
+    Returns the cost, or ``(cost, log)`` with ``log=True`` (the dict of :func:`sinkhorn`).
+    """
+    out = sinkhorn(a, b, M, reg, method=method, numItermax=numItermax, stopThr=stopThr, log=True, **kwargs)
+    plan, log_dict = out
+    cost = log_dict["result"].cost
+    return (cost, log_dict) if log else cost

@@ -40,7 +40,7 @@ import numpy as np
 from .. import _kernels as K
 from ..problem import OTProblem
 from ..result import STAGE_NEWTON
-from ._common import Recorder, dual_value, finalize
+from ._common import _MARGIN_RETRIES, Recorder, dual_value, finalize
 from .linalg import newton_direction
 from .sinkhorn import SinkhornStepper, run_sinkhorn
 
@@ -188,12 +188,20 @@ def solve_sns(
             break
     else:
         rec.reg = problem.reg
-        f, g, status, ns, nn = _sns_stage(problem, tol, max_iter - n_sinkhorn - n_newton, f, rec, **opts)
-        n_sinkhorn, n_newton = n_sinkhorn + ns, n_newton + nn
-    if rec.reg != problem.reg:  # stopped inside continuation: bring the columns to the target reg
-        st = SinkhornStepper(problem, f)
-        f, g = st.f, st.g
-    return finalize(problem, f, g, method="sns", tol=tol, status=status, recorder=rec,
+        inner_tol = tol
+        for _ in range(_MARGIN_RETRIES + 1):
+            f, g, status, ns, nn = _sns_stage(problem, inner_tol, max_iter - n_sinkhorn - n_newton, f, rec, **opts)
+            n_sinkhorn, n_newton = n_sinkhorn + ns, n_newton + nn
+            res = finalize(problem, f, g, method="sns", tol=tol, status=status, recorder=rec,
+                           n_sinkhorn=n_sinkhorn, n_newton=n_newton)
+            if status != "success" or res.converged or n_sinkhorn + n_newton >= max_iter:
+                return res
+            # estimate met tol, the plan summed afresh misses it by round-off: tighten and go on
+            inner_tol *= 0.5
+        return res
+    # stopped inside continuation: bring the columns to the target reg
+    st = SinkhornStepper(problem, f)
+    return finalize(problem, st.f, st.g, method="sns", tol=tol, status=status, recorder=rec,
                     n_sinkhorn=n_sinkhorn, n_newton=n_newton)
 
 
