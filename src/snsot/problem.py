@@ -24,6 +24,17 @@ def _first_bad(x: np.ndarray, bad: np.ndarray) -> str:
     return f"found {x[index].item()!r} at index {index}"
 
 
+def positive_float(x, name: str) -> float:
+    """``float(x)``, or a ValueError naming ``name`` unless it is positive and finite."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: must be a positive number; got {x!r}") from None
+    if not (np.isfinite(x) and x > 0):
+        raise ValueError(f"{name}: must be a positive finite number; got {x!r}")
+    return x
+
+
 def _as_weights(w, name: str, size: int) -> np.ndarray:
     if w is None:
         return np.full(size, 1.0 / size)
@@ -134,12 +145,7 @@ class OTProblem:
 
         if reg is None:
             raise ValueError("reg: the entropic regularisation is required")
-        try:
-            reg = float(reg)
-        except (TypeError, ValueError):
-            raise ValueError(f"reg: must be a positive number; got {reg!r}") from None
-        if not (np.isfinite(reg) and reg > 0):
-            raise ValueError(f"reg: must be a positive finite number; got {reg!r}")
+        reg = positive_float(reg, "reg")
 
         object.__setattr__(self, "C", C)
         object.__setattr__(self, "a", a)

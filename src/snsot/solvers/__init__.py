@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from .._kernels import thread_limit
-from ..problem import OTProblem
+from ..problem import OTProblem, positive_float
 from ..result import ConvergenceWarning, OTResult
 from .sinkhorn import solve_sinkhorn
 from .sns import solve_sns
@@ -102,7 +102,7 @@ def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9
     if isinstance(C, OTProblem):
         if a is not None or b is not None:
             raise ValueError("a, b: give weights inside the OTProblem, not beside it")
-        problem = C if reg is None else C.with_reg(_positive(reg, "reg"))
+        problem = C if reg is None else C.with_reg(positive_float(reg, "reg"))
     else:
         problem = OTProblem(C, a, b, reg)
     if method not in _REGISTRY:
@@ -114,7 +114,7 @@ def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9
         raise ValueError(
             f"{unknown[0]}: not an option of method {method!r}; options: {', '.join(sorted(a for a in accepted if not a.startswith('_')))}"
         )
-    tol = _positive(tol, "tol")
+    tol = positive_float(tol, "tol")
     if max_iter is None:
         max_iter = DEFAULT_MAX_ITER[method]
     elif isinstance(max_iter, (bool, np.bool_)) or not (
@@ -144,16 +144,6 @@ def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9
             stacklevel=2,
         )
     return res
-
-
-def _positive(x, name):
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: must be a positive number; got {x!r}") from None
-    if not (np.isfinite(x) and x > 0):
-        raise ValueError(f"{name}: must be a positive finite number; got {x!r}")
-    return x
 
 
 def _check_init(init, n, m, rows, cols):
