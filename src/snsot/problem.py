@@ -24,6 +24,13 @@ def _first_bad(x: np.ndarray, bad: np.ndarray) -> str:
     return f"found {x[index].item()!r} at index {index}"
 
 
+def _require_finite_nonnegative(x: np.ndarray, what: str) -> None:
+    """Raise ``ValueError("<what> must be finite; found ...")`` (or non-negative) naming the first offender."""
+    for bad, must in ((~np.isfinite(x), "finite"), (x < 0, "non-negative")):
+        if bad.any():
+            raise ValueError(f"{what} must be {must}; {_first_bad(x, bad)}")
+
+
 def positive_float(x, name: str) -> float:
     """``float(x)``, or a ValueError naming ``name`` unless it is positive and finite."""
     try:
@@ -49,12 +56,7 @@ def _as_weights(w, name: str, size: int) -> np.ndarray:
             f"{name}: has {w.size} weights but the cost has {size} "
             f"{'rows' if name == 'a' else 'columns'}"
         )
-    bad = ~np.isfinite(w)
-    if bad.any():
-        raise ValueError(f"{name}: weights must be finite; {_first_bad(w, bad)}")
-    bad = w < 0
-    if bad.any():
-        raise ValueError(f"{name}: weights must be non-negative; {_first_bad(w, bad)}")
+    _require_finite_nonnegative(w, f"{name}: weights")
     if not w.sum() > 0:
         raise ValueError(f"{name}: weights must have a positive total; all are zero")
     return w
@@ -123,12 +125,7 @@ class OTProblem:
         if C.shape[0] == 0 or C.shape[1] == 0:
             raise ValueError(f"C: cost must be non-empty; got shape {C.shape}")
         C = np.ascontiguousarray(C, dtype=np.float32 if C.dtype == np.float32 else np.float64)
-        bad = ~np.isfinite(C)
-        if bad.any():
-            raise ValueError(f"C: cost must be finite; {_first_bad(C, bad)}")
-        bad = C < 0
-        if bad.any():
-            raise ValueError(f"C: cost must be non-negative; {_first_bad(C, bad)}")
+        _require_finite_nonnegative(C, "C: cost")
 
         n, m = C.shape
         a = _as_weights(a, "a", n)
