@@ -139,11 +139,6 @@ def default_chunks(n_rows: int) -> int:
     return max(1, min(numba.get_num_threads(), n_rows // 16))
 
 
-def _bounds(n_rows, n_chunks):
-    # Python-side twin of _chunk for references; kernels inline the arithmetic.
-    return [(k * n_rows // n_chunks, (k + 1) * n_rows // n_chunks) for k in range(n_chunks)]
-
-
 # ---------------------------------------------------------------------------
 # Log-domain Sinkhorn half-steps
 # ---------------------------------------------------------------------------

@@ -49,10 +49,6 @@ class Recorder:
             return bool(self.callback(len(self.error), stage, error, objective))
         return False
 
-    @property
-    def n_iter(self) -> int:
-        return len(self.error)
-
     def history(self) -> History:
         return History(
             marginal_error=np.asarray(self.error, dtype=np.float64),

@@ -23,14 +23,14 @@ class SinkhornStepper:
     ``(P 1)_i = a_i exp((f_i - f_new_i)/reg)``.
     """
 
-    def __init__(self, problem: OTProblem, f=None, g=None):
+    def __init__(self, problem: OTProblem, f=None):
         self.problem = problem
         n, m = problem.shape
         self.log_a = np.log(problem.a)
         self.log_b = np.log(problem.b)
         self.n_chunks = K.default_chunks(n)
         self.f = np.zeros(n) if f is None else np.array(f, dtype=np.float64)
-        self.g = np.zeros(m) if g is None else np.array(g, dtype=np.float64)
+        self.g = np.empty(m)  # set by the column update below
         self._f_new = np.empty(n)
         self.count = 0
         # Bring the iterate to the Sinkhorn manifold: columns exact.

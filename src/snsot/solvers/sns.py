@@ -246,7 +246,7 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
     n_chunks = K.default_chunks(n)
     cur = _PlanState(n, m, cap)
     trial = _PlanState(n, m, cap)
-    cur.evaluate(problem, st.f, st.g, tau_of(st_error(rec, mass)), n_chunks)
+    cur.evaluate(problem, st.f, st.g, tau_of(_last_error(rec, mass)), n_chunks)
     n_fallback = 10
     status = "max_iter"
     while True:
@@ -300,10 +300,10 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
         tau_of = (lambda old: (lambda e: 0.1 * old(e)))(tau_of)
         if status in ("success", "callback", "nonfinite"):
             return st.f, st.g, status, n_sinkhorn, n_newton
-        cur.evaluate(problem, st.f, st.g, tau_of(st_error(rec, mass)), n_chunks)
+        cur.evaluate(problem, st.f, st.g, tau_of(_last_error(rec, mass)), n_chunks)
         status = "max_iter"
     return cur.f, cur.g, status, n_sinkhorn, n_newton
 
 
-def st_error(rec: Recorder, default: float) -> float:
+def _last_error(rec: Recorder, default: float) -> float:
     return rec.error[-1] if rec.error else default
