@@ -1,0 +1,248 @@
+"""Timing one method on one problem, and the grids of problems x regs x methods built from it."""
+
+from __future__ import annotations
+
+import math
+import time
+import tracemalloc
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import datasets
+from .methods import SOLVERS, _peer, exact_cost, l1_marginal_error
+from .report import _reg_label
+
+
+@dataclass
+class Problem:
+    """One benchmark problem with what every method needs, prepared once."""
+
+    name: str
+    C: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    read_time: float = math.nan  # median seconds of one plain pass over C
+    exact_cost: float = math.nan  # ot.emd's <C, P>; nan without POT
+    emd_time: float = math.nan
+    _fortran: np.ndarray | None = None
+
+    @property
+    def shape(self):
+        return self.C.shape
+
+    def fortran(self) -> np.ndarray:
+        # RegOT wants a column-major cost; the copy is made once, outside the timings.
+        if self._fortran is None:
+            self._fortran = np.asfortranarray(self.C)
+        return self._fortran
+
+
+def read_time(C, repeats: int = 7) -> float:
+    """Median seconds of ``C.sum()``: a floor for any method that reads C once per iteration."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        C.sum()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def measure(method, problem: Problem, reg, tol, repeats, cap, options=None):
+    """Warm up, then time ``method`` on ``problem``; returns (row, trace)."""
+    row = dict(problem=problem.name, shape=f"{problem.shape[0]} x {problem.shape[1]}", reg=reg, method=method)
+    solver = SOLVERS[method]
+    if _peer(solver.module) is None:
+        return {**row, "status": "absent"}, None
+    state: dict = {}
+    opts = dict(options or {}) if solver.module == "snsot" else {}
+    try:
+        last = solver(problem, reg, tol, cap, state, opts)  # warm-up (and calibration)
+        if last.capped and solver.module == "snsot":
+            # snsot's first call in a fresh install also compiles its kernels (tens of
+            # seconds, once): a warm-up cut off by the cap says nothing about the solver.
+            last = solver(problem, reg, tol, cap, state, opts)
+        runs = []
+        if not last.capped:
+            for _ in range(_repeat_count(repeats, last.time, cap)):
+                last = solver(problem, reg, tol, cap, state, opts)
+                runs.append(last.time)
+                if last.capped:
+                    break
+    except Exception as exc:  # a peer failing is a result to report, not a crash
+        return {**row, "status": f"error: {type(exc).__name__}: {exc}"}, None
+    P = last.plan
+    if not np.all(np.isfinite(P)):
+        return {**row, "status": "error: non-finite plan"}, None
+    err = l1_marginal_error(P, problem.a, problem.b)
+    cost = float(np.vdot(problem.C, P))
+    if last.capped:
+        status, t, count = "capped", last.time, 1
+    else:
+        status = "ok" if err < tol else "not converged"
+        t, count = float(np.median(runs)), len(runs)
+    return {**row, "status": status, "time": t, "runs": count, "n_iter": last.n_iter,
+            "n_sinkhorn": last.n_sinkhorn, "n_newton": last.n_newton, "l1_error": err, "cost": cost,
+            "gap": cost - problem.exact_cost, "setting": last.setting}, last.trace
+
+
+def _repeat_count(repeats, first_time, cap):
+    """At most ``repeats`` timed runs, fewer when they would together exceed ``cap``."""
+    return max(1, min(repeats, int(cap // max(first_time, 1e-9))))
+
+
+def measure_memory(problem: Problem, reg, tol, cap, options=None):
+    """Peak memory of one SNS solve: tracemalloc peak and resident-set growth.
+
+    tracemalloc sees every numpy allocation (the plan, sparse Hessian,
+    vectors) but not memory numba allocates inside compiled kernels; the
+    resident-set growth (Linux ``VmHWM`` after resetting it through
+    ``/proc/self/clear_refs``) sees everything, including pages of freed
+    memory the allocator keeps. Either is reported as None where unavailable.
+    """
+    import snsot
+
+    rss_before = _reset_peak_rss()
+    tracemalloc.start()
+    try:
+        snsot.solve(problem.C, problem.a, problem.b, reg=reg, tol=tol, warn=False,
+                    callback=_deadline(cap), **(options or {}))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    rss_peak = _status_kb("VmHWM")
+    rss = None if rss_before is None or rss_peak is None else (rss_peak - rss_before) * 1024
+    return dict(tracemalloc_peak=peak, rss_growth=rss, cost_matrix_bytes=problem.C.nbytes)
+
+
+def _deadline(cap):
+    start = time.perf_counter()
+    return lambda *_: time.perf_counter() - start > cap
+
+
+def _status_kb(key):
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss():
+    """Reset the kernel's resident-set high-water mark; returns the current RSS in kB."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return None
+    return _status_kb("VmRSS")
+
+
+def build_problem(name, seed=0) -> Problem:
+    if name not in datasets.PROBLEMS:
+        raise ValueError(f"problem: unknown {name!r}; available: {', '.join(datasets.PROBLEMS)}")
+    C, a, b = datasets.PROBLEMS[name](seed=seed)
+    return Problem(name, C, a, b)
+
+
+def run_grid(problem_names, regs, methods, cfg, cache, log=print):
+    """Every problem x reg x method (cached by key); returns rows and traces.
+
+    Regularisations are run largest first; a method that hit the time cap at
+    one reg is not run at a smaller one (Sinkhorn-type methods only slow down
+    as reg shrinks) and is reported as skipped.
+    """
+    rows, traces = [], {}
+    for name in problem_names:
+        problem = cache["problems"].get(name)
+        if problem is None:
+            problem = _prepare(name, cfg, log)
+            cache["problems"][name] = problem
+        capped_at = {}
+        for reg in sorted(regs, reverse=True):
+            for method in methods:
+                key = (name, reg, method)
+                if key not in cache["rows"]:
+                    if method == "pot-emd":
+                        cache["rows"][key] = (_emd_row(problem, reg), None)
+                    elif method in capped_at:
+                        cache["rows"][key] = ({"problem": name, "reg": reg, "method": method,
+                                               "shape": f"{problem.shape[0]} x {problem.shape[1]}",
+                                               "status": f"skipped (> cap at reg {_reg_label(capped_at[method])})"},
+                                              None)
+                    else:
+                        log(f"  {name} reg={_reg_label(reg)} {method} ...")
+                        cache["rows"][key] = measure(method, problem, reg, cfg["tol"], cfg["repeats"],
+                                                     cfg["time_cap"], cfg["options"])
+                row, trace = cache["rows"][key]
+                if row.get("status") == "capped":
+                    capped_at[method] = reg
+                rows.append(row)
+                if trace is not None:
+                    traces[key] = trace
+    _add_ratios(rows)
+    return rows, traces
+
+
+def _prepare(name, cfg, log):
+    log(f"{name}: building")
+    problem = build_problem(name, cfg["seed"])
+    problem.read_time = read_time(problem.C)
+    exact = exact_cost(problem) if "pot-emd" in cfg["methods"] else None
+    if exact is not None:
+        problem.exact_cost, problem.emd_time = exact
+    return problem
+
+
+def _emd_row(problem, reg):
+    row = dict(problem=problem.name, shape=f"{problem.shape[0]} x {problem.shape[1]}", reg=reg, method="pot-emd")
+    if _peer("ot") is None:
+        return {**row, "status": "absent"}
+    if math.isnan(problem.exact_cost):
+        return {**row, "status": "error: ot.emd did not finish"}
+    return {**row, "status": "exact", "time": problem.emd_time, "runs": 1, "cost": problem.exact_cost,
+            "gap": 0.0, "setting": "numItermax=1e8"}
+
+
+def _add_ratios(rows):
+    """Time ratio to RegOT SSNS and to POT Sinkhorn on the same problem and reg."""
+    refs = {}
+    for row in rows:
+        if row["method"] in ("regot-ssns", "pot-sinkhorn") and "time" in row:
+            refs[(row["problem"], row["reg"], row["method"])] = row
+    for row in rows:
+        for ref_method, col in (("regot-ssns", "vs_ssns"), ("pot-sinkhorn", "vs_pot")):
+            ref = refs.get((row["problem"], row["reg"], ref_method))
+            if ref is None or "time" not in row or row["method"] in (ref_method, "pot-emd"):
+                continue
+            ratio = row["time"] / ref["time"]
+            # A capped time is a lower bound on the time to converge.
+            mine, theirs = row["status"] != "ok", ref["status"] != "ok"
+            row[col] = None if (mine and theirs) else ratio
+            row[col + "_bound"] = ">" if mine and not theirs else "<" if theirs and not mine else ""
+
+
+def run_scaling(sizes, reg, cfg, cache, log=print):
+    """SNS time and iterations on random assignment of growing size, with peak memory."""
+    out = []
+    for n in sizes:
+        name = f"random{n}"
+        log(f"scaling: n={n}")
+        problem = cache["problems"].get(name)
+        if problem is None:
+            C, a, b = datasets.random_assignment(n, seed=cfg["seed"])
+            problem = Problem(name, C, a, b, read_time=read_time(C))
+            cache["problems"][name] = problem
+        key = (name, reg, "snsot-sns")
+        if key not in cache["rows"]:
+            cache["rows"][key] = measure("snsot-sns", problem, reg, cfg["tol"], cfg["repeats"],
+                                         cfg["time_cap"], cfg["options"])
+        row = dict(cache["rows"][key][0])
+        row.update(measure_memory(problem, reg, cfg["tol"], cfg["time_cap"], cfg["options"]))
+        row["read_time"] = problem.read_time
+        out.append(row)
+    return out
+
