@@ -202,7 +202,15 @@ def _plan_pass(C, f, g, reg, tau, cap, n_chunks):
     counts = np.zeros(n, dtype=np.int64)
     idx = np.empty((n, cap), dtype=np.int32)
     val = np.empty((n, cap))
-    col = K.plan_pass(C, f, g, reg, tau, cap, n_chunks, row, counts, idx, val)
+    B = np.empty((n, m))
+    col = K.plan_pass(C, f, g, reg, tau, cap, n_chunks, row, counts, idx, val, B)
+    # the stored base is the plan itself, entries below the floor as exact zeros
+    X = (f[:, None] + g[None, :] - np.asarray(C, np.float64)) / reg
+    with np.errstate(over="ignore"):
+        kept = np.exp(X) >= K.P_FLOOR
+    assert np.all(B[~kept & (X < np.log(K.P_FLOOR) - 1e-9)] == 0)
+    finite = X < 709.0  # above, exp saturates to inf by contract (see the overflow tests)
+    assert_exp_close(np.where(kept, B, np.exp(X))[finite], X[finite])
     return row, col, counts, idx, val
 
 

@@ -239,15 +239,83 @@ def _cap_cut(buf, cap, hist):
     return _int64_bits_as_float64(np.int64(e) << 52)
 
 
+#: Rows are processed in blocks of this many entries; the block maxima let the
+#: candidate selection skip the (typically almost all) blocks with no entry
+#: above the cut, instead of a branchy scan of the whole row.
+_BLOCK = 16
+
+
+@njit(fastmath=_LOOP_FLAGS, cache=True)
+def _block_max(buf, blockmax):
+    # fixed-length inner loops, which LLVM unrolls into a few vector max instructions
+    m = buf.shape[0]
+    nfull = m // _BLOCK
+    for jb in range(nfull):
+        bm = buf[jb * _BLOCK]
+        for t in range(1, _BLOCK):
+            bm = max(bm, buf[jb * _BLOCK + t])
+        blockmax[jb] = bm
+    if nfull < blockmax.shape[0]:
+        bm = buf[nfull * _BLOCK]
+        for j in range(nfull * _BLOCK + 1, m):
+            bm = max(bm, buf[j])
+        blockmax[nfull] = bm
+
+
+@njit(fastmath=_LOOP_FLAGS, cache=True)
+def _scan(buf, blockmax, cut, ibuf, vbuf):
+    """Entries of ``buf`` >= ``cut`` into ``ibuf``/``vbuf`` (branch-free within a block); returns their number."""
+    m = buf.shape[0]
+    c = 0
+    for jb in range(blockmax.shape[0]):
+        if blockmax[jb] >= cut:
+            for j in range(jb * _BLOCK, min(jb * _BLOCK + _BLOCK, m)):
+                x = buf[j]
+                ibuf[c] = j
+                vbuf[c] = x
+                c += x >= cut
+    return c
+
+
+@njit(cache=True)
+def _select_row(buf, blockmax, tau, cap, hist, ibuf, vbuf, idx_row, val_row):
+    """Store up to ``cap`` entries of ``buf`` that are >= ``tau``; return how many.
+
+    Only blocks whose maximum reaches the cut are scanned. When more than
+    ``cap`` entries qualify, the cut rises (:func:`_cap_cut`) and the scan is
+    redone. ``ibuf``/``vbuf`` are scratch of length ``m + 1``.
+    """
+    c = _scan(buf, blockmax, tau, ibuf, vbuf)
+    if c > cap:
+        c = min(cap, _scan(buf, blockmax, _cap_cut(buf, cap, hist), ibuf, vbuf))
+    for t in range(c):
+        idx_row[t] = ibuf[t]
+        val_row[t] = vbuf[t]
+    return c
+
+
+#: Entries of a stored base plan below this are stored as exactly 0. With the
+#: base used only within :data:`BASE_DRIFT` (``u_i v_j <= e**100``) such an entry
+#: stands for less than 3e-207 of mass, and products of stored entries with
+#: the scalings stay normal numbers (>= 1e-250 e**-100 ~ 4e-294): no denormals.
+P_FLOOR = 1e-250
+#: A stored base plan ``B = P(f0, g0)`` represents ``P(f, g) = diag(u) B diag(v)``,
+#: ``u = exp((f - f0)/reg)``, ``v = exp((g - g0)/reg)``, while
+#: ``(max|f - f0| + max|g - g0|) / reg <= BASE_DRIFT``.
+BASE_DRIFT = 100.0
+
+
 @njit(parallel=True, fastmath=_LOOP_FLAGS, cache=True)
-def plan_pass(C, f, g, reg, tau, cap, n_chunks, row_sum, counts, idx, val):
-    """Row sums, column sums and the large entries of P, in one pass over ``C``.
+def plan_pass(C, f, g, reg, tau, cap, n_chunks, row_sum, counts, idx, val, P):
+    """Row sums, column sums and the large entries of the plan, in one pass over ``C``.
 
     Writes ``row_sum[i] = sum_j P_ij`` and, for each row, up to ``cap`` entries
     with ``P_ij >= tau`` into ``idx[i, :counts[i]]`` / ``val[i, :counts[i]]``
     (when more than ``cap`` qualify, the cut rises to the power of two that
     keeps the most entries without exceeding ``cap``; see :func:`_cap_cut`).
-    Returns the column sums.
+    Stores the plan itself in ``P`` (entries below :data:`P_FLOOR` as 0) as
+    the base for :func:`scaled_pass` and :func:`scaled_sinkhorn`. Returns the
+    column sums.
 
     Exponents above 709 give ``inf`` sums: the caller treats such a point as
     having dual value ``-inf`` (it is a rejected line-search trial).
@@ -257,29 +325,88 @@ def plan_pass(C, f, g, reg, tau, cap, n_chunks, row_sum, counts, idx, val):
     part_col = np.zeros((n_chunks, m))
     for k in prange(n_chunks):
         pc = part_col[k]
-        buf = np.empty(m)
         hist = np.empty(2048, dtype=np.int64)
+        blockmax = np.empty((m + _BLOCK - 1) // _BLOCK)
+        ibuf = np.empty(m + 1, dtype=np.int32)
+        vbuf = np.empty(m + 1)
         for i in range(k * n // n_chunks, (k + 1) * n // n_chunks):
             fi = f[i]
+            buf = P[i]
             s = 0.0
-            cnt = 0
             for j in range(m):
                 p = fast_exp((fi + g[j] - C[i, j]) * inv_reg)
+                pc[j] += p
+                s += p
+                buf[j] = p
+            row_sum[i] = s
+            _block_max(buf, blockmax)
+            counts[i] = _select_row(buf, blockmax, tau, cap, hist, ibuf, vbuf, idx[i], val[i])
+            for j in range(m):  # the row is still in cache
+                buf[j] = buf[j] if buf[j] >= P_FLOOR else 0.0
+    col = np.zeros(m)
+    for k in range(n_chunks):
+        for j in range(m):
+            col[j] += part_col[k, j]
+    return col
+
+
+@njit(parallel=True, fastmath=_LOOP_FLAGS, cache=True)
+def scaled_pass(B, u, v, tau, cap, n_chunks, row_sum, counts, idx, val):
+    """What :func:`plan_pass` computes, for the plan ``diag(u) B diag(v)`` of a stored base ``B``.
+
+    No exponentials: a Newton trial point near the base costs one read of ``B``.
+    """
+    n, m = B.shape
+    part_col = np.zeros((n_chunks, m))
+    for k in prange(n_chunks):
+        pc = part_col[k]
+        buf = np.empty(m)
+        hist = np.empty(2048, dtype=np.int64)
+        blockmax = np.empty((m + _BLOCK - 1) // _BLOCK)
+        ibuf = np.empty(m + 1, dtype=np.int32)
+        vbuf = np.empty(m + 1)
+        for i in range(k * n // n_chunks, (k + 1) * n // n_chunks):
+            ui = u[i]
+            s = 0.0
+            for j in range(m):
+                p = B[i, j] * ui * v[j]
                 buf[j] = p
                 pc[j] += p
                 s += p
-                cnt += p >= tau
             row_sum[i] = s
-            cut = tau
-            if cnt > cap:
-                cut = _cap_cut(buf, cap, hist)
-            c = 0
+            _block_max(buf, blockmax)
+            counts[i] = _select_row(buf, blockmax, tau, cap, hist, ibuf, vbuf, idx[i], val[i])
+    col = np.zeros(m)
+    for k in range(n_chunks):
+        for j in range(m):
+            col[j] += part_col[k, j]
+    return col
+
+
+@njit(parallel=True, fastmath=_LOOP_FLAGS, cache=True)
+def scaled_sinkhorn(B, u, v, a, n_chunks, s_out, u_new):
+    """One Sinkhorn iteration on the plan ``diag(u) B diag(v)``, in one read of ``B``.
+
+    For each row: ``s_i = (B v)_i``, the plan's row sum ``u_i s_i`` is written
+    to ``s_out[i]`` (so the caller gets the iterate's row error for free), the
+    row scaling becomes ``u_new_i = a_i / s_i``, and the row, still in cache,
+    is accumulated into the column sums ``(B^T u_new)_j``, which are returned
+    (the caller sets ``v_j = b_j / col_j``). A row with ``s_i`` not a positive
+    normal number gives a non-finite ``u_new_i``: the caller checks.
+    """
+    n, m = B.shape
+    part_col = np.zeros((n_chunks, m))
+    for k in prange(n_chunks):
+        pc = part_col[k]
+        for i in range(k * n // n_chunks, (k + 1) * n // n_chunks):
+            s = 0.0
             for j in range(m):
-                if buf[j] >= cut and c < cap:
-                    idx[i, c] = j
-                    val[i, c] = buf[j]
-                    c += 1
-            counts[i] = c
+                s += B[i, j] * v[j]
+            s_out[i] = u[i] * s
+            un = a[i] / s
+            u_new[i] = un
+            for j in range(m):
+                pc[j] += B[i, j] * un
     col = np.zeros(m)
     for k in range(n_chunks):
         for j in range(m):

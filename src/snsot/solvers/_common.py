@@ -67,9 +67,14 @@ def dual_value(problem: OTProblem, f, g, plan_total: float) -> float:
     return float(problem.a @ f + problem.b @ g - problem.reg * plan_total)
 
 
-def finalize(problem: OTProblem, f, g, *, method, tol, status, recorder, n_sinkhorn, n_newton) -> OTResult:
-    """Build the :class:`OTResult` from final potentials, measuring everything on the plan itself."""
-    P = np.empty(problem.shape)
+def finalize(problem: OTProblem, f, g, *, method, tol, status, recorder, n_sinkhorn, n_newton,
+             out=None) -> OTResult:
+    """Build the :class:`OTResult` from final potentials, measuring everything on the plan itself.
+
+    The plan is computed afresh from ``C`` into ``out`` (a spare ``n x m``
+    float64 buffer, e.g. the solver's stored plan) or a new array.
+    """
+    P = np.empty(problem.shape) if out is None or out.shape != problem.shape else out
     K.dense_plan(problem.C, f, g, problem.reg, P)
     r, c = P.sum(axis=1), P.sum(axis=0)
     err = float(np.abs(r - problem.a).sum() + np.abs(c - problem.b).sum())

@@ -11,7 +11,14 @@ import numpy as np
 from .. import _kernels as K
 from ..problem import OTProblem
 from ..result import STAGE_SINKHORN
+from ._base import PlanBase
 from ._common import _MARGIN_RETRIES, Recorder, finalize
+
+
+#: Row and column sums a scaled Sinkhorn step divides by must be at least this
+#: (and the new scalings at most its inverse); otherwise the step is redone in
+#: the log domain. See :mod:`snsot.solvers._base` for why this keeps it exact.
+_SAFE = 1e-100
 
 
 class SinkhornStepper:
@@ -19,33 +26,53 @@ class SinkhornStepper:
 
     After :meth:`step`, ``g`` is the exact maximiser of the dual given ``f``,
     so the columns of the plan match ``b``; the row error of the iterate is
-    measured for free by the next f-update, since
-    ``(P 1)_i = a_i exp((f_i - f_new_i)/reg)``.
+    measured by the same pass that computes the next iteration.
+
+    An iteration is one read of a stored plan (:class:`~snsot.solvers._base.PlanBase`)
+    scaled by ``exp((f - f0)/reg)`` and ``exp((g - g0)/reg)``; the plan is
+    recomputed from ``C`` (one exponential pass) only when the potentials
+    drift too far from where it was stored, and an iteration whose sums
+    leave the safe range is redone with the log-domain kernels (two passes
+    over ``C`` per half-step, stabilised by row and column maxima).
     """
 
-    def __init__(self, problem: OTProblem, f=None):
+    def __init__(self, problem: OTProblem, f=None, base: PlanBase | None = None):
         self.problem = problem
         n, m = problem.shape
         self.log_a = np.log(problem.a)
         self.log_b = np.log(problem.b)
         self.n_chunks = K.default_chunks(n)
+        self.base = PlanBase(problem) if base is None else base
+        self.base.attach(problem)
         self.f = np.zeros(n) if f is None else np.array(f, dtype=np.float64)
-        self.g = np.empty(m)  # set by the column update below
+        self.g = np.empty(m)
+        self._rows = np.empty(n)
+        self._u_new = np.empty(n)
         self._f_new = np.empty(n)
+        self._col_new = None  # pending scaled step (column sums), or None for a log-domain one
         self.count = 0
         # Bring the iterate to the Sinkhorn manifold: columns exact.
-        self._col()
-
-    def _col(self):
-        p = self.problem
-        K.col_update(p.C, self.f, self.log_b, p.reg, self.g, self.n_chunks)
+        K.col_update(problem.C, self.f, self.log_b, problem.reg, self.g, self.n_chunks)
 
     def error(self) -> float:
         """L1 marginal error of the current iterate (rows; columns are exact).
 
-        Computes the next f-update, which :meth:`step` then reuses.
+        Computes the next iteration, which :meth:`step` then commits.
         """
         p = self.problem
+        sc = self.base.scalings(self.f, self.g)
+        if sc is None:
+            self.base.rebase(self.f, self.g)
+            sc = self.base.scalings(self.f, self.g)
+        if sc is not None:
+            u, v = sc
+            col = K.scaled_sinkhorn(self.base.B, u, v, p.a, self.n_chunks, self._rows, self._u_new)
+            un = self._u_new
+            if un.max() <= 1.0 / _SAFE and (p.a / un).min() >= _SAFE and col.min() >= _SAFE \
+                    and np.isfinite(col).all():
+                self._col_new = col
+                return float(np.abs(self._rows - p.a).sum())
+        self._col_new = None
         K.row_update(p.C, self.g, self.log_a, p.reg, self._f_new)
         return float(np.abs(p.a * np.expm1((self.f - self._f_new) / p.reg)).sum())
 
@@ -56,8 +83,16 @@ class SinkhornStepper:
 
     def step(self):
         """One Sinkhorn iteration (f-update, then g-update); call after :meth:`error`."""
-        self.f, self._f_new = self._f_new, self.f
-        self._col()
+        p = self.problem
+        if self._col_new is not None:
+            base = self.base
+            self.f = base.f0 + p.reg * np.log(self._u_new)
+            self.g = base.g0 + p.reg * (self.log_b - np.log(self._col_new))
+        else:
+            self.f, self._f_new = self._f_new, np.empty_like(self.f)
+            self.g = np.empty_like(self.g)
+            K.col_update(p.C, self.f, self.log_b, p.reg, self.g, self.n_chunks)
+        self._col_new = None
         self.count += 1
 
 
@@ -79,7 +114,7 @@ def solve_sinkhorn(problem: OTProblem, *, tol: float, max_iter: int, init=None, 
     for _ in range(_MARGIN_RETRIES + 1):
         status = run_sinkhorn(st, rec, inner_tol, max_iter - st.count)
         res = finalize(problem, st.f, st.g, method="sinkhorn", tol=tol, status=status, recorder=rec,
-                       n_sinkhorn=st.count, n_newton=0)
+                       n_sinkhorn=st.count, n_newton=0, out=st.base.take())
         if status != "success" or res.converged:
             break
         # The in-loop estimate met tol but the plan, summed afresh, misses it by

@@ -40,6 +40,7 @@ import numpy as np
 from .. import _kernels as K
 from ..problem import OTProblem
 from ..result import STAGE_NEWTON
+from ._base import PlanBase
 from ._common import _MARGIN_RETRIES, Recorder, dual_value, finalize
 from .linalg import newton_direction
 from .sinkhorn import SinkhornStepper, run_sinkhorn
@@ -61,10 +62,14 @@ class _PlanState:
         self.f = self.g = None
         self.total = self.dual = self.error = np.nan
 
-    def evaluate(self, problem: OTProblem, f, g, tau, n_chunks):
+    def evaluate(self, problem: OTProblem, base: PlanBase, f, g, tau, n_chunks):
         cap = self.val.shape[1]
-        self.col = K.plan_pass(problem.C, f, g, problem.reg, tau, cap, n_chunks,
-                               self.row, self.counts, self.idx, self.val)
+        sc = base.scalings(f, g)
+        if sc is None:
+            _, self.col = base.rebase(f, g, tau, cap, n_chunks, self.row, self.counts, self.idx, self.val)
+        else:
+            self.col = K.scaled_pass(base.B, sc[0], sc[1], tau, cap, n_chunks,
+                                     self.row, self.counts, self.idx, self.val)
         self.f, self.g = f, g
         self.total = float(self.row.sum())
         if np.isfinite(self.total) and np.isfinite(self.col).all():
@@ -177,6 +182,8 @@ def solve_sns(
 
     rec = Recorder(callback)
     f = None if init is None else init[0]
+    base = PlanBase(problem)
+    opts["base"] = base
     n_sinkhorn = n_newton = 0
     for reg in _continuation(problem, eps_scaling, eps_factor):
         rec.reg = reg
@@ -193,16 +200,16 @@ def solve_sns(
             f, g, status, ns, nn = _sns_stage(problem, inner_tol, max_iter - n_sinkhorn - n_newton, f, rec, **opts)
             n_sinkhorn, n_newton = n_sinkhorn + ns, n_newton + nn
             res = finalize(problem, f, g, method="sns", tol=tol, status=status, recorder=rec,
-                           n_sinkhorn=n_sinkhorn, n_newton=n_newton)
+                           n_sinkhorn=n_sinkhorn, n_newton=n_newton, out=base.take())
             if status != "success" or res.converged or n_sinkhorn + n_newton >= max_iter:
                 return res
             # estimate met tol, the plan summed afresh misses it by round-off: tighten and go on
             inner_tol *= 0.5
         return res
     # stopped inside continuation: bring the columns to the target reg
-    st = SinkhornStepper(problem, f)
+    st = SinkhornStepper(problem, f, base)
     return finalize(problem, st.f, st.g, method="sns", tol=tol, status=status, recorder=rec,
-                    n_sinkhorn=n_sinkhorn, n_newton=n_newton)
+                    n_sinkhorn=n_sinkhorn, n_newton=n_newton, out=base.take())
 
 
 def _continuation(problem: OTProblem, eps_scaling, factor) -> list[float]:
@@ -221,14 +228,15 @@ def _continuation(problem: OTProblem, eps_scaling, factor) -> list[float]:
 
 
 def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsity, kappa, switch_horizon,
-               max_row_entries, max_cg, direction_hook):
+               max_row_entries, max_cg, direction_hook, base):
     """One SNS solve at ``problem.reg``: Sinkhorn warm-up, then Newton with fallbacks.
 
     Returns ``(f, g, status, n_sinkhorn, n_newton)``.
     """
     n, m = problem.shape
     mass = problem.mass
-    st = SinkhornStepper(problem, f_init)
+    base.attach(problem)
+    st = SinkhornStepper(problem, f_init, base)
     if variant == "paper":
         cap = int(min(m, max(1, round(sparsity * m))))
         status = run_sinkhorn(st, rec, tol, min(n_warmup, max_iter))
@@ -246,7 +254,7 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
     n_chunks = K.default_chunks(n)
     cur = _PlanState(n, m, cap)
     trial = _PlanState(n, m, cap)
-    cur.evaluate(problem, st.f, st.g, tau_of(_last_error(rec, mass)), n_chunks)
+    cur.evaluate(problem, base, st.f, st.g, tau_of(_last_error(rec, mass)), n_chunks)
     n_fallback = 10
     status = "max_iter"
     while True:
@@ -275,7 +283,7 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
             tau_next = tau_of(max(err * min(1.0, err / mass), 1e-300))
             t = 1.0
             for _ in range(_MAX_BACKTRACK):
-                trial.evaluate(problem, cur.f + t * d.x, cur.g + t * d.y, tau_next, n_chunks)
+                trial.evaluate(problem, base, cur.f + t * d.x, cur.g + t * d.y, tau_next, n_chunks)
                 gain = trial.dual - cur.dual
                 if gain >= _ARMIJO * t * slope or (
                     gain >= -cur.rounding(problem) and trial.error < err
@@ -292,7 +300,7 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
             continue
 
         # Newton failed here: fall back to Sinkhorn, then retry with a denser Hessian.
-        st = SinkhornStepper(problem, cur.f)
+        st = SinkhornStepper(problem, cur.f, base)
         budget = min(n_fallback, max_iter - n_sinkhorn - n_newton)
         status = run_sinkhorn(st, rec, tol, budget)
         n_sinkhorn += st.count
@@ -300,7 +308,7 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
         tau_of = (lambda old: (lambda e: 0.1 * old(e)))(tau_of)
         if status in ("success", "callback", "nonfinite"):
             return st.f, st.g, status, n_sinkhorn, n_newton
-        cur.evaluate(problem, st.f, st.g, tau_of(_last_error(rec, mass)), n_chunks)
+        cur.evaluate(problem, base, st.f, st.g, tau_of(_last_error(rec, mass)), n_chunks)
         status = "max_iter"
     return cur.f, cur.g, status, n_sinkhorn, n_newton
 
