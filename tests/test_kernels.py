@@ -193,6 +193,9 @@ def test_dense_plan_near_the_overflow_limit():
     np.testing.assert_array_equal(P[0, :3], np.inf)
 
 
+NO_GUESS = np.empty(0)
+
+
 # ----------------------------------------------------------------------------- plan_pass
 
 
@@ -338,7 +341,7 @@ def _schur_system(seed, n, m, keep, mu, reg=0.05):
 def test_schur_cg_reaches_the_asked_residual_and_the_dense_solution(shape, rtol):
     (indptr, indices, data), S, d_row, d_col, Kd, rhs = _schur_system(14, *shape, keep=0.3, mu=1e-3)
     assert np.all(np.linalg.eigvalsh(Kd) > 0)  # the system is SPD, as the solver assumes
-    y, it, res = K.schur_cg(indptr, indices, data, d_row, d_col, rhs, rtol, 1000)
+    y, it, res = K.schur_cg(indptr, indices, data, d_row, d_col, rhs, rtol, 1000, NO_GUESS)
     true_res = np.linalg.norm(Kd @ y - rhs) / np.linalg.norm(rhs)
     assert 0 < it <= 1000
     assert res <= rtol
@@ -349,9 +352,29 @@ def test_schur_cg_reaches_the_asked_residual_and_the_dense_solution(shape, rtol)
     assert np.linalg.norm(y - y_exact) <= np.linalg.cond(Kd) * rtol * np.linalg.norm(y_exact) * 1.01 + 1e-13
 
 
+def test_schur_cg_warm_start_from_a_near_solution_saves_iterations():
+    (indptr, indices, data), S, d_row, d_col, Kd, rhs = _schur_system(17, 40, 30, keep=0.3, mu=1e-3)
+    y_exact = np.linalg.solve(Kd, rhs)
+    _, it_cold, _ = K.schur_cg(indptr, indices, data, d_row, d_col, rhs, 1e-8, 1000, NO_GUESS)
+    rng = np.random.default_rng(0)
+    near = y_exact * (1 + 1e-6 * rng.normal(size=y_exact.size))
+    y, it_warm, res = K.schur_cg(indptr, indices, data, d_row, d_col, rhs, 1e-8, 1000, near)
+    assert it_warm < it_cold
+    assert np.linalg.norm(Kd @ y - rhs) <= 1e-8 * np.linalg.norm(rhs) * (1 + 1e-6)
+
+
+def test_schur_cg_ignores_a_guess_worse_than_zero():
+    (indptr, indices, data), S, d_row, d_col, Kd, rhs = _schur_system(18, 30, 20, keep=0.3, mu=1e-3)
+    cold = K.schur_cg(indptr, indices, data, d_row, d_col, rhs, 1e-8, 1000, NO_GUESS)
+    for bad in (-1e6 * np.linalg.solve(Kd, rhs), np.full(20, np.nan)):
+        warm = K.schur_cg(indptr, indices, data, d_row, d_col, rhs, 1e-8, 1000, bad)
+        np.testing.assert_array_equal(warm[0], cold[0])
+        assert warm[1] == cold[1]
+
+
 def test_schur_cg_zero_rhs_returns_zero_without_iterating():
     (indptr, indices, data), S, d_row, d_col, Kd, rhs = _schur_system(15, 10, 8, keep=0.5, mu=1e-3)
-    y, it, res = K.schur_cg(indptr, indices, data, d_row, d_col, np.zeros(8), 1e-8, 100)
+    y, it, res = K.schur_cg(indptr, indices, data, d_row, d_col, np.zeros(8), 1e-8, 100, NO_GUESS)
     np.testing.assert_array_equal(y, 0.0)
     assert it == 0 and res == 0.0
 
@@ -359,13 +382,13 @@ def test_schur_cg_zero_rhs_returns_zero_without_iterating():
 def test_schur_cg_reports_breakdown_as_nan():
     # an indefinite "Schur complement" (negative d_col) breaks CG: the contract is a NaN residual
     (indptr, indices, data), S, d_row, d_col, Kd, rhs = _schur_system(16, 10, 8, keep=0.5, mu=1e-3)
-    y, it, res = K.schur_cg(indptr, indices, data, d_row, -d_col, rhs, 1e-10, 100)
+    y, it, res = K.schur_cg(indptr, indices, data, d_row, -d_col, rhs, 1e-10, 100, NO_GUESS)
     assert np.isnan(res)
 
 
 def test_schur_cg_respects_max_iter():
     (indptr, indices, data), S, d_row, d_col, Kd, rhs = _schur_system(17, 60, 60, keep=0.9, mu=1e-6, reg=1.0)
-    y, it, res = K.schur_cg(indptr, indices, data, d_row, d_col, rhs, 1e-15, 3)
+    y, it, res = K.schur_cg(indptr, indices, data, d_row, d_col, rhs, 1e-15, 3, NO_GUESS)
     assert it == 3 and res > 1e-15  # stopped by the cap, not by the tolerance
     true_res = np.linalg.norm(Kd @ y - rhs) / np.linalg.norm(rhs)
     assert true_res == pytest.approx(res, rel=1e-6)

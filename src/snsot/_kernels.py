@@ -476,12 +476,14 @@ def _schur_matvec(indptr, indices, data, d_row, d_col, y, tmp, out):
 
 
 @njit(fastmath=_LOOP_FLAGS, cache=True)
-def schur_cg(indptr, indices, data, d_row, d_col, rhs, rtol, max_iter):
+def schur_cg(indptr, indices, data, d_row, d_col, rhs, rtol, max_iter, y0):
     """Jacobi-preconditioned CG on the Schur complement ``K = D_col - S^T D_row^{-1} S``.
 
     ``S`` (n x m, CSR) is the sparsified plan, ``d_row``/``d_col`` the (shifted)
     row and column sums, so ``K`` is symmetric positive definite when the
-    shift is positive. Stops when ``||K y - rhs|| <= rtol ||rhs||``. Vector
+    shift is positive. Stops when ``||K y - rhs|| <= rtol ||rhs||``. ``y0``
+    (length ``m``, or empty for none) is a starting guess, kept only if its
+    residual is smaller than ``||rhs||``. Vector
     updates are fused loops with no temporaries: at these sizes allocation
     and call overhead, not flops, would dominate.
 
@@ -496,20 +498,35 @@ def schur_cg(indptr, indices, data, d_row, d_col, rhs, rtol, max_iter):
             inv_diag[indices[t]] -= data[t] * data[t] / d_row[i]
     for j in range(m):
         inv_diag[j] = 1.0 / (inv_diag[j] if inv_diag[j] > 0.0 else d_col[j])
-    y = np.zeros(m)
-    r = rhs.copy()
     p = np.empty(m)
     q = np.empty(m)
     tmp = np.empty(n)
+    rr = 0.0
+    for j in range(m):
+        rr += rhs[j] * rhs[j]
+    rhs_norm = math.sqrt(rr)
+    y = np.zeros(m)
+    r = rhs.copy()
+    if rhs_norm == 0.0:
+        return y, 0, 0.0
+    if y0.shape[0] == m:
+        # warm start: keep y0 only if it leaves a smaller residual than 0 does
+        _schur_matvec(indptr, indices, data, d_row, d_col, y0, tmp, q)
+        rr0 = 0.0
+        for j in range(m):
+            rr0 += (rhs[j] - q[j]) ** 2
+        if rr0 < rr:
+            for j in range(m):
+                y[j] = y0[j]
+                r[j] = rhs[j] - q[j]
     rz = 0.0
     rr = 0.0
     for j in range(m):
         p[j] = r[j] * inv_diag[j]
         rz += r[j] * p[j]
         rr += r[j] * r[j]
-    rhs_norm = math.sqrt(rr)
-    if rhs_norm == 0.0:
-        return y, 0, 0.0
+    if math.sqrt(rr) <= rtol * rhs_norm:
+        return y, 0, math.sqrt(rr) / rhs_norm
     res = 1.0
     it = 0
     while it < max_iter:

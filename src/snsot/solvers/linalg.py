@@ -38,7 +38,7 @@ def _transpose_csr(indptr, indices, data, n_cols):
     return T.indptr.astype(np.int64), T.indices.astype(np.int32), T.data
 
 
-def newton_direction(csr, row_sum, col_sum, grad_rows, grad_cols, reg, mu, rtol, max_cg) -> Direction:
+def newton_direction(csr, row_sum, col_sum, grad_rows, grad_cols, reg, mu, rtol, max_cg, guess=None) -> Direction:
     """Solve the shifted sparse Newton system; see the module docstring.
 
     Parameters
@@ -55,6 +55,9 @@ def newton_direction(csr, row_sum, col_sum, grad_rows, grad_cols, reg, mu, rtol,
         Relative residual asked of CG.
     max_cg : int
         CG iteration cap.
+    guess : Direction, optional
+        A previous direction; CG starts from its block of the unknowns
+        (successive Newton directions are close, which saves iterations).
     """
     indptr, indices, data = csr
     n, m = len(row_sum), len(col_sum)
@@ -68,7 +71,8 @@ def newton_direction(csr, row_sum, col_sum, grad_rows, grad_cols, reg, mu, rtol,
     # rhs = reg gb - S^T D_row^{-1} reg ga
     w = rhs_rows / d_row
     rhs = reg * grad_cols - _csr_rmatvec(indptr, indices, data, w, len(col_sum))
-    y, it, res = K.schur_cg(indptr, indices, data, d_row, d_col, rhs, rtol, max_cg)
+    y0 = np.empty(0) if guess is None else (guess.x if swap else guess.y)
+    y, it, res = K.schur_cg(indptr, indices, data, d_row, d_col, rhs, rtol, max_cg, y0)
     x = (rhs_rows - K.csr_matvec(indptr, indices, data, y)) / d_row
     if swap:
         x, y = y, x

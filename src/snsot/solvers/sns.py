@@ -22,6 +22,9 @@ Adaptive defaults (``variant="adaptive"``), instead of the paper's hand-set
   ``max_row_entries`` entries (the largest), bounding memory.
 * **shift**: ``mu = mean(P 1) * min(1e-3, err / mass)`` keeps the system
   positive definite (a Levenberg-Marquardt term that vanishes at the optimum).
+* **inexact solves**: CG stops at relative residual ``min(0.1, sqrt(err /
+  mass))`` (a forcing term that still gives superlinear local convergence)
+  and starts from the previous direction, which successive steps resemble.
 * **fallback**: a failed Newton step (no ascent, CG breakdown, non-finite
   values, line search exhausted) runs Sinkhorn steps, doubles their number
   on each failure, makes the Hessian ten times denser, and retries.
@@ -256,6 +259,7 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
     trial = _PlanState(n, m, cap)
     cur.evaluate(problem, base, st.f, st.g, tau_of(_last_error(rec, mass)), n_chunks)
     n_fallback = 10
+    d_prev = None
     status = "max_iter"
     while True:
         err = cur.error
@@ -274,9 +278,10 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
         mu = float(cur.row.mean()) * min(1e-3, err / mass)
         grad_rows, grad_cols = problem.a - cur.row, problem.b - cur.col
         d = newton_direction(csr, cur.row, cur.col, grad_rows, grad_cols, problem.reg, mu,
-                             rtol=min(0.1, err / mass), max_cg=max_cg)
+                             rtol=min(0.1, math.sqrt(err / mass)), max_cg=max_cg, guess=d_prev)
         if direction_hook is not None:
             d = direction_hook(d)
+        d_prev = d
         slope = float(grad_rows @ d.x + grad_cols @ d.y)
         if np.isfinite(d.residual) and np.isfinite(slope) and slope > 0:
             # Collect candidates for the next step with the tau its error is expected to need.
