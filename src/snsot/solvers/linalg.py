@@ -3,12 +3,18 @@
 With ``S`` the sparsified plan and ``r``, ``c`` the exact row and column
 sums, the Newton direction ``(x, y)`` of the dual solves
 
-    [[diag(r) + mu, S], [S^T, diag(c) + mu]] [x; y] = reg [a - r; b - c],
+    [[(1 + delta) diag(r), S], [S^T, (1 + delta) diag(c)]] [x; y] = reg [a - r; b - c],
 
 whose matrix is ``reg`` times the (shifted) Hessian of ``-D``. The shift
-``mu > 0`` removes the null direction ``(1, -1)`` and keeps the matrix
-positive definite whatever was dropped. Eliminating ``x`` leaves the
-``m x m`` system ``(diag(c) + mu - S^T (diag(r) + mu)^{-1} S) y = rhs``,
+``delta > 0`` removes the null direction ``(1, -1)`` and keeps the matrix
+positive definite whatever was dropped (``S <= P`` entrywise, so the shifted
+matrix is strictly diagonally dominant). It is relative, a Levenberg-Marquardt
+term scaled by the diagonal: an absolute shift would swamp the Hessian of
+rows and columns with tiny mass (background pixels of an image hold ~1e-6 of
+the mean mass) and turn their Newton steps into short gradient steps; on an
+MNIST pair that made SNS take 57 instead of 16 Newton steps. Eliminating
+``x`` leaves the ``m x m`` system
+``((1 + delta) diag(c) - S^T ((1 + delta) diag(r))^{-1} S) y = rhs``,
 solved by Jacobi-preconditioned CG (:func:`snsot._kernels.schur_cg`); when
 ``m > n`` the roles of rows and columns are swapped so CG always runs on the
 smaller block.
@@ -38,7 +44,7 @@ def _transpose_csr(indptr, indices, data, n_cols):
     return T.indptr.astype(np.int64), T.indices.astype(np.int32), T.data
 
 
-def newton_direction(csr, row_sum, col_sum, grad_rows, grad_cols, reg, mu, rtol, max_cg, guess=None) -> Direction:
+def newton_direction(csr, row_sum, col_sum, grad_rows, grad_cols, reg, delta, rtol, max_cg, guess=None) -> Direction:
     """Solve the shifted sparse Newton system; see the module docstring.
 
     Parameters
@@ -49,8 +55,10 @@ def newton_direction(csr, row_sum, col_sum, grad_rows, grad_cols, reg, mu, rtol,
         Exact ``P 1`` and ``P^T 1`` (the Hessian's diagonal blocks are kept exact).
     grad_rows, grad_cols : ndarray
         ``a - P 1`` and ``b - P^T 1``, the gradient of the dual.
-    reg, mu : float
-        Regularisation and diagonal shift.
+    reg : float
+        Regularisation.
+    delta : float
+        Relative diagonal shift (> 0).
     rtol : float
         Relative residual asked of CG.
     max_cg : int
@@ -65,8 +73,8 @@ def newton_direction(csr, row_sum, col_sum, grad_rows, grad_cols, reg, mu, rtol,
     if swap:
         indptr, indices, data = _transpose_csr(indptr, indices, data, m)
         row_sum, col_sum, grad_rows, grad_cols = col_sum, row_sum, grad_cols, grad_rows
-    d_row = row_sum + mu
-    d_col = col_sum + mu
+    d_row = row_sum * (1.0 + delta)
+    d_col = col_sum * (1.0 + delta)
     rhs_rows = reg * grad_rows
     # rhs = reg gb - S^T D_row^{-1} reg ga
     w = rhs_rows / d_row

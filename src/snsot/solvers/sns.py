@@ -20,11 +20,15 @@ Adaptive defaults (``variant="adaptive"``), instead of the paper's hand-set
   error ``err``; the Hessian gets denser exactly as the iterate approaches
   the optimum, which keeps local convergence fast. Each row keeps at most
   ``max_row_entries`` entries (the largest), bounding memory.
-* **shift**: ``mu = mean(P 1) * min(1e-3, err / mass)`` keeps the system
-  positive definite (a Levenberg-Marquardt term that vanishes at the optimum).
+* **shift**: the Hessian's diagonal is scaled by ``1 + delta``, ``delta =
+  min(1e-3, err / mass)``, which keeps the system positive definite (a
+  Levenberg-Marquardt term relative to each row's and column's mass, so that
+  bins with tiny mass still get full Newton steps; it vanishes at the optimum).
 * **inexact solves**: CG stops at relative residual ``min(0.1, sqrt(err /
-  mass))`` (a forcing term that still gives superlinear local convergence)
-  and starts from the previous direction, which successive steps resemble.
+  mass))`` (a forcing term that still gives superlinear local convergence),
+  loosened to ``0.3 tol / err`` when that suffices to reach ``tol`` (the last
+  step need not be solved more accurately than the answer asks), and starts
+  from the previous direction, which successive steps resemble.
 * **fallback**: a failed Newton step (no ascent, CG breakdown, non-finite
   values, line search exhausted) runs Sinkhorn steps, doubles their number
   on each failure, makes the Hessian ten times denser, and retries.
@@ -49,6 +53,8 @@ from .linalg import newton_direction
 from .sinkhorn import SinkhornStepper, run_sinkhorn
 
 _ARMIJO = 1e-4
+#: epsilon-scaling "auto" turns on above this (max C - min C) / reg
+_EPS_AUTO_RATIO = 2000.0
 _MAX_BACKTRACK = 40
 _ROUNDING = 64 * np.finfo(np.float64).eps
 
@@ -220,7 +226,7 @@ def _continuation(problem: OTProblem, eps_scaling, factor) -> list[float]:
     if eps_scaling is False:
         return []
     spread = float(problem.C.max() - problem.C.min())
-    if spread <= 0 or (eps_scaling == "auto" and spread / problem.reg <= 2000):
+    if spread <= 0 or (eps_scaling == "auto" and spread / problem.reg <= _EPS_AUTO_RATIO):
         return []
     regs = []
     reg = problem.reg * factor
@@ -275,10 +281,10 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
         ok = False
         tau = max(tau_of(err), 0.0)
         csr = K.compact_csr(cur.counts, cur.idx, cur.val, tau)
-        mu = float(cur.row.mean()) * min(1e-3, err / mass)
+        delta = min(1e-3, err / mass)
         grad_rows, grad_cols = problem.a - cur.row, problem.b - cur.col
-        d = newton_direction(csr, cur.row, cur.col, grad_rows, grad_cols, problem.reg, mu,
-                             rtol=min(0.1, math.sqrt(err / mass)), max_cg=max_cg, guess=d_prev)
+        d = newton_direction(csr, cur.row, cur.col, grad_rows, grad_cols, problem.reg, delta,
+                             rtol=_forcing(err, tol, mass), max_cg=max_cg, guess=d_prev)
         if direction_hook is not None:
             d = direction_hook(d)
         d_prev = d
@@ -320,3 +326,8 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
 
 def _last_error(rec: Recorder, default: float) -> float:
     return rec.error[-1] if rec.error else default
+
+
+def _forcing(err: float, tol: float, mass: float) -> float:
+    """Relative CG residual asked of a Newton step at marginal error ``err``."""
+    return min(0.1, max(math.sqrt(err / mass), 0.3 * tol / err))
