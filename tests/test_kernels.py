@@ -291,6 +291,59 @@ def test_plan_pass_overflow_gives_infinite_sums():
     np.testing.assert_allclose(row[[0, 2]], 4.0, rtol=1e-15)
 
 
+# ----------------------------------------------------------------------------- stored base plan
+
+
+def _base_and_scalings(case, drift):
+    """A base plan stored at (f0, g0) and the scalings that move it to (f, g) = (f0, g0) + drift."""
+    C, f, g, _, _ = _case(**case)
+    reg = case["reg"]
+    n, m = C.shape
+    rng = np.random.default_rng(case["seed"] + 100)
+    x, y = rng.uniform(-drift, drift, n) / 2, rng.uniform(-drift, drift, m) / 2  # in units of reg
+    f0, g0 = f - reg * x, g - reg * y
+    B = np.empty((n, m))
+    K.plan_pass(C, f0, g0, reg, np.inf, 0, 1, np.empty(n), np.zeros(n, np.int64),
+                np.empty((n, 0), np.int32), np.empty((n, 0)), B)
+    return C, f0 + reg * x, g0 + reg * y, reg, B, np.exp(x), np.exp(y)
+
+
+@pytest.mark.parametrize("n_chunks", [1, 3])
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_scaled_pass_matches_plan_pass_at_the_moved_point(case, n_chunks):
+    C, f, g, reg, B, u, v = _base_and_scalings(case, drift=K.BASE_DRIFT)
+    n, m = C.shape
+    n_chunks = min(n_chunks, n)
+    P = np.exp((f[:, None] + g[None, :] - C.astype(np.float64)) / reg)
+    tau = max(np.quantile(P, 0.8), 1e-190)
+    row, counts = np.empty(n), np.zeros(n, np.int64)
+    idx, val = np.empty((n, m), np.int32), np.empty((n, m))
+    col = K.scaled_pass(B, u, v, tau, m, n_chunks, row, counts, idx, val)
+    # entries stored as 0 in the base stand for < 1e-250 * e**100 each: far below these tolerances
+    np.testing.assert_allclose(row, P.sum(axis=1), rtol=1e-12, atol=1e-190)
+    np.testing.assert_allclose(col, P.sum(axis=0), rtol=1e-12, atol=1e-190)
+    _check_candidates(np.where(P >= 1e-190, P, 0.0), tau, m, counts, idx, val)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_scaled_sinkhorn_is_one_exact_sinkhorn_iteration(case):
+    C, f, g, reg, B, u, v = _base_and_scalings(case, drift=20.0)
+    n, m = C.shape
+    rng = np.random.default_rng(case["seed"])
+    a = rng.random(n) + 0.1
+    rows, u_new = np.empty(n), np.empty(n)
+    col = K.scaled_sinkhorn(B, u, v, a, min(2, n), rows, u_new)
+    P = np.exp((f[:, None] + g[None, :] - C.astype(np.float64)) / reg)
+    if np.any(P.sum(axis=1) < 1e-100):  # the solver redoes such a step in the log domain
+        return
+    np.testing.assert_allclose(rows, P.sum(axis=1), rtol=1e-12)
+    # the row update makes the row sums a, exactly as the log-domain f-update does
+    f_new = K.row_update_reference(C, g, np.log(a), reg)
+    P_half = np.exp((f_new[:, None] + g[None, :] - C.astype(np.float64)) / reg)
+    np.testing.assert_allclose(u_new, a / (B @ v), rtol=1e-12)
+    np.testing.assert_allclose(col * v, P_half.sum(axis=0), rtol=1e-10, atol=1e-190)
+
+
 # ----------------------------------------------------------------------------- compact_csr
 
 

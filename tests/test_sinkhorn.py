@@ -108,3 +108,30 @@ def test_stopping_at_the_margin_of_tol_is_not_a_stall():
     assert res.n_iter < 50_000
     assert res.converged, (res.marginal_error, res.message)
     assert marginal_error(res.plan, np.full(5, 0.2), np.full(5, 0.2)) < 1e-12
+
+
+@pytest.mark.parametrize("spread", [0.0, 3.0])
+def test_stepper_iterates_equal_plain_log_domain_sinkhorn(spread):
+    # The stepper scales a stored plan and falls back to the log-domain kernels
+    # when a sum leaves the safe range; either way its iterates must be those of
+    # textbook log-domain Sinkhorn (f = reg log a - softmin(C - g), then g alike).
+    # spread=3 starts with f spread over 3/reg = 600 units, far off the Sinkhorn
+    # manifold, so that rows underflow and the fallback and rebasing paths run.
+    from scipy.special import logsumexp
+
+    from snsot.problem import OTProblem
+    from snsot.solvers.sinkhorn import SinkhornStepper
+
+    p = make_problem(72, 40, 30, 5e-3, cost="sqeuclidean")
+    problem = OTProblem(p.C, p.a, p.b, p.reg)
+    f0 = np.random.default_rng(1).uniform(-spread, spread, 40)
+    st = SinkhornStepper(problem, f0)
+    f, reg = f0.copy(), p.reg
+    g = reg * np.log(p.b) - reg * logsumexp((f[:, None] - p.C) / reg, axis=0)
+    for _ in range(25):
+        st.error()
+        st.step()
+        f = reg * np.log(p.a) - reg * logsumexp((g[None, :] - p.C) / reg, axis=1)
+        g = reg * np.log(p.b) - reg * logsumexp((f[:, None] - p.C) / reg, axis=0)
+        np.testing.assert_allclose(st.f, f, rtol=0, atol=1e-9 * reg * (1 + np.abs(f).max() / reg * 1e-3))
+        np.testing.assert_allclose(st.g, g, rtol=0, atol=1e-9 * reg * (1 + np.abs(g).max() / reg * 1e-3))
