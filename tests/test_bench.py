@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from snsot import bench
+from snsot.bench import robustness
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -38,7 +39,8 @@ def test_quick_writes_table_csv_json_and_figures(quick):
     assert stdout.startswith("| problem |") and "snsot-sns" in stdout
     report = (out / "RESULTS.md").read_text()
     assert "python -m snsot.bench --quick" in report.split("## Main table")[0]  # the command comes first
-    for section in ("## Main table", "## Memory floor", "## Regularisation sweep", "## Scaling", "## Figures"):
+    for section in ("## Main table", "## Robustness: SNS vs Sinkhorn per problem and reg", "## Memory floor",
+                    "## Regularisation sweep", "## Scaling", "## Notes", "## Figures"):
         assert section in report
     with open(out / "results.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -140,3 +142,134 @@ def test_bad_arguments_are_rejected(tmp_path, argv, message, capsys):
     with pytest.raises(SystemExit):
         _args(tmp_path, *argv)
     assert message in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- robustness: SNS vs Sinkhorn per problem and reg
+
+def _row(status="ok", time=1.0, n_iter=100, **extra):
+    return dict(status=status, time=time, n_iter=n_iter, **extra)
+
+
+def _skipped(time_bound, n_iter_bound, bound_reg=1e-3):
+    return dict(status=f"skipped (> cap at reg {bound_reg:g})", time_bound=time_bound, n_iter_bound=n_iter_bound,
+                bound_reg=bound_reg)
+
+
+@pytest.mark.parametrize("sns_time, outcome", [(0.014, "pass"), (0.015, "pass"), (0.0151, "fail"), (0.001, "pass")])
+def test_where_sinkhorn_is_easy_sns_may_take_up_to_one_and_a_half_times_as_long(sns_time, outcome):
+    v = robustness.judge(_row(time=sns_time), _row(time=0.01, n_iter=49))
+    assert v["kind"] == "easy" and v["ratio"] == pytest.approx(sns_time / 0.01) and v["ratio_bound"] == ""
+    assert v["outcome"] == outcome
+    assert v["verdict"] == ("easy: ratio <= 1.5 ok" if outcome == "pass" else "FAIL: easy, ratio > 1.5")
+
+
+@pytest.mark.parametrize("sns_time, outcome", [(0.5, "pass"), (0.999, "pass"), (1.0, "fail"), (1.2, "fail")])
+def test_where_sinkhorn_is_hard_sns_must_be_faster(sns_time, outcome):
+    v = robustness.judge(_row(time=sns_time), _row(time=1.0, n_iter=50))  # 50 iterations is no longer easy
+    assert v["kind"] == "hard" and v["outcome"] == outcome
+    assert v["verdict"] == ("hard: faster ok" if outcome == "pass" else "FAIL: hard, SNS not faster")
+
+
+@pytest.mark.parametrize("sinkhorn", [_row("capped", time=15.2, n_iter=9998), _row("not converged", time=3.0, n_iter=800),
+                                      _skipped(time_bound=15.1, n_iter_bound=4000)])
+def test_a_stopped_or_skipped_sinkhorn_gives_an_upper_bound_on_the_ratio(sinkhorn):
+    v = robustness.judge(_row(time=0.3), sinkhorn)
+    bound = sinkhorn.get("time_bound", sinkhorn.get("time"))
+    assert v["ratio_bound"] == "<" and v["ratio"] == pytest.approx(0.3 / bound)
+    assert v["kind"] == "hard" and v["outcome"] == "pass" and v["verdict"] == "hard: faster ok"
+
+
+def test_a_bound_that_settles_nothing_is_undecided_not_a_pass():
+    # Sinkhorn stopped (say a stall) after 2 s; SNS took 3 s: Sinkhorn's real time is unknown.
+    v = robustness.judge(_row(time=3.0), _row("not converged", time=2.0, n_iter=900))
+    assert v["outcome"] == "undecided" and v["ratio"] == pytest.approx(1.5) and v["ratio_bound"] == "<"
+    # capped before 50 iterations: easy or hard is unknown, but faster settles both criteria
+    v = robustness.judge(_row(time=0.1), _row("capped", time=3.0, n_iter=20))
+    assert v["kind"] == "" and v["outcome"] == "pass" and v["verdict"] == "faster ok"
+    for sinkhorn in (None, {"status": "error: ValueError: boom"}):
+        assert robustness.judge(_row(time=0.1), sinkhorn)["outcome"] == "undecided"
+
+
+@pytest.mark.parametrize("sns", [None, _row("capped", time=15.0), _row("not converged", time=0.2),
+                                 {"status": "error: RuntimeError: x"}])
+def test_sns_must_converge_whatever_sinkhorn_did(sns):
+    for sinkhorn in (_row(time=100.0, n_iter=10**5), _row("capped", time=15.0, n_iter=10**4), None):
+        v = robustness.judge(sns, sinkhorn)
+        assert v["outcome"] == "fail" and v["verdict"].startswith("FAIL: SNS")
+
+
+def test_cells_pair_the_rows_per_problem_and_reg_and_count_outcomes():
+    def row(problem, reg, method, **kw):
+        return dict(problem=problem, reg=reg, method=method, shape="2 x 2", **kw)
+
+    rows = [
+        row("p", 1e-2, "snsot-sns", **_row(time=0.01, n_sinkhorn=5, n_newton=0, l1_error=1e-11)),
+        row("p", 1e-2, "snsot-sinkhorn", **_row(time=0.01, n_iter=5)),
+        row("p", 1e-2, "regot-ssns", **_row(time=0.1, n_iter=5)),  # peers play no part
+        row("p", 1e-3, "snsot-sns", **_row(time=0.2, n_sinkhorn=3, n_newton=9, l1_error=1e-12)),
+        row("p", 1e-3, "snsot-sinkhorn", **_row("capped", time=15.0, n_iter=9000)),
+        row("p", 1e-4, "snsot-sns", **_row("capped", time=15.0, n_sinkhorn=3, n_newton=900, l1_error=1e-5)),
+        row("p", 1e-4, "snsot-sinkhorn", **_skipped(15.0, 9000, bound_reg=1e-3)),
+        row("q", 1e-2, "snsot-sns", **_row(time=0.1, n_sinkhorn=5, n_newton=0, l1_error=1e-11)),
+    ]
+    records = robustness.cells(rows)
+    assert [(r["problem"], r["reg"]) for r in records] == [("p", 1e-2), ("p", 1e-3), ("p", 1e-4), ("q", 1e-2)]
+    assert [r["outcome"] for r in records] == ["pass", "pass", "fail", "undecided"]
+    assert records[1]["sinkhorn_bound"] == ">" and records[1]["sinkhorn_time"] == 15.0
+    assert records[2]["sinkhorn_bound_reg"] == 1e-3 and records[2]["sinkhorn_n_iter"] == 9000
+    assert records[0]["sinkhorn_bound"] == "" and records[0]["sns_l1_error"] == 1e-11
+    stats = robustness.summary(records)
+    assert (stats["cells"], stats["passed"], stats["failed"], stats["undecided"], stats["sns_converged"]) == \
+        (4, 2, 1, 1, 3)
+
+
+def test_quick_report_shows_the_robustness_cells_and_the_same_data_in_csv_and_json(quick):
+    out, _, payload = quick
+    cells = payload["robustness"]["cells"]
+    summary = payload["robustness"]["summary"]
+    assert cells and summary["cells"] == len(cells)
+    assert summary["passed"] == sum(c["outcome"] == "pass" for c in cells)
+    # every verdict follows from the numbers the cell carries
+    sweep = payload["sweep"]
+    for cell in cells:
+        sns, sinkhorn = ({(r["problem"], r["reg"], r["method"]): r for r in sweep}.get((cell["problem"], cell["reg"], m))
+                         for m in ("snsot-sns", "snsot-sinkhorn"))
+        assert {k: cell[k] for k in ("outcome", "verdict", "kind", "ratio_bound")} == \
+            {k: v for k, v in robustness.judge(sns, sinkhorn).items() if k in ("outcome", "verdict", "kind", "ratio_bound")}
+    report = (out / "RESULTS.md").read_text()
+    section = report.split("## Robustness: SNS vs Sinkhorn per problem and reg")[1].split("\n## ")[0]
+    assert f"**{summary['passed']}/{summary['cells']} cells pass**" in section
+    assert all(f"reg = {label}" in section for label in ("0.1", "0.01", "1/1200"))
+    assert all(cell["verdict"] in section for cell in cells)
+    with open(out / "robustness.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["problem"], r["outcome"]) for r in rows] == [(c["problem"], c["outcome"]) for c in cells]
+
+
+def test_a_method_capped_at_a_larger_reg_is_reported_with_that_bound(tmp_path):
+    args = _args(tmp_path, "--problems", "random200", "--methods", "snsot-sinkhorn", "--reg", "1e-3", "1e-4",
+                 "--repeats", "1", "--time-cap", "0.2", "--no-plots")
+    assert bench.run(args, log=lambda msg: None) == 0
+    capped, skipped = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert capped["reg"] == 1e-3 and capped["status"] == "capped"
+    assert skipped["reg"] == 1e-4 and skipped["status"].startswith("skipped") and "time" not in skipped
+    assert skipped["time_bound"] == capped["time"] and skipped["n_iter_bound"] == capped["n_iter"]
+    assert skipped["bound_reg"] == 1e-3
+    assert f"> {capped['time']:.3g} (not run: capped at reg 0.001)" in (tmp_path / "RESULTS.md").read_text()
+
+
+def test_problems_all_is_every_registered_problem(tmp_path):
+    from snsot import datasets
+
+    chosen = _args(tmp_path, "--problems", "all").problems
+    assert sorted(chosen) == sorted(datasets.PROBLEMS) and len(set(chosen)) == len(chosen)
+    assert chosen[:3] == list(bench.HEADLINE_PROBLEMS)
+
+
+def test_fast_solves_get_more_timed_runs_but_never_beyond_the_cap():
+    from snsot.bench.measure import _repeat_count
+
+    assert _repeat_count(3, 2.0, 60) == 3
+    assert _repeat_count(3, 20.0, 60) == 3 and _repeat_count(3, 40.0, 60) == 1
+    assert 3 < _repeat_count(3, 0.005, 60) <= 21
+    assert _repeat_count(3, 0.005, 0.05) <= 10  # half a second of runs would overrun a 0.05 s cap

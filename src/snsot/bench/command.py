@@ -10,10 +10,11 @@ from fractions import Fraction
 from pathlib import Path
 
 from .. import datasets
-from .config import (ALL_PROBLEMS, DEFAULT_REG, DEFAULT_TOL, HEADLINE_PROBLEMS, METHODS, SCALING_SIZES,
-                     SWEEP_METHODS, SWEEP_REGS, _QUICK)
+from . import robustness
+from .config import (ALL_PROBLEMS, DEFAULT_REG, DEFAULT_TOL, HEADLINE_PROBLEMS, METHODS, PEER_SWEEP_MAX_ENTRIES,
+                     SCALING_SIZES, SWEEP_METHODS, SWEEP_REGS, _QUICK)
 from .figures import _safe, plot_convergence, plot_scaling
-from .measure import run_grid, run_scaling
+from .measure import run_grid, run_scaling, run_sweep
 from .report import _jsonable, _reg_label, _report, machine_info, markdown_table, write_csv
 
 
@@ -44,20 +45,23 @@ def _parse_list(choices):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``snsot bench`` options to ``parser``."""
     parser.add_argument("--problems", type=_parse_list(tuple(datasets.PROBLEMS)), default=None,
-                        help="comma-separated problem names or 'all' (default: %s)" % ",".join(HEADLINE_PROBLEMS))
+                        help="comma-separated problem names or 'all', every registered one (default: %s)"
+                        % ",".join(HEADLINE_PROBLEMS))
     parser.add_argument("--methods", type=_parse_list(METHODS), default=None,
                         help="comma-separated methods or 'all' (default: all): %s" % ", ".join(METHODS))
     parser.add_argument("--reg", type=_parse_reg, nargs="+", default=None,
                         help="regularisation(s), e.g. 1e-3 or 1/1200 (default: 1/1200)")
     parser.add_argument("--tol", type=float, default=DEFAULT_TOL,
                         help="L1 marginal error every method must reach (default: %(default)g)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs after the warm-up (default: 3)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs after the warm-up; faster solves get more, "
+                        "as many as fit in half a second, at most 21 (default: 3)")
     parser.add_argument("--time-cap", type=float, default=None,
                         help="seconds per method and problem before it is stopped (default: 60)")
     parser.add_argument("--sweep", action="store_true",
-                        help="also sweep reg over %s on the chosen headline problems (%s), with %s"
-                        % (", ".join(_reg_label(r) for r in SWEEP_REGS), ", ".join(HEADLINE_PROBLEMS),
-                           ", ".join(SWEEP_METHODS)))
+                        help="also sweep reg over %s on every chosen problem with %s, and with %s on problems "
+                        "up to %d entries; adds the SNS vs Sinkhorn robustness table"
+                        % (", ".join(_reg_label(r) for r in SWEEP_REGS), ", ".join(SWEEP_METHODS[:2]),
+                           ", ".join(SWEEP_METHODS[2:]), PEER_SWEEP_MAX_ENTRIES))
     parser.add_argument("--scaling", action="store_true",
                         help="also time SNS on random assignment with n in %s" % ", ".join(map(str, SCALING_SIZES)))
     parser.add_argument("--quick", action="store_true",
@@ -91,22 +95,21 @@ def run(args: argparse.Namespace, log=None) -> int:
     cache = {"problems": {}, "rows": {}}
     started = time.perf_counter()
 
-    # Warm the numba kernels once on a tiny problem so the first timed problem
-    # does not pay for loading them (each problem still has its own warm-up).
+    # Warm the numba kernels once on small problems so the first timed problem
+    # does not pay for compiling or loading them (each problem still has its
+    # own warm-up): Sinkhorn, and SNS at a reg small enough to take Newton steps.
     import snsot
-    C, a, b = datasets.random_assignment(20)
-    snsot.solve(C, a, b, reg=0.1, warn=False)
+    C, a, b = datasets.random_assignment(50)
+    for reg, method in ((0.1, "sinkhorn"), (1e-3, "sns")):
+        snsot.solve(C, a, b, reg=reg, method=method, warn=False)
 
     rows, traces = run_grid(cfg["problems"], cfg["regs"], cfg["methods"], cfg, cache, log)
     sweep_rows = []
     if args.sweep or quick:
-        # The sweep repeats the costly part of the benchmark four times, so it
-        # covers the paper's headline problems among those chosen.
-        headline = [p for p in cfg["problems"] if p in HEADLINE_PROBLEMS] or cfg["problems"]
-        sweep_problems = _QUICK["sweep_problems"] if quick else headline
+        sweep_problems = list(_QUICK["sweep_problems"]) if quick else cfg["problems"]
         sweep_methods = [m for m in SWEEP_METHODS if m in cfg["methods"]]
         regs = sorted(set(_QUICK["sweep_regs"] if quick else SWEEP_REGS), reverse=True)
-        sweep_rows, _ = run_grid(sweep_problems, regs, sweep_methods, cfg, cache, log)
+        sweep_rows, _ = run_sweep(sweep_problems, regs, sweep_methods, cfg, cache, log)
     scaling_rows = []
     if args.scaling or quick:
         scaling_rows = run_scaling(_QUICK["scaling_sizes"] if quick else SCALING_SIZES, cfg["regs"][0], cfg, cache, log)
@@ -129,11 +132,18 @@ def run(args: argparse.Namespace, log=None) -> int:
     command = getattr(args, "command_line", None) or "python -m snsot.bench " + " ".join(sys.argv[1:])
     info = machine_info()
     problems = [cache["problems"][p] for p in cfg["problems"]]
-    report = _report(command, info, cfg, rows, sweep_rows, scaling_rows, problems, figures, elapsed)
+    # SNS vs Sinkhorn per problem and reg: from the sweep, or from the main grid without one.
+    has_pair = {"snsot-sns", "snsot-sinkhorn"} <= set(cfg["methods"])
+    records = robustness.cells(sweep_rows or rows) if has_pair else []
+    report = _report(command, info, cfg, rows, sweep_rows, scaling_rows, problems, figures, elapsed, records,
+                     cache["problems"])
     (out_dir / "RESULTS.md").write_text(report)
     write_csv(out_dir / "results.csv", rows + sweep_rows + scaling_rows)
+    if records:
+        write_csv(out_dir / "robustness.csv", records)
     payload = dict(command=command, machine=info, config={k: v for k, v in cfg.items()}, elapsed=elapsed,
                    rows=rows, sweep=sweep_rows, scaling=scaling_rows, figures=figures,
+                   robustness=dict(summary=robustness.summary(records), cells=records) if records else None,
                    memory_floor={p.name: dict(read_time=p.read_time, bytes=p.C.nbytes) for p in problems})
     (out_dir / "results.json").write_text(json.dumps(_jsonable(payload), indent=1))
     print(markdown_table(rows))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import datasets
+from .config import PEER_SWEEP_MAX_ENTRIES, SINKHORN_TYPE
 from .methods import SOLVERS, _peer, exact_cost, l1_marginal_error
 from .report import _reg_label
 
@@ -58,9 +59,10 @@ def measure(method, problem: Problem, reg, tol, repeats, cap, options=None):
     opts = dict(options or {}) if solver.module == "snsot" else {}
     try:
         last = solver(problem, reg, tol, cap, state, opts)  # warm-up (and calibration)
-        if last.capped and solver.module == "snsot":
+        if last.capped and solver.module == "snsot" and _paused(last.trace, last.time):
             # snsot's first call in a fresh install also compiles its kernels (tens of
             # seconds, once): a warm-up cut off by the cap says nothing about the solver.
+            # Only then: a second capped run costs a whole cap and says nothing new.
             last = solver(problem, reg, tol, cap, state, opts)
         runs = []
         if not last.capped:
@@ -81,14 +83,38 @@ def measure(method, problem: Problem, reg, tol, repeats, cap, options=None):
     else:
         status = "ok" if err < tol else "not converged"
         t, count = float(np.median(runs)), len(runs)
-    return {**row, "status": status, "time": t, "runs": count, "n_iter": last.n_iter,
+    spread = dict(time_min=min(runs), time_max=max(runs)) if runs and not last.capped else {}
+    return {**row, "status": status, "time": t, "runs": count, **spread, "n_iter": last.n_iter,
             "n_sinkhorn": last.n_sinkhorn, "n_newton": last.n_newton, "l1_error": err, "cost": cost,
             "gap": cost - problem.exact_cost, "setting": last.setting}, last.trace
 
 
+#: Solves faster than this many seconds in all are timed more often than
+#: ``repeats``, up to ``_MAX_RUNS`` runs: the median of three millisecond runs
+#: on a busy machine moves by tens of percent, enough to flip a ratio verdict.
+_FAST_BUDGET = 0.5
+_MAX_RUNS = 21
+
+
 def _repeat_count(repeats, first_time, cap):
-    """At most ``repeats`` timed runs, fewer when they would together exceed ``cap``."""
-    return max(1, min(repeats, int(cap // max(first_time, 1e-9))))
+    """``repeats`` timed runs (more for fast solves), fewer when they would together exceed ``cap``."""
+    first_time = max(first_time, 1e-9)
+    count = min(repeats, int(cap // first_time))
+    return max(1, count, min(_MAX_RUNS, int(min(_FAST_BUDGET, cap) // first_time)))
+
+
+def _paused(trace, elapsed):
+    """True if one gap between recorded iterations took over a third of the run (and over a second).
+
+    A solve that stopped at the cap after such a pause probably spent it
+    compiling kernels (the first call in a fresh install takes tens of
+    seconds), not iterating; single Newton steps on the benchmark problems
+    take well under a second, though a tenth of a 15 s cap was seen.
+    """
+    times = np.asarray(trace.get("time", ()), dtype=float)
+    if not len(times):
+        return True
+    return float(np.max(np.diff(times, prepend=0.0))) > max(1.0, elapsed / 3)
 
 
 def measure_memory(problem: Problem, reg, tol, cap, options=None):
@@ -151,9 +177,15 @@ def build_problem(name, seed=0) -> Problem:
 def run_grid(problem_names, regs, methods, cfg, cache, log=print):
     """Every problem x reg x method (cached by key); returns rows and traces.
 
-    Regularisations are run largest first; a method that hit the time cap at
-    one reg is not run at a smaller one (Sinkhorn-type methods only slow down
-    as reg shrinks) and is reported as skipped.
+    Regularisations are run largest first; a Sinkhorn-type method
+    (:data:`~snsot.bench.config.SINKHORN_TYPE`) that hit the time cap at one
+    reg is not run at a smaller one, since it needs more iterations as reg
+    shrinks, and is reported as skipped, with the capped time and iterations
+    at the larger reg as a bound (``time_bound``, ``n_iter_bound``,
+    ``bound_reg``) that rests on that assumption, not on a measurement.
+    Newton-type methods (SNS, RegOT SSNS and SPLR) run at every reg: a smaller
+    reg can take them fewer seconds.
+    ``methods`` is a list, or a function of the problem name giving one.
     """
     rows, traces = [], {}
     for name in problem_names:
@@ -163,28 +195,58 @@ def run_grid(problem_names, regs, methods, cfg, cache, log=print):
             cache["problems"][name] = problem
         capped_at = {}
         for reg in sorted(regs, reverse=True):
-            for method in methods:
+            for method in (methods(name) if callable(methods) else methods):
                 key = (name, reg, method)
                 if key not in cache["rows"]:
                     if method == "pot-emd":
                         cache["rows"][key] = (_emd_row(problem, reg), None)
                     elif method in capped_at:
-                        cache["rows"][key] = ({"problem": name, "reg": reg, "method": method,
-                                               "shape": f"{problem.shape[0]} x {problem.shape[1]}",
-                                               "status": f"skipped (> cap at reg {_reg_label(capped_at[method])})"},
-                                              None)
+                        cache["rows"][key] = (_skipped_row(problem, reg, method, capped_at[method]), None)
                     else:
                         log(f"  {name} reg={_reg_label(reg)} {method} ...")
-                        cache["rows"][key] = measure(method, problem, reg, cfg["tol"], cfg["repeats"],
-                                                     cfg["time_cap"], cfg["options"])
+                        start = time.perf_counter()
+                        row, trace = measure(method, problem, reg, cfg["tol"], cfg["repeats"], cfg["time_cap"],
+                                             cfg["options"])
+                        # The cost of measuring (warm-up, calibration, timed runs): what the run's length is made of.
+                        row["measure_seconds"] = time.perf_counter() - start
+                        cache["rows"][key] = (row, trace)
                 row, trace = cache["rows"][key]
-                if row.get("status") == "capped":
-                    capped_at[method] = reg
+                if row.get("status") == "capped" and method in SINKHORN_TYPE:
+                    capped_at[method] = row
+                elif "time_bound" in row:  # skipped: pass the original bound on
+                    capped_at[method] = cache["rows"][(name, row["bound_reg"], method)][0]
                 rows.append(row)
                 if trace is not None:
                     traces[key] = trace
     _add_ratios(rows)
     return rows, traces
+
+
+def _skipped_row(problem, reg, method, capped):
+    """A method not run at ``reg`` because it hit the cap (row ``capped``) at a larger reg."""
+    return {"problem": problem.name, "reg": reg, "method": method,
+            "shape": f"{problem.shape[0]} x {problem.shape[1]}",
+            "status": f"skipped (> cap at reg {_reg_label(capped['reg'])})",
+            "time_bound": capped["time"], "n_iter_bound": capped.get("n_iter"), "bound_reg": capped["reg"]}
+
+
+def run_sweep(problem_names, regs, methods, cfg, cache, log=print):
+    """:func:`run_grid` over ``regs`` with the snsot solvers everywhere and peers where affordable.
+
+    Peers (RegOT, POT) run only on problems with at most
+    :data:`~snsot.bench.config.PEER_SWEEP_MAX_ENTRIES` cost entries: capped
+    peers cost a whole time cap per reg, and larger problems would double the
+    length of the benchmark. ``methods`` are the methods chosen for the run.
+    """
+    def chosen(name):
+        problem = cache["problems"][name]
+        affordable = problem.C.size <= PEER_SWEEP_MAX_ENTRIES
+        return [m for m in methods if m.startswith("snsot-") or affordable]
+
+    for name in problem_names:  # built first: chosen() needs the problem's size
+        if name not in cache["problems"]:
+            cache["problems"][name] = _prepare(name, cfg, log)
+    return run_grid(problem_names, regs, chosen, cfg, cache, log)
 
 
 def _prepare(name, cfg, log):

@@ -62,10 +62,14 @@ def _snsot(method):
         h = res.history
         trace = dict(iteration=np.arange(1, len(h) + 1), time=np.asarray(h.time),
                      error=np.asarray(h.marginal_error), norm="L1")
+        setting = f"tol={tol:.3g}"
         if method == "sns":
             trace["stage"] = np.asarray(h.stage)
+            regs = np.asarray(getattr(h, "reg", ()), dtype=float)
+            if len(regs) and regs[0] > reg * (1 + 1e-9):  # the first iterates ran at a larger reg
+                setting += f", epsilon-scaling from reg {regs[0]:.3g}"
         return Run(res.plan, elapsed, res.n_iter, res.n_sinkhorn, res.n_newton,
-                   capped=not res.converged and elapsed > cap, setting=f"tol={tol:.3g}", trace=trace)
+                   capped=not res.converged and elapsed > cap, setting=setting, trace=trace)
 
     solve.module = "snsot"
     return solve

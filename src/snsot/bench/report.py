@@ -9,7 +9,8 @@ import platform
 
 import numpy as np
 
-from .config import PAPER
+from . import robustness
+from .config import PAPER, SINKHORN_TYPE
 from .methods import _peer
 
 
@@ -24,6 +25,8 @@ def _reg_label(reg):
 
 def _fmt_time(row):
     if "time" not in row:
+        if "time_bound" in row:  # skipped: the cap at a larger reg bounds it, by assumption (see the notes)
+            return f"> {row['time_bound']:.3g} (not run: capped at reg {_reg_label(row['bound_reg'])})"
         return row["status"]
     t = f"{row['time']:.3g}"
     return {"ok": t, "exact": t, "capped": f"> {t}"}.get(row["status"], f"{t} ({row['status']})")
@@ -91,6 +94,155 @@ def scaling_table(rows):
     return "\n".join(lines)
 
 
+def _robustness_cell(r):
+    """One (problem, reg) cell of the robustness table, one fact per line."""
+    err = _fmt(r["sns_l1_error"], ".1e")
+    if r["sns_status"] == "ok":
+        lines = [f"yes, {err}", f"SNS {r['sns_time']:.3g} s ({r['sns_n_sinkhorn']} + {r['sns_n_newton']} it.)"]
+    else:
+        capped = "> " if r["sns_status"] == "capped" else ""
+        lines = [f"no ({r['sns_status']}){', ' + err if err else ''}",
+                 f"SNS {capped}{r['sns_time']:.3g} s" if r["sns_time"] is not None else "SNS: no time"]
+    if r["sinkhorn_time"] is None:
+        lines.append(f"Sinkhorn: {r['sinkhorn_status']}")
+    else:
+        b = r["sinkhorn_bound"]
+        sinkhorn = f"Sinkhorn {b} {r['sinkhorn_time']:.3g} s, {b} {r['sinkhorn_n_iter']:,} it.".replace("  ", " ")
+        if r["sinkhorn_bound_reg"] is not None:
+            sinkhorn += f" (bound from reg {_reg_label(r['sinkhorn_bound_reg'])})"
+        lines.append(sinkhorn)
+    if r["ratio"] is not None:
+        lines.append(f"SNS/Sinkhorn {r['ratio_bound']} {r['ratio']:.2g}".replace("  ", " "))
+    lines.append(f"**{r['verdict']}**")
+    return "<br>".join(lines)
+
+
+def robustness_section(records, tol):
+    """The robustness section: a one-line count, the criteria, the failing cells, and the problems x regs table."""
+    stats = robustness.summary(records)
+    regs = sorted({r["reg"] for r in records}, reverse=True)
+    problems = list(dict.fromkeys(r["problem"] for r in records))
+    by_cell = {(r["problem"], r["reg"]): r for r in records}
+    lines = [
+        "## Robustness: SNS vs Sinkhorn per problem and reg", "",
+        f"**{stats['passed']}/{stats['cells']} cells pass** ({stats['failed']} FAIL, {stats['undecided']} "
+        f"undecided); SNS with default options reached the L1 error < {tol:g} in {stats['sns_converged']}/"
+        f"{stats['cells']} cells.", "",
+        "A cell passes when SNS converged and, where snsot's Sinkhorn is easy (it converged in fewer than "
+        f"{stats['easy_iterations']} iterations), SNS took at most {stats['easy_ratio']:g}x Sinkhorn's time; "
+        "everywhere else (hard) SNS was faster than Sinkhorn. `>`: Sinkhorn stopped at the time cap (or without "
+        "reaching the tolerance), so its time and iterations are lower bounds and the ratio is an upper bound; "
+        "such a cell passes only if SNS was faster for certain. `bound from reg x`: Sinkhorn was not run here "
+        "because it hit the cap at the larger reg x; that bound assumes Sinkhorn is no faster at a smaller reg. "
+        "`undecided`: the numbers settle neither way. Every verdict is computed from the measured rows "
+        "(`snsot.bench.robustness`); the cells are also in `robustness.csv` and `results.json`.", "",
+    ]
+    not_passed = [r for r in records if r["outcome"] != "pass"]
+    if not_passed:
+        lines += ["Cells that do not pass: " + "; ".join(
+            f"{r['problem']} at reg {_reg_label(r['reg'])} ({r['verdict']})" for r in not_passed) + ".", ""]
+    lines += ["| problem | " + " | ".join(f"reg = {_reg_label(reg)}" for reg in regs) + " |",
+              "|---|" + "---|" * len(regs)]
+    for problem in problems:
+        shape = next(r["shape"] for r in records if r["problem"] == problem)
+        cells = [_robustness_cell(by_cell[problem, reg]) if (problem, reg) in by_cell else "" for reg in regs]
+        lines.append(f"| {problem} ({shape}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def notes(cfg, info, rows, sweep_rows, scaling_rows, problems):
+    """The report's notes: the harness's general caveats, with this run's numbers filled in from the rows.
+
+    ``problems`` maps every problem name used by the run to its :class:`~snsot.bench.measure.Problem`.
+    """
+    tol, cap = cfg["tol"], cfg["time_cap"]
+    # Scaling rows are copies of grid rows: one row per (problem, reg, method).
+    every = list({(r["problem"], r["reg"], r["method"]): r for r in scaling_rows + sweep_rows + rows}.values())
+    out = []
+
+    sns = [r for r in every if r["method"] == "snsot-sns" and r.get("status") != "absent"]
+    missed = [r for r in sns if r.get("status") != "ok"]
+    out.append(f"SNS met tol = {tol:g} (L1, re-measured from its plan) in {len(sns) - len(missed)} of {len(sns)} "
+               "rows of this run (main table, sweep and scaling)"
+               + (": not in " + ", ".join(_where(r) + f" ({r['status']})" for r in missed) if missed else "") + ".")
+
+    out.append("Peers stop on their own norms (RegOT: the L2 norm of both marginal errors together; POT: the L2 "
+               "norm of the column error, checked every 10 iterations). Each is first given our tol in its own "
+               "norm, the loosest setting that can pass, and its tolerance is tightened tenfold only when the "
+               "returned plan misses tol in L1; the setting each one ran with is listed under the main table.")
+
+    threads = cfg["options"].get("n_threads")
+    if threads is not None:
+        out.append(f"snsot ran its kernels on n_threads = {threads} (`--threads`).")
+    else:
+        try:
+            from .._kernels import PARALLEL_MIN_SIZE
+            import numba
+
+            big = [p.name for p in problems.values() if p.C.size >= PARALLEL_MIN_SIZE]
+            out.append(f"snsot runs its kernels on one thread for costs of fewer than {PARALLEL_MIN_SIZE:,} entries "
+                       f"and on all {numba.get_num_threads()} of numba's threads ({info['cores']} cores) from there "
+                       f"on: in this run {', '.join(big) if big else 'no problem'}.")
+        except ImportError:  # an snsot without the threshold: nothing to say
+            pass
+
+    spread = [(r["time_max"] / r["time_min"], r) for r in every if r.get("runs", 0) >= 2 and r.get("time_min")]
+    if spread:
+        ratios = sorted(x for x, _ in spread)
+        worst, where = max(spread, key=lambda x: x[0])
+        out.append(f"Timing noise: over the {len(spread)} rows timed at least twice, the slowest timed run took "
+                   f"{np.median(ratios):.2g}x the fastest in the median row and {worst:.2g}x at worst "
+                   f"({_where(where)}); time ratios closer to 1 than that are ties.")
+
+    out.append("`> t`: stopped at the time cap. snsot stops itself through its callback; peers cannot be "
+               "interrupted, so their iteration cap is fitted to the time cap from a short probe run, and a peer "
+               "that slows down as it goes (RegOT SPLR) can overrun the cap. `not run: capped at reg x`: a "
+               f"Sinkhorn-type method ({', '.join(SINKHORN_TYPE)}) that hit the cap at a larger reg is not run at "
+               "smaller ones, as it needs more iterations as reg shrinks; the time shown is that assumption's "
+               "bound, not a measurement. Newton-type methods run at every reg.")
+    over = [r for r in every if r.get("status") == "capped" and r["time"] > 1.1 * cap]
+    if over:
+        out.append(f"Rows that overran the {cap:g} s cap by more than 10%: "
+                   + ", ".join(f"{_where(r)} ({r['time']:.3g} s)" for r in over) + ".")
+    peers = [r for r in every if not r["method"].startswith("snsot-") and r["method"] != "pot-emd"
+             and r.get("status") not in ("absent", None) and not r["status"].startswith("skipped")]
+    for method in dict.fromkeys(r["method"] for r in peers):
+        mine = [r for r in peers if r["method"] == method]
+        failed = [r for r in mine if r["status"] != "ok"]
+        if failed:
+            out.append(f"{method} did not reach tol in {len(failed)} of its {len(mine)} measured rows: "
+                       + ", ".join(f"{_where(r, method=False)} ({r['status'].split(' (')[0]})" for r in failed) + ".")
+
+    # A plan within tol of the marginals cannot cost less than the exact OT by more than tol * max|C|.
+    below = [r for r in every if r.get("gap") is not None and math.isfinite(r["gap"]) and r["problem"] in problems
+             and r["gap"] < -tol * float(np.abs(problems[r["problem"]].C).max())]
+    if below:
+        converged = [r for r in below if r["status"] == "ok"]
+        out.append(f"{len(below)} rows cost less than the exact OT by more than tol x max|C|, which only a plan "
+                   "that misses the marginals can do; "
+                   + ("all of them are capped or unconverged rows." if not converged else
+                      "among them, rows reported as converged: " + ", ".join(map(_where, converged))
+                      + " (a harness or solver bug)."))
+
+    switch = [r["n_sinkhorn"] for r in sns if r.get("status") == "ok" and r.get("n_sinkhorn") is not None]
+    scaled = [r for r in sns if "epsilon-scaling" in r.get("setting", "")]
+    text = ("The `paper` column comes from the paper's machine and its fixed schedule (a set number of Sinkhorn "
+            "steps before Newton, Algorithm 1). snsot's SNS switches to Newton adaptively")
+    if switch:
+        text += f" (in this run after {min(switch)} to {max(switch)} Sinkhorn steps)"
+    text += " and starts with epsilon-scaling (iterations at a larger reg first) where the cost's spread is large " \
+            "relative to reg"
+    if scaled:
+        text += ": in this run on " + ", ".join(map(_where, scaled))
+    out.append(text + ".")
+    return ["## Notes", "", *[f"- {line}" for line in out], ""]
+
+
+def _where(row, method=True):
+    text = f"{row['problem']} at reg {_reg_label(row['reg'])}"
+    return f"{row['method']} on {text}" if method else text
+
+
 # --------------------------------------------------------------------------- machine and files
 
 def machine_info() -> dict:
@@ -141,7 +293,9 @@ def write_csv(path, rows):
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
 
 
-def _report(command, info, cfg, rows, sweep_rows, scaling_rows, problems, figures, elapsed):
+def _report(command, info, cfg, rows, sweep_rows, scaling_rows, problems, figures, elapsed, records=(),
+            all_problems=None):
+    """The markdown report; ``records`` are the robustness cells, ``all_problems`` every problem by name."""
     machine = (f"{info['cpu']}, {info['cores']} cores; Python {info['python']}, numpy {info['numpy']}, "
                f"numba {info['numba']}, snsot {info['snsot']}, POT {info['ot']}, RegOT {info['regot']}")
     parts = [
@@ -160,6 +314,10 @@ def _report(command, info, cfg, rows, sweep_rows, scaling_rows, problems, figure
         "| problem | reg | method | setting |", "|---|---|---|---|",
         *[f"| {r['problem']} | {_reg_label(r['reg'])} | {r['method']} | {r.get('setting', '')} |"
           for r in rows if r.get("setting")], "",
+    ]
+    if records:
+        parts += [robustness_section(records, cfg["tol"]), ""]
+    parts += [
         "## Memory floor", "",
         "One plain read of C (median of `C.sum()`) bounds from below the time of any iteration that touches "
         "every entry once; SNS iterations are given in units of it.", "",
@@ -173,6 +331,8 @@ def _report(command, info, cfg, rows, sweep_rows, scaling_rows, problems, figure
                   "tracemalloc peak (numpy allocations, not memory allocated inside numba kernels) and the "
                   "growth of the process's resident set over the solve (`VmHWM`, everything).", "",
                   scaling_table(scaling_rows), ""]
+    parts += notes(cfg, info, rows, sweep_rows, scaling_rows,
+                   all_problems or {p.name: p for p in problems})
     if figures:
         parts += ["## Figures", "", "SNS and snsot Sinkhorn plot the L1 error; RegOT and POT plot their own "
                   "norms (labelled), POT only every 10 iterations with times interpolated linearly. The dotted "
