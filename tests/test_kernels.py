@@ -455,6 +455,18 @@ def test_csr_matvec_matches_scipy():
     np.testing.assert_allclose(out, A @ y, rtol=1e-13, atol=1e-15)
 
 
+def test_csr_rmatvec_matches_scipy_including_empty_rows_and_columns():
+    rng = np.random.default_rng(19)
+    A = sp.random(40, 25, density=0.1, random_state=np.random.RandomState(19), format="lil")
+    A[3, :] = 0
+    A[:, 7] = 0
+    A = A.tocsr()
+    w = rng.normal(size=40)
+    out = K.csr_rmatvec(A.indptr.astype(np.int64), A.indices.astype(np.int32), A.data, w, 25)
+    np.testing.assert_allclose(out, A.T @ w, rtol=1e-13, atol=1e-15)
+    assert out[7] == 0.0
+
+
 def test_default_chunks_bounds():
     assert K.default_chunks(1) == 1
     assert K.default_chunks(15) == 1

@@ -460,17 +460,18 @@ def compact_csr(counts, idx, val, tau):
 
 @njit(fastmath=_LOOP_FLAGS, cache=True)
 def _schur_matvec(indptr, indices, data, d_row, d_col, y, tmp, out):
-    # out = diag(d_col) y - S^T diag(1/d_row) S y
+    # out = diag(d_col) y - S^T diag(1/d_row) S y, in one pass over S: each
+    # row's gather (S y)_i is followed at once by its scatter into out while
+    # the row's entries are still in cache.
     n = indptr.shape[0] - 1
+    for j in range(out.shape[0]):
+        out[j] = d_col[j] * y[j]
     for i in range(n):
         s = 0.0
         for t in range(indptr[i], indptr[i + 1]):
             s += data[t] * y[indices[t]]
-        tmp[i] = s / d_row[i]
-    for j in range(out.shape[0]):
-        out[j] = d_col[j] * y[j]
-    for i in range(n):
-        ti = tmp[i]
+        ti = s / d_row[i]
+        tmp[i] = ti
         for t in range(indptr[i], indptr[i + 1]):
             out[indices[t]] -= data[t] * ti
 
@@ -565,4 +566,16 @@ def csr_matvec(indptr, indices, data, y):
         for t in range(indptr[i], indptr[i + 1]):
             s += data[t] * y[indices[t]]
         out[i] = s
+    return out
+
+
+@njit(fastmath=_LOOP_FLAGS, cache=True)
+def csr_rmatvec(indptr, indices, data, w, m):
+    """``S.T @ w`` for a CSR matrix ``S`` with ``m`` columns."""
+    n = indptr.shape[0] - 1
+    out = np.zeros(m)
+    for i in range(n):
+        wi = w[i]
+        for t in range(indptr[i], indptr[i + 1]):
+            out[indices[t]] += data[t] * wi
     return out

@@ -78,7 +78,7 @@ def newton_direction(csr, row_sum, col_sum, grad_rows, grad_cols, reg, delta, rt
     rhs_rows = reg * grad_rows
     # rhs = reg gb - S^T D_row^{-1} reg ga
     w = rhs_rows / d_row
-    rhs = reg * grad_cols - _csr_rmatvec(indptr, indices, data, w, len(col_sum))
+    rhs = reg * grad_cols - K.csr_rmatvec(indptr, indices, data, w, len(col_sum))
     y0 = np.empty(0) if guess is None else (guess.x if swap else guess.y)
     y, it, res = K.schur_cg(indptr, indices, data, d_row, d_col, rhs, rtol, max_cg, y0)
     x = (rhs_rows - K.csr_matvec(indptr, indices, data, y)) / d_row
@@ -86,8 +86,3 @@ def newton_direction(csr, row_sum, col_sum, grad_rows, grad_cols, reg, delta, rt
         x, y = y, x
     return Direction(x=x, y=y, cg_iter=int(it), residual=float(res))
 
-
-def _csr_rmatvec(indptr, indices, data, w, m):
-    # S^T w via a scatter; bincount is a vectorised scatter-add.
-    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-    return np.bincount(indices, weights=data * w[rows], minlength=m)

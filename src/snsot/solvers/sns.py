@@ -56,6 +56,8 @@ _ARMIJO = 1e-4
 #: epsilon-scaling "auto" turns on above this (max C - min C) / reg
 _EPS_AUTO_RATIO = 2000.0
 _MAX_BACKTRACK = 40
+#: A full Newton step that leaves more than this fraction of the error is slow.
+_SLOW = 0.25
 _ROUNDING = 64 * np.finfo(np.float64).eps
 
 
@@ -247,11 +249,14 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
     base.attach(problem)
     st = SinkhornStepper(problem, f_init, base)
     if variant == "paper":
-        cap = int(min(m, max(1, round(sparsity * m))))
+        cap = cap_max = int(min(m, max(1, round(sparsity * m))))
         status = run_sinkhorn(st, rec, tol, min(n_warmup, max_iter))
         tau_of = lambda err: 0.0  # noqa: E731 - the per-row cap alone decides
     else:
-        cap = int(min(m, max(64, m // 4))) if max_row_entries is None else int(min(m, max_row_entries))
+        if max_row_entries is None:
+            cap, cap_max = min(m, max(64, m // 4)), _cap_limit(n, m)
+        else:
+            cap = cap_max = int(min(m, max(1, max_row_entries)))
         switch = _AdaptiveSwitch(tol, switch_horizon, 3 if n_warmup is None else int(n_warmup))
         status = run_sinkhorn(st, rec, tol, max_iter, switch)
         tau_of = lambda err: kappa * err / (n * m)  # noqa: E731
@@ -294,7 +299,8 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
             tau_next = tau_of(max(err * min(1.0, err / mass), 1e-300))
             t = 1.0
             for _ in range(_MAX_BACKTRACK):
-                trial.evaluate(problem, base, cur.f + t * d.x, cur.g + t * d.y, tau_next, n_chunks)
+                trial_f, trial_g = cur.f + t * d.x, cur.g + t * d.y
+                trial.evaluate(problem, base, trial_f, trial_g, tau_next, n_chunks)
                 gain = trial.dual - cur.dual
                 if gain >= _ARMIJO * t * slope or (
                     gain >= -cur.rounding(problem) and trial.error < err
@@ -308,6 +314,14 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
             if rec(cur.error, cur.dual, STAGE_NEWTON):
                 status = "callback"
                 break
+            if t == 1.0 and cur.error > _SLOW * err and cap < cap_max and cur.counts.max() * 2 >= cap:
+                # A full step that gains little while rows fill their quota: the
+                # per-row cap, not the error-controlled tau, is cutting the
+                # Hessian (a wide plan, e.g. 1-D W2 at reg 1e-2 wants ~400 of
+                # 1000 entries per row). Give rows more room and re-collect.
+                cap = min(cap_max, 2 * cap)
+                cur, trial = _PlanState(n, m, cap), _PlanState(n, m, cap)
+                cur.evaluate(problem, base, trial_f, trial_g, tau_next, n_chunks)
             continue
 
         # Newton failed here: fall back to Sinkhorn, then retry with a denser Hessian.
@@ -319,9 +333,24 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
         tau_of = (lambda old: (lambda e: 0.1 * old(e)))(tau_of)
         if status in ("success", "callback", "nonfinite"):
             return st.f, st.g, status, n_sinkhorn, n_newton
+        if cap < cap_max:
+            cap = min(cap_max, 2 * cap)
+            cur, trial = _PlanState(n, m, cap), _PlanState(n, m, cap)
         cur.evaluate(problem, base, st.f, st.g, tau_of(_last_error(rec, mass)), n_chunks)
         status = "max_iter"
     return cur.f, cur.g, status, n_sinkhorn, n_newton
+
+
+def _cap_limit(n: int, m: int) -> int:
+    """Largest per-row candidate count the adaptive variant may grow to.
+
+    Two candidate buffers (current point and trial) of ``n x cap`` entries
+    (8-byte value, 4-byte column) may together take the memory of one dense
+    ``n x m`` float64 array, or 64 MB where that is more: all of ``m`` up to
+    about 1600 x 1600, a third of it at n = m = 4000.
+    """
+    budget = max(8.0 * n * m, 64e6)
+    return int(min(m, max(64, m // 4, budget // (2 * 12 * n))))
 
 
 def _last_error(rec: Recorder, default: float) -> float:
