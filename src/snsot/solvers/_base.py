@@ -11,8 +11,9 @@ stabilised scaling algorithms (Schmitzer, SIAM J. Sci. Comput. 2019): the
 potentials stay in the log domain, and the base is moved ("rebased", one
 exponential pass) whenever the scalings would leave a safe range.
 
-Exactness: the base is used only while ``(max|f - f0| + max|g - g0|) / reg
-<= BASE_DRIFT`` (100), so no product overflows or becomes denormal, and base
+Exactness: the base is used only while ``(max|f - f0 - c| + max|g - g0 + c|) / reg
+<= BASE_DRIFT`` (100), with the constant ``c`` (which leaves every ``f_i + g_j``
+unchanged) centring the range of ``f - f0``, so no product overflows or becomes denormal, and base
 entries stored as 0 (those below ``P_FLOOR = 1e-250``) stand for less than
 ``3e-207`` of mass each. Callers also check that every row and column sum they
 divide by is a comfortably normal number, and fall back to the log-domain
@@ -34,6 +35,9 @@ class PlanBase:
         self.problem = problem
         self.B: np.ndarray | None = None
         self.f0 = self.g0 = None
+        #: The constant of the last :meth:`scalings` (units of reg): its ``u`` is
+        #: ``exp((f - f0)/reg - shift)`` and its ``v`` is ``exp((g - g0)/reg + shift)``.
+        self.shift = 0.0
 
     def attach(self, problem: OTProblem) -> None:
         """Serve ``problem`` (same shape; e.g. another reg of epsilon-scaling): the base is dropped."""
@@ -42,15 +46,27 @@ class PlanBase:
             self.f0 = self.g0 = None
 
     def scalings(self, f, g):
-        """``(u, v)`` with ``P(f, g) = diag(u) B diag(v)``, or None when ``(f, g)`` is too far from the base."""
+        """``(u, v)`` with ``P(f, g) = diag(u) B diag(v)``, or None when ``(f, g)`` is too far from the base.
+
+        ``u`` and ``v`` carry opposite constant factors ``exp(-+shift)`` (see
+        :attr:`shift`), which keep both in range and cancel in the plan.
+        """
         if self.f0 is None:
             return None
         inv_reg = 1.0 / self.problem.reg
         x = (f - self.f0) * inv_reg
         y = (g - self.g0) * inv_reg
+        # The plan depends on f and g only through f_i + g_j: moving a constant
+        # from x to y changes no product u_i v_j. Centring x's range minimises
+        # the drift (Newton steps move along (1, -1) freely, which would
+        # otherwise force a rebase, an exponential pass, at nearly every step).
+        c = 0.5 * (x.max() + x.min())
+        x -= c
+        y += c
         drift = np.abs(x).max() + np.abs(y).max()
         if not drift <= K.BASE_DRIFT:  # also catches NaN
             return None
+        self.shift = float(c)
         return np.exp(x), np.exp(y)
 
     def rebase(self, f, g, tau=np.inf, cap=0, n_chunks=1, row_sum=None, counts=None, idx=None, val=None):

@@ -71,6 +71,7 @@ class SinkhornStepper:
             if un.max() <= 1.0 / _SAFE and (p.a / un).min() >= _SAFE and col.min() >= _SAFE \
                     and np.isfinite(col).all():
                 self._col_new = col
+                self._shift = self.base.shift
                 return float(np.abs(self._rows - p.a).sum())
         self._col_new = None
         K.row_update(p.C, self.g, self.log_a, p.reg, self._f_new)
@@ -86,8 +87,9 @@ class SinkhornStepper:
         p = self.problem
         if self._col_new is not None:
             base = self.base
-            self.f = base.f0 + p.reg * np.log(self._u_new)
-            self.g = base.g0 + p.reg * (self.log_b - np.log(self._col_new))
+            # u_new and col carry the factors exp(-shift) of the scalings' convention
+            self.f = base.f0 + p.reg * (np.log(self._u_new) + self._shift)
+            self.g = base.g0 + p.reg * (self.log_b - np.log(self._col_new) - self._shift)
         else:
             self.f, self._f_new = self._f_new, np.empty_like(self.f)
             self.g = np.empty_like(self.g)

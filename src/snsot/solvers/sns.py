@@ -54,8 +54,13 @@ from .sinkhorn import SinkhornStepper, run_sinkhorn
 
 _ARMIJO = 1e-4
 #: epsilon-scaling "auto" turns on above this (max C - min C) / reg
-_EPS_AUTO_RATIO = 2000.0
+_EPS_AUTO_RATIO = 500.0
 _MAX_BACKTRACK = 40
+#: Largest change of any log plan entry, in units of reg, one Newton step may make.
+_MAX_LOG_CHANGE = 30.0
+#: Adaptive variant: Sinkhorn steps before the switch rule may fire (the
+#: first iterations' rate says little about the rest).
+_MIN_WARMUP = 20
 #: A full Newton step that leaves more than this fraction of the error is slow.
 _SLOW = 0.25
 _ROUNDING = 64 * np.finfo(np.float64).eps
@@ -129,7 +134,7 @@ def solve_sns(
     n_warmup: int | None = None,
     sparsity: float | None = None,
     kappa: float = 1.0,
-    switch_horizon: int = 30,
+    switch_horizon: int = 100,
     max_row_entries: int | None = None,
     max_cg: int = 500,
     _direction_hook=None,
@@ -257,7 +262,7 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
             cap, cap_max = min(m, max(64, m // 4)), _cap_limit(n, m)
         else:
             cap = cap_max = int(min(m, max(1, max_row_entries)))
-        switch = _AdaptiveSwitch(tol, switch_horizon, 3 if n_warmup is None else int(n_warmup))
+        switch = _AdaptiveSwitch(tol, switch_horizon, _MIN_WARMUP if n_warmup is None else int(n_warmup))
         status = run_sinkhorn(st, rec, tol, max_iter, switch)
         tau_of = lambda err: kappa * err / (n * m)  # noqa: E731
 
@@ -297,7 +302,12 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
         if np.isfinite(d.residual) and np.isfinite(slope) and slope > 0:
             # Collect candidates for the next step with the tau its error is expected to need.
             tau_next = tau_of(max(err * min(1.0, err / mass), 1e-300))
-            t = 1.0
+            # Trust region on the plan: no entry's log may change by more than
+            # _MAX_LOG_CHANGE at once (max_ij |x_i + y_j| is exact from the
+            # extremes). Far-off trial points only overflow or get rejected,
+            # each at the price of an exponential pass.
+            change = max(abs(d.x.max() + d.y.max()), abs(d.x.min() + d.y.min())) / problem.reg
+            t = 1.0 if change <= _MAX_LOG_CHANGE else _MAX_LOG_CHANGE / change
             for _ in range(_MAX_BACKTRACK):
                 trial_f, trial_g = cur.f + t * d.x, cur.g + t * d.y
                 trial.evaluate(problem, base, trial_f, trial_g, tau_next, n_chunks)
