@@ -170,6 +170,18 @@ def test_where_sinkhorn_is_hard_sns_must_be_faster(sns_time, outcome):
     assert v["verdict"] == ("hard: faster ok" if outcome == "pass" else "FAIL: hard, SNS not faster")
 
 
+@pytest.mark.parametrize("ratio", [0.7, 1.0, 1.4])
+def test_a_hard_cell_where_sns_never_left_sinkhorn_is_a_tie_not_a_pass(ratio):
+    sinkhorn = _row(time=1.0, n_iter=116)
+    v = robustness.judge(_row(time=ratio, n_sinkhorn=116, n_newton=0), sinkhorn)
+    assert v["outcome"] == "tie" and v["verdict"].startswith("tie") and v["kind"] == "hard"
+    # slower than the noise allowance, or different work: judged as usual
+    assert robustness.judge(_row(time=1.6, n_sinkhorn=116, n_newton=0), sinkhorn)["outcome"] == "fail"
+    assert robustness.judge(_row(time=ratio, n_sinkhorn=20, n_newton=5), sinkhorn)["outcome"] == \
+        ("pass" if ratio < 1 else "fail")
+    assert robustness.judge(_row(time=ratio, n_sinkhorn=40, n_newton=0), _row(time=1.0, n_iter=40))["outcome"] == "pass"
+
+
 @pytest.mark.parametrize("sinkhorn", [_row("capped", time=15.2, n_iter=9998), _row("not converged", time=3.0, n_iter=800),
                                       _skipped(time_bound=15.1, n_iter_bound=4000)])
 def test_a_stopped_or_skipped_sinkhorn_gives_an_upper_bound_on_the_ratio(sinkhorn):
@@ -219,8 +231,8 @@ def test_cells_pair_the_rows_per_problem_and_reg_and_count_outcomes():
     assert records[2]["sinkhorn_bound_reg"] == 1e-3 and records[2]["sinkhorn_n_iter"] == 9000
     assert records[0]["sinkhorn_bound"] == "" and records[0]["sns_l1_error"] == 1e-11
     stats = robustness.summary(records)
-    assert (stats["cells"], stats["passed"], stats["failed"], stats["undecided"], stats["sns_converged"]) == \
-        (4, 2, 1, 1, 3)
+    assert (stats["cells"], stats["passed"], stats["tied"], stats["failed"], stats["undecided"],
+            stats["sns_converged"]) == (4, 2, 0, 1, 1, 3)
 
 
 def test_quick_report_shows_the_robustness_cells_and_the_same_data_in_csv_and_json(quick):

