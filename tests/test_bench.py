@@ -29,7 +29,7 @@ def quick(tmp_path_factory):
     """One ``--quick`` run, the way a user starts it, shared by the checks below."""
     out = tmp_path_factory.mktemp("quick")
     proc = subprocess.run([sys.executable, "-m", "snsot.bench", "--quick", "--out-dir", str(out)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc.stdout, json.loads((out / "results.json").read_text())
 
@@ -40,7 +40,8 @@ def test_quick_writes_table_csv_json_and_figures(quick):
     report = (out / "RESULTS.md").read_text()
     assert "python -m snsot.bench --quick" in report.split("## Main table")[0]  # the command comes first
     for section in ("## Main table", "## Robustness: SNS vs Sinkhorn per problem and reg", "## Memory floor",
-                    "## Regularisation sweep", "## Scaling", "## Notes", "## Figures"):
+                    "## Regularisation sweep", "## Scaling", "## First call in a new process", "## Notes",
+                    "## Figures"):
         assert section in report
     with open(out / "results.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -285,3 +286,13 @@ def test_fast_solves_get_more_timed_runs_but_never_beyond_the_cap():
     assert _repeat_count(3, 20.0, 60) == 3 and _repeat_count(3, 40.0, 60) == 1
     assert 3 < _repeat_count(3, 0.005, 60) <= 21
     assert _repeat_count(3, 0.005, 0.05) <= 10  # half a second of runs would overrun a 0.05 s cap
+
+
+def test_quick_reports_the_first_call_with_and_without_cached_kernels(quick):
+    out, _, payload = quick
+    empty, cached = payload["cold_start"]
+    assert empty["status"] == cached["status"] == "ok"
+    assert "empty" in empty["setting"] and "cached" in cached["setting"]
+    # compiling costs more than loading; a warm solve of that size is far quicker than either first one
+    assert empty["first_solve"] > cached["first_solve"] > cached["second_solve"]
+    assert f"| {cached['first_solve']:.2f} |" in (out / "RESULTS.md").read_text()

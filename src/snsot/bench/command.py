@@ -14,7 +14,7 @@ from . import robustness
 from .config import (ALL_PROBLEMS, DEFAULT_REG, DEFAULT_TOL, HEADLINE_PROBLEMS, METHODS, PEER_SWEEP_MAX_ENTRIES,
                      SCALING_SIZES, SWEEP_METHODS, SWEEP_REGS, _QUICK)
 from .figures import _safe, plot_convergence, plot_scaling
-from .measure import run_grid, run_scaling, run_sweep
+from .measure import measure_cold_start, run_grid, run_scaling, run_sweep
 from .report import _jsonable, _reg_label, _report, machine_info, markdown_table, write_csv
 
 
@@ -110,6 +110,8 @@ def run(args: argparse.Namespace, log=None) -> int:
         sweep_methods = [m for m in SWEEP_METHODS if m in cfg["methods"]]
         regs = sorted(set(_QUICK["sweep_regs"] if quick else SWEEP_REGS), reverse=True)
         sweep_rows, _ = run_sweep(sweep_problems, regs, sweep_methods, cfg, cache, log)
+    # In fresh processes, so before or after the grid makes no difference to it.
+    cold_rows = measure_cold_start(log)
     scaling_rows = []
     if args.scaling or quick:
         scaling_rows = run_scaling(_QUICK["scaling_sizes"] if quick else SCALING_SIZES, cfg["regs"][0], cfg, cache, log)
@@ -136,13 +138,13 @@ def run(args: argparse.Namespace, log=None) -> int:
     has_pair = {"snsot-sns", "snsot-sinkhorn"} <= set(cfg["methods"])
     records = robustness.cells(sweep_rows or rows) if has_pair else []
     report = _report(command, info, cfg, rows, sweep_rows, scaling_rows, problems, figures, elapsed, records,
-                     cache["problems"])
+                     cache["problems"], cold_rows)
     (out_dir / "RESULTS.md").write_text(report)
     write_csv(out_dir / "results.csv", rows + sweep_rows + scaling_rows)
     if records:
         write_csv(out_dir / "robustness.csv", records)
     payload = dict(command=command, machine=info, config={k: v for k, v in cfg.items()}, elapsed=elapsed,
-                   rows=rows, sweep=sweep_rows, scaling=scaling_rows, figures=figures,
+                   rows=rows, sweep=sweep_rows, scaling=scaling_rows, cold_start=cold_rows, figures=figures,
                    robustness=dict(summary=robustness.summary(records), cells=records) if records else None,
                    memory_floor={p.name: dict(read_time=p.read_time, bytes=p.C.nbytes) for p in problems})
     (out_dir / "results.json").write_text(json.dumps(_jsonable(payload), indent=1))

@@ -308,3 +308,45 @@ def run_scaling(sizes, reg, cfg, cache, log=print):
         out.append(row)
     return out
 
+
+
+#: What a user's first solve in a new process runs: import, build a problem, solve with SNS.
+_COLD_SCRIPT = (
+    "import time; t0 = time.perf_counter(); import numpy as np, snsot; t1 = time.perf_counter(); "
+    "C = np.random.default_rng(0).random((300, 300)); "
+    "snsot.solve(C, reg=1e-3, warn=False); t2 = time.perf_counter(); "
+    "snsot.solve(C, reg=1e-3, warn=False); t3 = time.perf_counter(); "
+    "print(t1 - t0, t2 - t1, t3 - t2)"
+)
+
+
+def measure_cold_start(log=print) -> list[dict]:
+    """Time ``import snsot`` and a first ``snsot.solve`` in fresh processes.
+
+    Two settings: an empty numba cache (the first call after installing,
+    which compiles every kernel the solve uses) and the cache that run left
+    behind (every later process: kernels are loaded, not compiled). Each row
+    gives the import time, the first solve and a second solve in the same
+    process (the warm time, for reference); times are measured inside the
+    child, so interpreter start-up is left out and reported apart as ``wall``.
+    """
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as cache_dir:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
+        for setting in ("empty numba cache (first call after install)", "cached kernels (every later process)"):
+            log(f"cold start: {setting} ...")
+            start = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", _COLD_SCRIPT], env=env, capture_output=True, text=True)
+            wall = time.perf_counter() - start
+            if proc.returncode != 0:
+                rows.append(dict(setting=setting, status=f"error: {proc.stderr.strip().splitlines()[-1:]}"))
+                continue
+            t_import, t_first, t_second = map(float, proc.stdout.split()[-3:])
+            rows.append(dict(setting=setting, status="ok", import_time=t_import, first_solve=t_first,
+                             second_solve=t_second, wall=wall))
+    return rows

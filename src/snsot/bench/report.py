@@ -297,8 +297,26 @@ def write_csv(path, rows):
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
 
 
+def cold_start_table(rows):
+    """The first-call section: import and first solve in a fresh process, with and without cached kernels."""
+    lines = ["## First call in a new process", "",
+             "`import snsot` and a first `snsot.solve` (SNS, 300 x 300 random costs, reg 1e-3) timed inside a "
+             "fresh Python process, then a second solve in the same process for reference. numba compiles the "
+             "kernels once and caches them on disk (`cache=True`); the first row starts from an empty cache "
+             "(`NUMBA_CACHE_DIR` pointed at a new folder), the second reuses the cache the first one wrote. "
+             "`process` is the child's whole wall time, interpreter start-up included.", "",
+             "| setting | import (s) | first solve (s) | second solve (s) | process (s) |", "|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("status") != "ok":
+            lines.append(f"| {r['setting']} | {r.get('status')} | | | |")
+            continue
+        lines.append(f"| {r['setting']} | {r['import_time']:.2f} | {r['first_solve']:.2f} | "
+                     f"{r['second_solve']:.3f} | {r['wall']:.1f} |")
+    return "\n".join(lines)
+
+
 def _report(command, info, cfg, rows, sweep_rows, scaling_rows, problems, figures, elapsed, records=(),
-            all_problems=None):
+            all_problems=None, cold_rows=()):
     """The markdown report; ``records`` are the robustness cells, ``all_problems`` every problem by name."""
     machine = (f"{info['cpu']}, {info['cores']} cores; Python {info['python']}, numpy {info['numpy']}, "
                f"numba {info['numba']}, snsot {info['snsot']}, POT {info['ot']}, RegOT {info['regot']}")
@@ -335,6 +353,8 @@ def _report(command, info, cfg, rows, sweep_rows, scaling_rows, problems, figure
                   "tracemalloc peak (numpy allocations, not memory allocated inside numba kernels) and the "
                   "growth of the process's resident set over the solve (`VmHWM`, everything).", "",
                   scaling_table(scaling_rows), ""]
+    if cold_rows:
+        parts += [cold_start_table(cold_rows), ""]
     parts += notes(cfg, info, rows, sweep_rows, scaling_rows,
                    all_problems or {p.name: p for p in problems})
     if figures:
