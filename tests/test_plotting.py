@@ -63,6 +63,22 @@ def test_convergence_iterations_go_on_a_log_axis_when_runs_differ_widely(points_
     assert plotting.plot_convergence({"SNS": res}).axes[0].get_xscale() == "linear"
 
 
+def test_convergence_draws_epsilon_scaling_stages_dotted_and_the_target_reg_solid():
+    C = np.random.default_rng(5).random((60, 60))
+    staged = snsot.solve(C, reg=1e-4, eps_scaling=True, warn=False)
+    plain = snsot.solve(C, reg=1e-4, eps_scaling=False, warn=False)
+    n_early = int(np.sum(np.asarray(staged.history.reg) > staged.reg * (1 + 1e-9)))
+    assert 0 < n_early < len(staged.history)
+    ax = plotting.plot_convergence({"SNS": staged}).axes[0]
+    dotted = [ln for ln in ax.get_lines() if ln.get_linestyle() == ":" and len(ln.get_xdata())]
+    solid = [ln for ln in ax.get_lines() if ln.get_linestyle() == "-" and ln.get_label().startswith("SNS")]
+    assert len(dotted) == 1 and len(dotted[0].get_xdata()) == n_early
+    assert len(solid[0].get_xdata()) == len(staged.history) - n_early
+    assert any("epsilon-scaling" in t.get_text() for t in ax.get_legend().get_texts())
+    ax = plotting.plot_convergence({"SNS": plain}).axes[0]
+    assert not [ln for ln in ax.get_lines() if ln.get_linestyle() == ":"]
+
+
 def test_convergence_needs_results():
     with pytest.raises(ValueError, match="results: expected a non-empty mapping"):
         plotting.plot_convergence({})

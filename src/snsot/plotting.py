@@ -66,7 +66,9 @@ def plot_convergence(results, *, tol=None, title=None):
     -------
     matplotlib.figure.Figure
         Two panels per problem. Newton steps are marked with dots, so the
-        switch from the Sinkhorn stage is visible.
+        switch from the Sinkhorn stage is visible; iterates of
+        epsilon-scaling stages (solved at a larger reg, their error measured
+        for that reg) are dotted, the solve at the target reg solid.
     """
     if not isinstance(results, Mapping) or not results:
         raise ValueError("results: expected a non-empty mapping of labels to OTResult")
@@ -75,14 +77,22 @@ def plot_convergence(results, *, tol=None, title=None):
     fig = _figure(figsize=(10, 3.6 * len(problems)), layout="constrained")
     axes = fig.subplots(len(problems), 2, squeeze=False)
     for row, (problem, runs) in zip(axes, problems.items()):
+        staged = False
         line_tol = tol if tol is not None else next(iter(runs.values())).tol
         for name, res in runs.items():
             h = res.history
             err = np.maximum(np.asarray(h.marginal_error, dtype=float), _ERROR_FLOOR)
             it = np.arange(1, len(err) + 1)
             newton = np.asarray(h.stage) == STAGE_NEWTON
+            regs = np.asarray(getattr(h, "reg", ()), dtype=float)
+            # iterates of epsilon-scaling stages (a larger reg) end before index `final`
+            earlier = np.flatnonzero(regs > res.reg * (1 + 1e-9)) if len(regs) == len(err) else np.empty(0, int)
+            final = earlier[-1] + 1 if len(earlier) else 0
             for ax, x in ((row[0], it), (row[1], np.asarray(h.time, dtype=float))):
-                (line,) = ax.semilogy(x, err, label=_label(name, res), lw=1.6)
+                (line,) = ax.semilogy(x[final:], err[final:], label=_label(name, res), lw=1.6)
+                if final:
+                    ax.semilogy(x[:final], err[:final], ls=":", lw=1.4, color=line.get_color())
+                    staged = True
                 if newton.any():
                     ax.semilogy(x[newton], err[newton], "o", ms=3.5, color=line.get_color())
         spans = [(len(r.history), r.history.time[-1] if len(r.history) else 0.0) for r in runs.values()]
@@ -97,6 +107,8 @@ def plot_convergence(results, *, tol=None, title=None):
             ax.grid(True, which="major", alpha=0.3)
         if problem is not None:
             row[0].set_title(str(problem), loc="left")
+        if staged:
+            row[0].plot([], [], ls=":", color="0.3", label="at a larger reg (epsilon-scaling)")
         row[0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
