@@ -71,6 +71,10 @@ def test_quick_sns_rows_converge_and_errors_are_measured(quick):
             assert row["l1_error"] < tol
     for row in payload["scaling"]:
         assert row["tracemalloc_peak"] > 0 and row["cost_matrix_bytes"] > 0
+    # the largest size again at a small reg, so that the peak includes the Newton stage's buffers
+    last = payload["scaling"][-1]
+    assert last["reg"] == bench.config.SCALING_NEWTON_REG and last["shape"] == payload["scaling"][-2]["shape"]
+    assert last["n_newton"] > 0
 
 
 def test_gap_is_measured_against_the_exact_cost(quick):

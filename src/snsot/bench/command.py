@@ -12,7 +12,7 @@ from pathlib import Path
 from .. import datasets
 from . import robustness
 from .config import (ALL_PROBLEMS, DEFAULT_REG, DEFAULT_TOL, HEADLINE_PROBLEMS, METHODS, PEER_SWEEP_MAX_ENTRIES,
-                     SCALING_SIZES, SWEEP_METHODS, SWEEP_REGS, _QUICK)
+                     SCALING_NEWTON_REG, SCALING_SIZES, SWEEP_METHODS, SWEEP_REGS, _QUICK)
 from .figures import _safe, plot_convergence, plot_scaling
 from .measure import measure_cold_start, run_grid, run_scaling, run_sweep
 from .report import _jsonable, _reg_label, _report, machine_info, markdown_table, write_csv
@@ -114,7 +114,8 @@ def run(args: argparse.Namespace, log=None) -> int:
     cold_rows = measure_cold_start(log)
     scaling_rows = []
     if args.scaling or quick:
-        scaling_rows = run_scaling(_QUICK["scaling_sizes"] if quick else SCALING_SIZES, cfg["regs"][0], cfg, cache, log)
+        scaling_rows = run_scaling(_QUICK["scaling_sizes"] if quick else SCALING_SIZES, cfg["regs"][0], cfg, cache, log,
+                                   newton_reg=SCALING_NEWTON_REG)
 
     figures = []
     if not args.no_plots:
@@ -127,7 +128,7 @@ def run(args: argparse.Namespace, log=None) -> int:
                                      cfg["tol"])
                     figures.append(path.name)
         if scaling_rows:
-            plot_scaling(out_dir / "scaling.png", scaling_rows)
+            plot_scaling(out_dir / "scaling.png", [r for r in scaling_rows if r["reg"] == cfg["regs"][0]])
             figures.append("scaling.png")
 
     elapsed = time.perf_counter() - started

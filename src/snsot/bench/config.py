@@ -22,6 +22,8 @@ SINKHORN_TYPE = ("snsot-sinkhorn", "pot-sinkhorn", "regot-bcd")
 #: larger problems they would double the length of the benchmark.
 PEER_SWEEP_MAX_ENTRIES = 784 * 784
 SCALING_SIZES = (500, 1000, 2000, 4000)
+#: The largest scaling size is solved again at this reg, where SNS takes Newton steps.
+SCALING_NEWTON_REG = 1e-4
 DEFAULT_REG = 1 / 1200
 DEFAULT_TOL = 1e-10
 

@@ -287,12 +287,19 @@ def _add_ratios(rows):
             row[col + "_bound"] = ">" if mine and not theirs else "<" if theirs and not mine else ""
 
 
-def run_scaling(sizes, reg, cfg, cache, log=print):
-    """SNS time and iterations on random assignment of growing size, with peak memory."""
+def run_scaling(sizes, reg, cfg, cache, log=print, newton_reg=None):
+    """SNS time and iterations on random assignment of growing size, with peak memory.
+
+    With ``newton_reg``, the largest size is also solved at that reg: at
+    ``reg`` the larger problems can finish in the Sinkhorn stage, and the
+    Newton stage's buffers (sparse Hessian candidates, CG vectors) only show
+    in the peak memory of a solve that takes Newton steps.
+    """
     out = []
-    for n in sizes:
+    runs = [(n, reg) for n in sizes] + ([(max(sizes), newton_reg)] if newton_reg is not None else [])
+    for n, reg in runs:
         name = f"random{n}"
-        log(f"scaling: n={n}")
+        log(f"scaling: n={n}, reg={_reg_label(reg)}")
         problem = cache["problems"].get(name)
         if problem is None:
             C, a, b = datasets.random_assignment(n, seed=cfg["seed"])

@@ -83,14 +83,16 @@ def floor_table(problems, rows):
 
 
 def scaling_table(rows):
-    lines = ["| n | time (s) | iterations (S + N) | L1 error | s/iter / read of C | tracemalloc peak (MB) "
-             "| RSS growth (MB) | C (MB) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| n | reg | time (s) | iterations (S + N) | L1 error | s/iter / read of C | tracemalloc peak (MB) "
+             "| RSS growth (MB) | C (MB) | C + peak, in copies of C |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         per = r["time"] / r["n_iter"] / r["read_time"] if r.get("n_iter") and r["status"] == "ok" else None
         mb = lambda x: _fmt(x and x / 2**20, ".1f")  # noqa: E731
-        lines.append(f"| {r['shape'].split()[0]} | {_fmt_time(r)} | {_fmt_iters(r)} | {_fmt(r.get('l1_error'), '.2e')} "
-                     f"| {_fmt(per, '.1f')} | {mb(r['tracemalloc_peak'])} | {mb(r['rss_growth'])} "
-                     f"| {mb(r['cost_matrix_bytes'])} |")
+        peak = max(x for x in (r["tracemalloc_peak"], r["rss_growth"], 0) if x is not None)
+        copies = 1 + peak / r["cost_matrix_bytes"]
+        lines.append(f"| {r['shape'].split()[0]} | {_reg_label(r['reg'])} | {_fmt_time(r)} | {_fmt_iters(r)} "
+                     f"| {_fmt(r.get('l1_error'), '.2e')} | {_fmt(per, '.1f')} | {mb(r['tracemalloc_peak'])} "
+                     f"| {mb(r['rss_growth'])} | {mb(r['cost_matrix_bytes'])} | {copies:.2f} |")
     return "\n".join(lines)
 
 
@@ -351,7 +353,10 @@ def _report(command, info, cfg, rows, sweep_rows, scaling_rows, problems, figure
         parts += ["## Scaling: random assignment", "",
                   f"SNS at reg = {_reg_label(cfg['regs'][0])}. Peak memory of one extra, untimed solve: "
                   "tracemalloc peak (numpy allocations, not memory allocated inside numba kernels) and the "
-                  "growth of the process's resident set over the solve (`VmHWM`, everything).", "",
+                  "growth of the process's resident set over the solve (`VmHWM`, everything); the last column "
+                  "adds the larger of the two to C itself, in units of C's size (n x n float64). The last row "
+                  "solves the largest problem again at a smaller reg, where SNS takes Newton steps and so "
+                  "allocates its sparse Hessian buffers.", "",
                   scaling_table(scaling_rows), ""]
     if cold_rows:
         parts += [cold_start_table(cold_rows), ""]
