@@ -459,7 +459,7 @@ def compact_csr(counts, idx, val, tau):
 
 
 @njit(fastmath=_LOOP_FLAGS, cache=True)
-def _schur_matvec(indptr, indices, data, d_row, d_col, y, tmp, out):
+def _schur_matvec(indptr, indices, data, d_row, d_col, y, out):
     # out = diag(d_col) y - S^T diag(1/d_row) S y, in one pass over S: each
     # row's gather (S y)_i is followed at once by its scatter into out while
     # the row's entries are still in cache.
@@ -471,7 +471,6 @@ def _schur_matvec(indptr, indices, data, d_row, d_col, y, tmp, out):
         for t in range(indptr[i], indptr[i + 1]):
             s += data[t] * y[indices[t]]
         ti = s / d_row[i]
-        tmp[i] = ti
         for t in range(indptr[i], indptr[i + 1]):
             out[indices[t]] -= data[t] * ti
 
@@ -501,7 +500,6 @@ def schur_cg(indptr, indices, data, d_row, d_col, rhs, rtol, max_iter, y0):
         inv_diag[j] = 1.0 / (inv_diag[j] if inv_diag[j] > 0.0 else d_col[j])
     p = np.empty(m)
     q = np.empty(m)
-    tmp = np.empty(n)
     rr = 0.0
     for j in range(m):
         rr += rhs[j] * rhs[j]
@@ -512,7 +510,7 @@ def schur_cg(indptr, indices, data, d_row, d_col, rhs, rtol, max_iter, y0):
         return y, 0, 0.0
     if y0.shape[0] == m:
         # warm start: keep y0 only if it leaves a smaller residual than 0 does
-        _schur_matvec(indptr, indices, data, d_row, d_col, y0, tmp, q)
+        _schur_matvec(indptr, indices, data, d_row, d_col, y0, q)
         rr0 = 0.0
         for j in range(m):
             rr0 += (rhs[j] - q[j]) ** 2
@@ -531,7 +529,7 @@ def schur_cg(indptr, indices, data, d_row, d_col, rhs, rtol, max_iter, y0):
     res = 1.0
     it = 0
     while it < max_iter:
-        _schur_matvec(indptr, indices, data, d_row, d_col, p, tmp, q)
+        _schur_matvec(indptr, indices, data, d_row, d_col, p, q)
         pq = 0.0
         for j in range(m):
             pq += p[j] * q[j]

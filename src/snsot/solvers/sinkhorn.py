@@ -50,6 +50,7 @@ class SinkhornStepper:
         self._u_new = np.empty(n)
         self._f_new = np.empty(n)
         self._col_new = None  # pending scaled step (column sums), or None for a log-domain one
+        self._shift = 0.0  # the base's shift when _col_new was computed (see PlanBase.shift)
         self.count = 0
         # Bring the iterate to the Sinkhorn manifold: columns exact.
         K.col_update(problem.C, self.f, self.log_b, problem.reg, self.g, self.n_chunks)

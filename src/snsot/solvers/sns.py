@@ -269,7 +269,7 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
         tau_of = lambda err: 0.0  # noqa: E731 - the per-row cap alone decides
     else:
         if max_row_entries is None:
-            cap, cap_max = min(m, max(64, m // _QUOTA_DIV)), _cap_limit(n, m)
+            cap, cap_max = _initial_quota(m), _cap_limit(n, m)
         else:
             cap = cap_max = int(min(m, max(1, max_row_entries)))
         switch = _AdaptiveSwitch(tol, switch_horizon, _MIN_WARMUP if n_warmup is None else int(n_warmup))
@@ -339,8 +339,7 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
                 # per-row cap, not the error-controlled tau, is cutting the
                 # Hessian (a wide plan, e.g. 1-D W2 at reg 1e-2 wants ~400 of
                 # 1000 entries per row). Give rows more room and re-collect.
-                cap = min(cap_max, 2 * cap)
-                cur, trial = _PlanState(n, m, cap), _PlanState(n, m, cap)
+                cap, cur, trial = _grown(cap, cap_max, n, m)
                 cur.evaluate(problem, base, trial_f, trial_g, tau_next, n_chunks)
             continue
 
@@ -354,11 +353,21 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
         if status in ("success", "callback", "nonfinite"):
             return st.f, st.g, status, n_sinkhorn, n_newton
         if cap < cap_max:
-            cap = min(cap_max, 2 * cap)
-            cur, trial = _PlanState(n, m, cap), _PlanState(n, m, cap)
+            cap, cur, trial = _grown(cap, cap_max, n, m)
         cur.evaluate(problem, base, st.f, st.g, tau_of(_last_error(rec, mass)), n_chunks)
         status = "max_iter"
     return cur.f, cur.g, status, n_sinkhorn, n_newton
+
+
+def _initial_quota(m: int) -> int:
+    """Adaptive variant: per-row candidate quota of the first Newton step."""
+    return min(m, max(64, m // _QUOTA_DIV))
+
+
+def _grown(cap: int, cap_max: int, n: int, m: int):
+    """Double the per-row quota (up to ``cap_max``): ``(cap, cur, trial)`` with fresh, empty states."""
+    cap = min(cap_max, 2 * cap)
+    return cap, _PlanState(n, m, cap), _PlanState(n, m, cap)
 
 
 def _cap_limit(n: int, m: int) -> int:
@@ -370,7 +379,7 @@ def _cap_limit(n: int, m: int) -> int:
     about 1600 x 1600, a third of it at n = m = 4000.
     """
     budget = max(8.0 * n * m, 64e6)
-    return int(min(m, max(64, m // 4, budget // (2 * 12 * n))))
+    return int(max(_initial_quota(m), min(m, budget // (2 * 12 * n))))
 
 
 def _last_error(rec: Recorder, default: float) -> float:
