@@ -21,7 +21,7 @@ from . import __version__
 from . import io as sio
 from .problem import OTProblem
 from .result import STAGE_NEWTON
-from .solvers import available_methods, solve
+from .solvers import _warm_up, available_methods, solve
 
 __all__ = ["main", "build_parser", "Progress", "EXIT_OK", "EXIT_INTERNAL", "EXIT_USAGE", "EXIT_NOT_CONVERGED"]
 
@@ -413,12 +413,7 @@ def cmd_demo(args) -> int:
         f"random assignment n={args.n}": assignment,
         f"MNIST #{i} ({labels[i]}) -> #{j} ({labels[j]})": mnist,
     }
-    # Load (or, on the first run after installing, compile) the kernels before
-    # timing, so the first solve is not charged for it: a small problem at a reg
-    # where SNS takes Newton steps runs every kernel the timed solves use.
-    C, a, b = datasets.random_assignment(n=50, seed=1)
-    for method in ("sns", "sinkhorn"):
-        solve(C, a, b, reg=1e-3, method=method, max_iter=200, warn=False)
+    _warm_up()  # so the first timed solve is not charged for loading or compiling kernels
     results, rows = {}, []
     for problem, (C, a, b) in problems.items():
         results[problem] = {}

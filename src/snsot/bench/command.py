@@ -95,13 +95,11 @@ def run(args: argparse.Namespace, log=None) -> int:
     cache = {"problems": {}, "rows": {}}
     started = time.perf_counter()
 
-    # Warm the numba kernels once on small problems so the first timed problem
-    # does not pay for compiling or loading them (each problem still has its
-    # own warm-up): Sinkhorn, and SNS at a reg small enough to take Newton steps.
-    import snsot
-    C, a, b = datasets.random_assignment(50)
-    for reg, method in ((0.1, "sinkhorn"), (1e-3, "sns")):
-        snsot.solve(C, a, b, reg=reg, method=method, warn=False)
+    # Load (or compile) the kernels once so the first timed problem does not pay
+    # for it; each problem still has its own warm-up run.
+    from ..solvers import _warm_up
+
+    _warm_up()
 
     rows, traces = run_grid(cfg["problems"], cfg["regs"], cfg["methods"], cfg, cache, log)
     sweep_rows = []
