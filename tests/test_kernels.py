@@ -344,6 +344,54 @@ def test_scaled_sinkhorn_is_one_exact_sinkhorn_iteration(case):
     np.testing.assert_allclose(col * v, P_half.sum(axis=0), rtol=1e-10, atol=1e-190)
 
 
+@pytest.mark.parametrize("n_chunks", [1, 3])
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_scaled_sums_match_the_moved_plan_and_count_the_entries_at_least_tau(case, n_chunks):
+    C, f, g, reg, B, u, v = _base_and_scalings(case, drift=K.BASE_DRIFT)
+    n, m = C.shape
+    P = np.exp((f[:, None] + g[None, :] - C.astype(np.float64)) / reg)
+    tau = max(np.quantile(P, 0.7), 1e-190)
+    row = np.empty(n)
+    col, count = K.scaled_sums(B, u, v, tau, min(n_chunks, n), row)
+    np.testing.assert_allclose(row, P.sum(axis=1), rtol=1e-12, atol=1e-190)
+    np.testing.assert_allclose(col, P.sum(axis=0), rtol=1e-12, atol=1e-190)
+    # entries within round-off of tau may fall either side
+    assert (P >= tau * (1 + 1e-12)).sum() <= count <= (P >= tau * (1 - 1e-12)).sum()
+
+
+def _dense_newton_case(seed, n, m, reg=0.05, delta=1e-3):
+    rng = np.random.default_rng(seed)
+    B = np.exp((rng.normal(0, reg, (n, 1)) + rng.normal(0, reg, (1, m)) - rng.random((n, m))) / reg)
+    u, v = np.exp(rng.normal(0, 3, n)), np.exp(rng.normal(0, 3, m))
+    P = u[:, None] * B * v[None, :]
+    return B, u, v, P, P.sum(axis=1) * (1 + delta), P.sum(axis=0) * (1 + delta), rng
+
+
+@pytest.mark.parametrize("shape", [(30, 20), (20, 30), (1, 5), (64, 64)])
+def test_dense_schur_kernels_match_their_matrix_formulas(shape):
+    B, u, v, P, d_row, d_col, rng = _dense_newton_case(21, *shape)
+    w, y = rng.normal(size=shape[0]), rng.normal(size=shape[1])
+    for n_chunks in (1, min(3, shape[0])):
+        elim, sq = K.dense_schur_setup(B, u, v, d_row, w, n_chunks)
+        # sums with cancellation: bounded by the sum of magnitudes
+        assert np.all(np.abs(elim - P.T @ w) <= 1e-12 * (np.abs(P.T) @ np.abs(w)))
+        np.testing.assert_allclose(sq, (P ** 2 / d_row[:, None]).sum(axis=0), rtol=1e-12)
+        Ky = K.dense_schur_matvec(B, u, v, d_row, d_col, y, n_chunks)
+        K_dense = np.diag(d_col) - P.T @ np.diag(1.0 / d_row) @ P
+        np.testing.assert_allclose(Ky, K_dense @ y, rtol=1e-10, atol=1e-12 * np.abs(d_col * y).max())
+    assert np.all(np.abs(K.scaled_matvec(B, u, v, y) - P @ y) <= 1e-12 * (np.abs(P) @ np.abs(y)))
+
+
+def test_dense_schur_setup_drops_squares_that_would_be_denormal():
+    # an entry of 1e-160 squares to 1e-320, a denormal: it counts as 0 (its true
+    # contribution is far below the round-off of the diagonal it is subtracted from)
+    B = np.array([[1.0, 1e-160], [0.5, 0.25]])
+    one = np.ones(2)
+    d_row = B.sum(axis=1)
+    _, sq = K.dense_schur_setup(B, one, one, d_row, one, 1)
+    np.testing.assert_allclose(sq, [1.0 / d_row[0] + 0.25 / d_row[1], 0.0625 / d_row[1]], rtol=1e-15)
+
+
 # ----------------------------------------------------------------------------- compact_csr
 
 

@@ -415,6 +415,115 @@ def scaled_sinkhorn(B, u, v, a, n_chunks, s_out, u_new):
 
 
 @njit(parallel=True, fastmath=_LOOP_FLAGS, cache=True)
+def scaled_sums(B, u, v, tau, n_chunks, row_sum):
+    """Row and column sums of ``diag(u) B diag(v)``, and how many of its entries are >= ``tau``.
+
+    Writes the row sums into ``row_sum``; returns ``(col_sum, count)``. The
+    line-search pass of the dense Newton variant: one read of ``B``, no
+    candidates kept.
+    """
+    n, m = B.shape
+    part_col = np.zeros((n_chunks, m))
+    part_count = np.zeros(n_chunks, dtype=np.int64)
+    for k in prange(n_chunks):
+        pc = part_col[k]
+        c = 0
+        for i in range(k * n // n_chunks, (k + 1) * n // n_chunks):
+            ui = u[i]
+            s = 0.0
+            for j in range(m):
+                p = B[i, j] * ui * v[j]
+                pc[j] += p
+                s += p
+                c += p >= tau
+            row_sum[i] = s
+        part_count[k] = c
+    col = np.zeros(m)
+    for k in range(n_chunks):
+        for j in range(m):
+            col[j] += part_col[k, j]
+    return col, part_count.sum()
+
+
+#: In the dense Newton kernels, plan entries below this count as 0 where they
+#: are squared (so that no square is a denormal, whose arithmetic is slow).
+_SQUARE_FLOOR = 1e-150
+
+
+@njit(parallel=True, fastmath=_LOOP_FLAGS, cache=True)
+def dense_schur_setup(B, u, v, d_row, w, n_chunks):
+    """Column passes of the dense Schur complement: ``(P^T w, sum_i P_ij**2 / d_row_i)``.
+
+    ``P = diag(u) B diag(v)``. The first is the right-hand side's
+    elimination term, the second the off-diagonal part of the Jacobi
+    preconditioner's diagonal; both come from one read of ``B``.
+    """
+    n, m = B.shape
+    part = np.zeros((n_chunks, 2, m))
+    for k in prange(n_chunks):
+        pw = part[k, 0]
+        pq = part[k, 1]
+        for i in range(k * n // n_chunks, (k + 1) * n // n_chunks):
+            ui = u[i]
+            wi = w[i]
+            inv_d = 1.0 / d_row[i]
+            for j in range(m):
+                p = B[i, j] * ui * v[j]
+                pw[j] += p * wi
+                q = p if p >= _SQUARE_FLOOR else 0.0
+                pq[j] += q * q * inv_d
+    out = np.zeros((2, m))
+    for k in range(n_chunks):
+        for j in range(m):
+            out[0, j] += part[k, 0, j]
+            out[1, j] += part[k, 1, j]
+    return out[0], out[1]
+
+
+@njit(parallel=True, fastmath=_LOOP_FLAGS, cache=True)
+def dense_schur_matvec(B, u, v, d_row, d_col, y, n_chunks):
+    """``diag(d_col) y - P^T diag(1/d_row) P y`` for ``P = diag(u) B diag(v)``, in one read of ``B``.
+
+    Each row's gather ``(P y)_i`` is followed at once by its scatter into
+    the column accumulator while the row is in cache (the dense twin of
+    :func:`_schur_matvec`).
+    """
+    n, m = B.shape
+    vy = v * y
+    part_col = np.zeros((n_chunks, m))
+    for k in prange(n_chunks):
+        pc = part_col[k]
+        for i in range(k * n // n_chunks, (k + 1) * n // n_chunks):
+            s = 0.0
+            for j in range(m):
+                s += B[i, j] * vy[j]
+            t = u[i] * u[i] * s / d_row[i]
+            for j in range(m):
+                pc[j] += B[i, j] * t
+    out = np.empty(m)
+    for j in range(m):
+        acc = 0.0
+        for k in range(n_chunks):
+            acc += part_col[k, j]
+        out[j] = d_col[j] * y[j] - v[j] * acc
+    return out
+
+
+@njit(parallel=True, fastmath=_LOOP_FLAGS, cache=True)
+def scaled_matvec(B, u, v, y):
+    """``diag(u) B diag(v) @ y``."""
+    n, m = B.shape
+    vy = v * y
+    out = np.empty(n)
+    for i in prange(n):
+        s = 0.0
+        for j in range(m):
+            s += B[i, j] * vy[j]
+        out[i] = u[i] * s
+    return out
+
+
+@njit(parallel=True, fastmath=_LOOP_FLAGS, cache=True)
 def dense_plan(C, f, g, reg, P):
     """Fill ``P`` with ``exp((f_i + g_j - C_ij)/reg)``."""
     n, m = C.shape
