@@ -64,13 +64,64 @@ def test_rows_get_more_hessian_entries_when_a_wide_plan_needs_them():
 
     C, a, b = datasets.gaussian_mixture_1d(400, seed=0)
     C = C / C.max()
-    opts = dict(reg=1e-2, tol=1e-10, n_warmup=40, switch_horizon=0)
+    opts = dict(reg=1e-2, tol=1e-10, n_warmup=40, switch_horizon=0, hessian="sparse")
     grown = snsot.solve(C, a, b, **opts)
     fixed = snsot.solve(C, a, b, max_row_entries=100, **opts)
     check_result(grown, C, a, b, 1e-10, method="sns")
     assert grown.converged and fixed.converged
     assert grown.n_newton <= 15 and fixed.n_newton >= grown.n_newton + 5
     assert_dual_ascends(grown, a, b)
+
+
+def _count_dense_steps(monkeypatch):
+    import snsot.solvers.sns as sns_module
+
+    calls = []
+    real = sns_module.dense_newton_direction
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sns_module, "dense_newton_direction", counted)
+    return calls
+
+
+def test_wide_plans_take_exact_newton_steps_through_the_stored_plan(monkeypatch):
+    """1-D W2 at reg 1e-2 keeps a third of the plan: "auto" uses the whole plan as the
+    Hessian, and the steps are exact Newton steps (quadratic convergence: few of them)."""
+    from snsot import datasets
+
+    C, a, b = datasets.gaussian_mixture_1d(400, seed=0)
+    C = C / C.max()
+    calls = _count_dense_steps(monkeypatch)
+    res = snsot.solve(C, a, b, reg=1e-2, tol=1e-10)
+    check_result(res, C, a, b, 1e-10, method="sns")
+    assert res.converged and res.n_newton > 0
+    assert len(calls) == res.n_newton  # every step was dense
+    assert res.n_newton <= 8
+    assert_dual_ascends(res, a, b)
+    forced = snsot.solve(C, a, b, reg=1e-2, tol=1e-10, hessian="sparse")
+    assert forced.converged and len(calls) == res.n_newton
+    np.testing.assert_allclose(forced.plan, res.plan, atol=1e-10)
+
+
+def test_narrow_plans_keep_the_sparse_hessian(monkeypatch):
+    C, a, b = random_assignment(200, seed=3)
+    calls = _count_dense_steps(monkeypatch)
+    res = snsot.solve(C, a, b, reg=1 / 1200, tol=1e-10)
+    assert res.converged and res.n_newton > 0 and not calls
+
+
+@pytest.mark.parametrize("hessian", ["dense", "sparse"])
+def test_forced_hessian_converges_to_pots_plan(hessian):
+    p = make_problem(41, 80, 60, 2e-3)
+    res = snsot.solve(p.C, p.a, p.b, reg=p.reg, tol=1e-10, hessian=hessian)
+    check_result(res, p.C, p.a, p.b, 1e-10, method="sns")
+    assert res.converged and res.n_newton > 0
+    P_pot = pot_plan(p.C, p.a, p.b, p.reg)
+    assert np.abs(res.plan - P_pot).max() < 1e-8
+    assert_dual_ascends(res, p.a, p.b)
 
 
 def test_paper_variant_converges():
@@ -213,7 +264,8 @@ def test_float32_costs_can_reach_double_precision_tolerance():
 # --------------------------------------------------------------------------- failures handled
 
 
-def test_failed_newton_steps_fall_back_to_sinkhorn_and_still_converge():
+@pytest.mark.parametrize("hessian", ["sparse", "dense"])
+def test_failed_newton_steps_fall_back_to_sinkhorn_and_still_converge(hessian):
     C, a, b = random_assignment(120, seed=5)
     calls = []
 
@@ -225,7 +277,7 @@ def test_failed_newton_steps_fall_back_to_sinkhorn_and_still_converge():
             d.x = np.full_like(d.x, np.nan)
         return d
 
-    res = snsot.solve(C, a, b, reg=1e-3, method="sns", tol=1e-10, _direction_hook=hook)
+    res = snsot.solve(C, a, b, reg=1e-3, method="sns", tol=1e-10, hessian=hessian, _direction_hook=hook)
     check_result(res, C, a, b, 1e-10)
     assert res.converged, res
     assert len(calls) > 3, "the hook was not consulted after the failures"
@@ -233,7 +285,7 @@ def test_failed_newton_steps_fall_back_to_sinkhorn_and_still_converge():
     assert np.all(np.isfinite(res.plan)) and np.all(np.isfinite(res.potentials[0]))
     assert np.all(np.isfinite(res.history.objective)) and np.all(np.isfinite(res.history.marginal_error))
     # each failure runs Sinkhorn steps: some Sinkhorn iterates follow the first Newton attempt
-    baseline = snsot.solve(C, a, b, reg=1e-3, method="sns", tol=1e-10)
+    baseline = snsot.solve(C, a, b, reg=1e-3, method="sns", tol=1e-10, hessian=hessian)
     assert res.n_sinkhorn > baseline.n_sinkhorn
     check_entropic_bound(res, C, a, b)
     assert_dual_ascends(res, a, b)
@@ -298,6 +350,7 @@ def test_callback_can_stop_inside_the_newton_stage():
         (dict(eps_scaling="yes"), r"^eps_scaling: must be 'auto', True or False"),
         (dict(eps_factor=1.0), r"^eps_factor: must be a number > 1"),
         (dict(eps_factor=np.nan), r"^eps_factor: must be a number > 1"),
+        (dict(hessian="exact"), r"^hessian: must be 'auto', 'sparse' or 'dense'"),
     ],
 )
 def test_bad_sns_options_raise(options, match):

@@ -13,13 +13,20 @@ Adaptive defaults (``variant="adaptive"``), instead of the paper's hand-set
 ``N1`` and sparsity ``lambda``:
 
 * **switch**: after at least 20 Sinkhorn steps, Sinkhorn hands over to
-  Newton once its measured convergence rate predicts more than
-  ``switch_horizon`` (100) further iterations to ``tol``; a Newton step costs
-  10 to 30 Sinkhorn steps, so easy problems finish in Sinkhorn and never pay
+  Newton once its measured convergence rate predicts more than a horizon of
+  further iterations to ``tol``: 100 when the Newton steps will be sparse
+  (one costs 10 to 30 Sinkhorn steps), 30 when they will be dense (a few
+  passes over the plan), so easy problems finish in Sinkhorn and never pay
   for Newton.
-* **sparsity by error control**: ``tau = kappa * err / (n m)``, so the mass
-  dropped from the Hessian is at most ``kappa`` times the current marginal
-  error ``err``; the Hessian gets denser exactly as the iterate approaches
+* **dense or sparse Hessian**: where the plan is wide (at the switch, at
+  least 5% of its entries are above the sparsity threshold below; 1-D
+  densities, moderate ``reg``) the Newton matrix is the whole plan, applied
+  through the stored base plan: an exact Newton step whose CG iterations
+  each cost one parallel read of the plan, with no candidates to select or
+  index. Elsewhere the Hessian is sparsified as the paper does.
+* **sparsity by error control** (sparse Hessian): ``tau = kappa * err /
+  (n m)``, so the mass dropped from the Hessian is at most ``kappa`` times
+  the current marginal error ``err``; the Hessian gets denser exactly as the iterate approaches
   the optimum, which keeps local convergence fast. Each row keeps at most
   a quota of entries (the largest), initially ``max(64, m // 4)``; the quota
   doubles when a full step gains little while rows fill it (a wide plan),
@@ -56,7 +63,7 @@ from ..problem import OTProblem
 from ..result import STAGE_NEWTON
 from ._base import PlanBase
 from ._common import _MARGIN_RETRIES, Recorder, dual_value, finalize
-from .linalg import newton_direction
+from .linalg import dense_newton_direction, newton_direction
 from .sinkhorn import SinkhornStepper, run_sinkhorn
 
 _ARMIJO = 1e-4
@@ -72,13 +79,23 @@ _MIN_WARMUP = 20
 _QUOTA_DIV = 4
 #: A full Newton step that leaves more than this fraction of the error is slow.
 _SLOW = 0.25
+#: Adaptive variant: the exact (dense) Hessian is used when at least this
+#: fraction of the plan's entries is above the sparsity threshold at the
+#: switch to Newton (measured: 2 to 5x faster on wide plans, 1-D densities
+#: and MNIST at reg 1e-2, and 1.2 to 5x slower on plans holding 0.3 to 2%
+#: of their entries there, 2-D densities and MNIST at small reg).
+_DENSE_FRACTION = 0.05
+#: Adaptive switch horizons (wide plan, narrow plan): see ``switch_horizon``.
+_HORIZONS = (30, 100)
 _ROUNDING = 64 * np.finfo(np.float64).eps
 
 
 class _PlanState:
     """Potentials with their plan sums and sparse candidates (one plan_pass)."""
 
-    def __init__(self, n, m, cap):
+    def __init__(self, n, m, cap, dense=False):
+        self.dense = dense
+        self.count = -1  # dense: entries >= tau at this point (-1: not counted)
         self.row = np.empty(n)
         self.col = np.empty(m)
         self.counts = np.zeros(n, dtype=np.int64)
@@ -90,7 +107,16 @@ class _PlanState:
     def evaluate(self, problem: OTProblem, base: PlanBase, f, g, tau, n_chunks):
         cap = self.val.shape[1]
         sc = base.scalings(f, g)
-        if sc is None:
+        if self.dense:
+            if sc is None:
+                base.rebase(f, g)
+                sc = base.scalings(f, g)
+            if sc is None:  # the plan at (f, g) is not finite: a rejected trial
+                self.row[:] = np.inf
+                self.col, self.count = np.full(len(g), np.inf), -1
+            else:
+                self.col, self.count = K.scaled_sums(base.B, sc[0], sc[1], tau, n_chunks, self.row)
+        elif sc is None:
             _, self.col = base.rebase(f, g, tau, cap, n_chunks, self.row, self.counts, self.idx, self.val)
         else:
             self.col = K.scaled_pass(base.B, sc[0], sc[1], tau, cap, n_chunks,
@@ -110,10 +136,20 @@ class _PlanState:
 
 
 class _AdaptiveSwitch:
-    """Hand over to Newton when Sinkhorn's own rate predicts a long road to ``tol``."""
+    """Hand over to Newton when Sinkhorn's own rate predicts a long road to ``tol``.
 
-    def __init__(self, tol, horizon, min_steps):
-        self.tol, self.horizon, self.min_steps = tol, horizon, min_steps
+    "Long" depends on what a Newton step will cost: ``horizons = (wide,
+    narrow)`` more Sinkhorn iterations for a wide plan (exact Hessian, a
+    step costs a few passes over the plan) and for a narrow one (sparse
+    Hessian: candidate selection and CG on indexed entries cost more).
+    ``is_wide()`` is asked, once, only when the prediction falls between
+    the two.
+    """
+
+    def __init__(self, tol, horizons, min_steps, is_wide):
+        self.tol, self.min_steps, self.is_wide = tol, min_steps, is_wide
+        self.short, self.long = min(horizons), max(horizons)
+        self.wide = None
 
     def __call__(self, errors) -> bool:
         k = len(errors) - 1
@@ -127,7 +163,13 @@ class _AdaptiveSwitch:
         if rate >= 1.0:
             return True
         remaining = math.log(self.tol / e_now) / math.log(rate)
-        return remaining > self.horizon
+        if remaining > self.long:
+            return True
+        if remaining > self.short:
+            if self.wide is None:
+                self.wide = bool(self.is_wide())
+            return self.wide
+        return False
 
 
 def solve_sns(
@@ -143,9 +185,10 @@ def solve_sns(
     n_warmup: int | None = None,
     sparsity: float | None = None,
     kappa: float = 1.0,
-    switch_horizon: int = 100,
+    switch_horizon: int | None = None,
     max_row_entries: int | None = None,
     max_cg: int = 500,
+    hessian: str = "auto",
     _direction_hook=None,
 ):
     """Sinkhorn-Newton-Sparse; see the module docstring for the algorithm.
@@ -176,9 +219,19 @@ def solve_sns(
     kappa : float
         Adaptive sparsity: dropped Hessian mass at most ``kappa`` times the
         marginal error.
-    switch_horizon : int
+    switch_horizon : int, optional
         Adaptive switch: stay in Sinkhorn while it predicts at most this
-        many more iterations.
+        many more iterations. Default: 30 when the plan is wide (the exact
+        Hessian is used, see ``hessian``), 100 otherwise (a sparse Newton
+        step costs more).
+    hessian : {"auto", "sparse", "dense"}
+        Newton matrix of the adaptive variant. ``"sparse"``: the plan's
+        entries above the error-controlled threshold (SNS proper).
+        ``"dense"``: the whole plan, through the stored base (an exact
+        Newton step; each CG iteration is one parallel read of the plan).
+        ``"auto"`` (default) takes ``"dense"`` when at least 5% of the plan's
+        entries are above the threshold at the switch (wide plans: 1-D
+        densities, moderate ``reg``), where it was measured 2 to 5x faster.
     max_row_entries : int, optional
         Fixed cap on kept entries per row (default: an adaptive quota,
         initially ``min(m, max(64, m // 4))``, see the module docstring).
@@ -191,6 +244,8 @@ def solve_sns(
     """
     if variant not in ("adaptive", "paper"):
         raise ValueError(f"variant: must be 'adaptive' or 'paper'; got {variant!r}")
+    if hessian not in ("auto", "sparse", "dense"):
+        raise ValueError(f"hessian: must be 'auto', 'sparse' or 'dense'; got {hessian!r}")
     if eps_scaling not in ("auto", True, False):
         raise ValueError(f"eps_scaling: must be 'auto', True or False; got {eps_scaling!r}")
     if not (np.isfinite(eps_factor) and eps_factor > 1):
@@ -204,7 +259,7 @@ def solve_sns(
             eps_scaling = False
     opts = dict(variant=variant, n_warmup=n_warmup, sparsity=sparsity, kappa=kappa,
                 switch_horizon=switch_horizon, max_row_entries=max_row_entries, max_cg=max_cg,
-                direction_hook=_direction_hook)
+                hessian="sparse" if variant == "paper" else hessian, direction_hook=_direction_hook)
 
     rec = Recorder(callback)
     f = None if init is None else init[0]
@@ -254,7 +309,7 @@ def _continuation(problem: OTProblem, eps_scaling, factor) -> list[float]:
 
 
 def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsity, kappa, switch_horizon,
-               max_row_entries, max_cg, direction_hook, base):
+               max_row_entries, max_cg, hessian, direction_hook, base):
     """One SNS solve at ``problem.reg``: Sinkhorn warm-up, then Newton with fallbacks.
 
     Returns ``(f, g, status, n_sinkhorn, n_newton)``.
@@ -272,18 +327,26 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
             cap, cap_max = _initial_quota(m), _cap_limit(n, m)
         else:
             cap = cap_max = int(min(m, max(1, max_row_entries)))
-        switch = _AdaptiveSwitch(tol, switch_horizon, _MIN_WARMUP if n_warmup is None else int(n_warmup))
-        status = run_sinkhorn(st, rec, tol, max_iter, switch)
         tau_of = lambda err: kappa * err / (n * m)  # noqa: E731
+        horizons = _HORIZONS if switch_horizon is None else (switch_horizon, switch_horizon)
+        if hessian != "auto":
+            horizons = (horizons[hessian == "sparse"],) * 2
+        switch = _AdaptiveSwitch(tol, horizons, _MIN_WARMUP if n_warmup is None else int(n_warmup),
+                                 lambda: _is_wide(problem, base, st.f, st.g, tau_of(_last_error(rec, mass)), move_base=False))
+        status = run_sinkhorn(st, rec, tol, max_iter, switch)
 
     n_sinkhorn, n_newton = st.count, 0
     if status in ("success", "callback", "nonfinite") or st.count >= max_iter:
         return st.f, st.g, status, n_sinkhorn, n_newton
 
     n_chunks = K.default_chunks(n)
-    cur = _PlanState(n, m, cap)
-    trial = _PlanState(n, m, cap)
-    cur.evaluate(problem, base, st.f, st.g, tau_of(_last_error(rec, mass)), n_chunks)
+    tau0 = tau_of(_last_error(rec, mass))
+    dense = hessian == "dense" or (hessian == "auto" and _is_wide(problem, base, st.f, st.g, tau0))
+    if dense:
+        cap = cap_max = 0
+    cur = _PlanState(n, m, cap, dense)
+    trial = _PlanState(n, m, cap, dense)
+    cur.evaluate(problem, base, st.f, st.g, tau0, n_chunks)
     n_fallback = 10
     d_prev = None
     status = "max_iter"
@@ -300,11 +363,17 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
 
         ok = False
         tau = max(tau_of(err), 0.0)
-        csr = K.compact_csr(cur.counts, cur.idx, cur.val, tau)
         delta = min(1e-3, err / mass)
         grad_rows, grad_cols = problem.a - cur.row, problem.b - cur.col
-        d = newton_direction(csr, cur.row, cur.col, grad_rows, grad_cols, problem.reg, delta,
-                             rtol=_forcing(err, tol, mass), max_cg=max_cg, guess=d_prev)
+        if dense:
+            u, v = _scalings_at(base, cur.f, cur.g)
+            d = dense_newton_direction(base.B, u, v, cur.row, cur.col, grad_rows, grad_cols, problem.reg, delta,
+                                       rtol=_forcing(err, tol, mass), max_cg=max_cg, n_chunks=n_chunks,
+                                       guess=d_prev)
+        else:
+            csr = K.compact_csr(cur.counts, cur.idx, cur.val, tau)
+            d = newton_direction(csr, cur.row, cur.col, grad_rows, grad_cols, problem.reg, delta,
+                                 rtol=_forcing(err, tol, mass), max_cg=max_cg, guess=d_prev)
         if direction_hook is not None:
             d = direction_hook(d)
         d_prev = d
@@ -357,6 +426,29 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
         cur.evaluate(problem, base, st.f, st.g, tau_of(_last_error(rec, mass)), n_chunks)
         status = "max_iter"
     return cur.f, cur.g, status, n_sinkhorn, n_newton
+
+
+def _is_wide(problem, base, f, g, tau, move_base=True) -> bool:
+    """Whether at least :data:`_DENSE_FRACTION` of the plan's entries at ``(f, g)`` are ``>= tau`` (one pass).
+
+    With ``move_base=False`` the base is left where it is (a Sinkhorn step
+    pending on it may not see it move); a point too far from it then counts
+    as not wide.
+    """
+    n, m = problem.shape
+    if not move_base and base.scalings(f, g) is None:
+        return False
+    probe = _PlanState(n, m, 0, dense=True).evaluate(problem, base, f, g, tau, K.default_chunks(n))
+    return probe.count >= _DENSE_FRACTION * n * m
+
+
+def _scalings_at(base: PlanBase, f, g):
+    """``(u, v)`` with ``P(f, g) = diag(u) B diag(v)``, moving the base to ``(f, g)`` if it is too far."""
+    sc = base.scalings(f, g)
+    if sc is None:
+        base.rebase(f, g)
+        sc = base.scalings(f, g)
+    return sc
 
 
 def _initial_quota(m: int) -> int:
