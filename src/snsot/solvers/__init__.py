@@ -150,13 +150,15 @@ def _warm_up() -> None:
     """Load (on the first call after installing: compile) every kernel a solve uses.
 
     A small random problem, solved by Sinkhorn and by SNS at a reg where SNS
-    takes Newton steps, so timed solves that follow are not charged for it.
+    takes Newton steps, with each kind of Hessian, so timed solves that
+    follow are not charged for it.
     """
     n = 50
     C = np.random.default_rng(1).random((n, n))
     w = np.full(n, 1.0 / n)
-    for reg, method in ((0.1, "sinkhorn"), (1e-3, "sns")):
-        solve(C, w, w, reg=reg, method=method, warn=False)
+    solve(C, w, w, reg=0.1, method="sinkhorn", warn=False)
+    for hessian in ("sparse", "dense"):
+        solve(C, w, w, reg=1e-3, method="sns", hessian=hessian, warn=False)
 
 
 def _check_init(init, n, m, rows, cols):
