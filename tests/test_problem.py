@@ -291,3 +291,16 @@ def test_problem_support_and_restrict():
     assert q.reg == 0.5
     assert p.with_reg(0.1).reg == 0.1 and p.with_reg(0.1).C is p.C
     assert p.shape == (3, 3)
+
+
+def test_cost_range_is_the_costs_min_and_max_and_survives_with_reg():
+    rng = np.random.default_rng(3)
+    C = rng.random((7, 5)) * 4 + 0.5
+    p = OTProblem(C, reg=0.1)
+    assert p.cost_range == (C.min(), C.max())
+    q = p.with_reg(0.01)
+    assert q.cost_range == p.cost_range and q.reg == 0.01
+    sub = p.restrict(np.array([0, 2]), np.array([1, 3]))
+    assert sub.cost_range == (C[np.ix_([0, 2], [1, 3])].min(), C[np.ix_([0, 2], [1, 3])].max())
+    assert OTProblem(C.astype(np.float32), reg=0.1).cost_range == (float(C.astype(np.float32).min()),
+                                                                    float(C.astype(np.float32).max()))

@@ -7,6 +7,8 @@ non-negative and of equal total mass, and ``reg`` is a positive float.
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,11 +26,21 @@ def _first_bad(x: np.ndarray, bad: np.ndarray) -> str:
     return f"found {x[index].item()!r} at index {index}"
 
 
-def _require_finite_nonnegative(x: np.ndarray, what: str) -> None:
-    """Raise ``ValueError("<what> must be finite; found ...")`` (or non-negative) naming the first offender."""
+def _require_finite_nonnegative(x: np.ndarray, what: str) -> tuple[float, float]:
+    """``(min, max)`` of ``x``; raise ``ValueError("<what> must be finite; found ...")``
+    (or non-negative) naming the first offender.
+
+    Two reductions check a valid array (NaN propagates through both, an
+    infinity is the minimum or the maximum); the masks that find the
+    offender are built only when there is one.
+    """
+    lo, hi = float(x.min()), float(x.max())
+    if np.isfinite(lo) and np.isfinite(hi) and lo >= 0:
+        return lo, hi
     for bad, must in ((~np.isfinite(x), "finite"), (x < 0, "non-negative")):
         if bad.any():
             raise ValueError(f"{what} must be {must}; {_first_bad(x, bad)}")
+    raise AssertionError("unreachable: min/max flagged an entry that the masks did not")
 
 
 def positive_float(x, name: str) -> float:
@@ -125,7 +137,7 @@ class OTProblem:
         if C.shape[0] == 0 or C.shape[1] == 0:
             raise ValueError(f"C: cost must be non-empty; got shape {C.shape}")
         C = np.ascontiguousarray(C, dtype=np.float32 if C.dtype == np.float32 else np.float64)
-        _require_finite_nonnegative(C, "C: cost")
+        cost_range = _require_finite_nonnegative(C, "C: cost")
 
         n, m = C.shape
         a = _as_weights(a, "a", n)
@@ -148,6 +160,12 @@ class OTProblem:
         object.__setattr__(self, "a", a)
         object.__setattr__(self, "b", b)
         object.__setattr__(self, "reg", reg)
+        self.__dict__["cost_range"] = cost_range
+
+    @functools.cached_property
+    def cost_range(self) -> tuple[float, float]:
+        """``(min C, max C)``, computed once per problem."""
+        return float(self.C.min()), float(self.C.max())
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -169,7 +187,10 @@ class OTProblem:
 
     def with_reg(self, reg: float) -> "OTProblem":
         """The same cost and weights with another regularisation."""
-        return _trusted(self.C, self.a, self.b, float(reg))
+        p = _trusted(self.C, self.a, self.b, float(reg))
+        if "cost_range" in self.__dict__:
+            p.__dict__["cost_range"] = self.cost_range
+        return p
 
 
 def _trusted(C, a, b, reg) -> OTProblem:

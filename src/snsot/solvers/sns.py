@@ -297,7 +297,8 @@ def _continuation(problem: OTProblem, eps_scaling, factor) -> list[float]:
     """Intermediate regularisations, largest first (empty without epsilon-scaling)."""
     if eps_scaling is False:
         return []
-    spread = float(problem.C.max() - problem.C.min())
+    lo, hi = problem.cost_range
+    spread = hi - lo
     if spread <= 0 or (eps_scaling == "auto" and spread / problem.reg <= _EPS_AUTO_RATIO):
         return []
     regs = []
