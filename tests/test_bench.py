@@ -215,6 +215,39 @@ def test_sns_must_converge_whatever_sinkhorn_did(sns):
         assert v["outcome"] == "fail" and v["verdict"].startswith("FAIL: SNS")
 
 
+@pytest.mark.parametrize("block_sns_time, paired_ratio, outcome", [(0.016, 1.1, "pass"), (0.012, 1.6, "fail")])
+def test_interleaved_timings_decide_the_ratio_where_they_exist(block_sns_time, paired_ratio, outcome):
+    sns = _row(time=block_sns_time, paired_sns_time=paired_ratio * 0.02, paired_sinkhorn_time=0.02, paired_runs=9)
+    v = robustness.judge(sns, _row(time=0.01, n_iter=20))
+    assert v["paired"] is True and v["ratio"] == pytest.approx(paired_ratio)
+    assert v["outcome"] == outcome
+    # without them, the rows' own medians decide
+    del sns["paired_runs"]
+    v = robustness.judge(sns, _row(time=0.01, n_iter=20))
+    assert v["paired"] is False and v["ratio"] == pytest.approx(block_sns_time / 0.01)
+
+
+def test_measure_paired_takes_the_runs_in_turn(monkeypatch):
+    import importlib
+
+    M = importlib.import_module("snsot.bench.measure")  # the module (the package re-exports a function of that name)
+
+    calls = []
+
+    def fake(name, seconds):
+        def solve(problem, reg, tol, cap, state, options):
+            calls.append(name)
+            return argparse.Namespace(time=seconds[len([c for c in calls if c == name]) - 1])
+        return solve
+
+    # the first run of each is the warm-up; 0.5 + 1.0 s of it leaves the 3 s budget room for 2, so the floor of 5 holds
+    monkeypatch.setitem(M.SOLVERS, "a", fake("a", [0.5, 1, 2, 3, 4, 5]))
+    monkeypatch.setitem(M.SOLVERS, "b", fake("b", [1.0, 6, 7, 8, 9, 10]))
+    medians, count = M.measure_paired(("a", "b"), None, 0.1, 1e-9, 10.0)
+    assert count == 5 and medians == [3.0, 8.0]
+    assert calls == ["a", "b"] * 6
+
+
 def test_cells_pair_the_rows_per_problem_and_reg_and_count_outcomes():
     def row(problem, reg, method, **kw):
         return dict(problem=problem, reg=reg, method=method, shape="2 x 2", **kw)
@@ -261,6 +294,11 @@ def test_quick_report_shows_the_robustness_cells_and_the_same_data_in_csv_and_js
     with open(out / "robustness.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["problem"], r["outcome"]) for r in rows] == [(c["problem"], c["outcome"]) for c in cells]
+    # quick cells where both converged within a second were timed again, interleaved
+    paired = [c for c in cells if c["sinkhorn_status"] == "ok" and c["sns_status"] == "ok" and c["sinkhorn_time"] < 1]
+    assert paired and all(c["paired"] and c["paired_runs"] >= 5 for c in paired)
+    assert all(c["ratio"] == pytest.approx(c["paired_sns_time"] / c["paired_sinkhorn_time"]) for c in paired)
+    assert "(interleaved: " in section
 
 
 def test_a_method_capped_at_a_larger_reg_is_reported_with_that_bound(tmp_path):

@@ -96,6 +96,48 @@ _FAST_BUDGET = 0.5
 _MAX_RUNS = 21
 
 
+#: Robustness cells (SNS vs Sinkhorn) where Sinkhorn's median is below this
+#: many seconds are timed again with the two solvers' runs interleaved ...
+_PAIRED_MAX = 1.0
+#: ... for about this many seconds in all (5 to ``_MAX_RUNS`` runs each).
+_PAIRED_BUDGET = 3.0
+
+
+def measure_paired(methods, problem: Problem, reg, tol, cap, options=None) -> tuple[list[float], int]:
+    """Median seconds of each snsot method in ``methods``, from runs taken in turn.
+
+    A shared machine has fast and slow spells lasting seconds: block medians
+    of one 0.07 s solve, 30 runs each, ranged from 0.065 to 0.114 s on the
+    reference machine, so two methods timed in separate blocks can differ by
+    1.5x with equal work. Runs taken in turn (A, B, A, B, ...) see the same
+    spells, and the ratio of their medians does not depend on them. Returns
+    ``(medians, runs per method)``.
+    """
+    solvers = [SOLVERS[m] for m in methods]
+    states = [{} for _ in methods]
+    opts = dict(options or {})
+    first = sum(solver(problem, reg, tol, cap, state, opts).time for solver, state in zip(solvers, states))
+    count = max(5, min(_MAX_RUNS, int(_PAIRED_BUDGET // max(first, 1e-9))))
+    times = [[] for _ in methods]
+    for _ in range(count):
+        for solver, state, t in zip(solvers, states, times):
+            t.append(solver(problem, reg, tol, cap, state, opts).time)
+    return [float(np.median(t)) for t in times], count
+
+
+def _pair_sns_with_sinkhorn(cache, problem, name, reg, cfg, log):
+    """Add interleaved timings (``paired_*``) to a cell's SNS row where both solvers converged quickly."""
+    sns, sinkhorn = (cache["rows"].get((name, reg, m), (None,))[0] for m in ("snsot-sns", "snsot-sinkhorn"))
+    if sns is None or sinkhorn is None or "paired_runs" in sns:
+        return
+    if sns.get("status") != "ok" or sinkhorn.get("status") != "ok" or sinkhorn["time"] >= _PAIRED_MAX:
+        return
+    log(f"  {name} reg={_reg_label(reg)} snsot-sns and snsot-sinkhorn interleaved ...")
+    (t_sns, t_sinkhorn), count = measure_paired(("snsot-sns", "snsot-sinkhorn"), problem, reg, cfg["tol"],
+                                                cfg["time_cap"], cfg["options"])
+    sns.update(paired_sns_time=t_sns, paired_sinkhorn_time=t_sinkhorn, paired_runs=count)
+
+
 def _repeat_count(repeats, first_time, cap):
     """``repeats`` timed runs (more for fast solves), fewer when they would together exceed ``cap``."""
     first_time = max(first_time, 1e-9)
@@ -218,6 +260,7 @@ def run_grid(problem_names, regs, methods, cfg, cache, log=print):
                 rows.append(row)
                 if trace is not None:
                     traces[key] = trace
+            _pair_sns_with_sinkhorn(cache, problem, name, reg, cfg, log)
     _add_ratios(rows)
     return rows, traces
 

@@ -13,6 +13,11 @@ steps as Sinkhorn took) is a ``tie``: both did the same work, and a ratio
 within :data:`EASY_RATIO` is timing noise. It is counted apart, as neither
 a pass nor a failure.
 
+Where both converged and Sinkhorn took under a second, the ratio comes from
+a second measurement with the two solvers' runs taken in turn
+(``paired_*`` fields of the SNS row), which a shared machine's slow spells
+cannot bias; elsewhere from the two rows' own medians.
+
 Everything is computed from the measured rows. Sinkhorn stopped at the time
 cap (``capped``), stopped without reaching the tolerance (``not
 converged``), or not run because it was capped at a larger reg
@@ -49,15 +54,18 @@ def judge(sns: dict | None, sinkhorn: dict | None) -> dict:
         iterations do not say), ``ratio`` (SNS time / Sinkhorn time, or None)
         and ``ratio_bound`` ("<" when ``ratio`` is an upper bound, else "").
     """
-    out = dict(kind="", ratio=None, ratio_bound="")
+    out = dict(kind="", ratio=None, ratio_bound="", paired=False)
     if sns is None or sns.get("status") != "ok":
         why = "not run" if sns is None else sns.get("status", "no status")
         return {**out, "outcome": "fail", "verdict": f"FAIL: SNS {why}"}
     status = (sinkhorn or {}).get("status", "")
     if status == "ok":
         kind = "easy" if sinkhorn["n_iter"] < EASY_ITERATIONS else "hard"
-        ratio = sns["time"] / sinkhorn["time"]
-        out.update(kind=kind, ratio=ratio)
+        if sns.get("paired_runs"):  # runs taken in turn: the ratio free of the machine's slow spells
+            ratio = sns["paired_sns_time"] / sns["paired_sinkhorn_time"]
+        else:
+            ratio = sns["time"] / sinkhorn["time"]
+        out.update(kind=kind, ratio=ratio, paired=bool(sns.get("paired_runs")))
         if kind == "easy":
             ok = ratio <= EASY_RATIO
             text = f"easy: ratio <= {EASY_RATIO:g} ok" if ok else f"FAIL: easy, ratio > {EASY_RATIO:g}"
@@ -115,6 +123,9 @@ def cells(rows) -> list[dict]:
                 # ">": Sinkhorn needs more than sinkhorn_time seconds and sinkhorn_n_iter iterations
                 sinkhorn_bound=">" if bounded else "",
                 sinkhorn_bound_reg=sinkhorn.get("bound_reg"),  # set where the bound comes from a larger reg
+                # interleaved re-timing (see snsot.bench.measure.measure_paired), where it was run
+                paired_sns_time=sns.get("paired_sns_time"), paired_sinkhorn_time=sns.get("paired_sinkhorn_time"),
+                paired_runs=sns.get("paired_runs"),
                 **judge(sns or None, sinkhorn or None)))
     return out
 
