@@ -351,6 +351,7 @@ def test_callback_can_stop_inside_the_newton_stage():
         (dict(eps_factor=1.0), r"^eps_factor: must be a number > 1"),
         (dict(eps_factor=np.nan), r"^eps_factor: must be a number > 1"),
         (dict(hessian="exact"), r"^hessian: must be 'auto', 'sparse' or 'dense'"),
+        (dict(variant="paper", hessian="dense"), r"^hessian: the paper variant sparsifies the Hessian"),
     ],
 )
 def test_bad_sns_options_raise(options, match):

@@ -251,6 +251,8 @@ def solve_sns(
     if not (np.isfinite(eps_factor) and eps_factor > 1):
         raise ValueError(f"eps_factor: must be a number > 1; got {eps_factor!r}")
     if variant == "paper":
+        if hessian == "dense":
+            raise ValueError("hessian: the paper variant sparsifies the Hessian; 'dense' needs variant='adaptive'")
         n_warmup = 20 if n_warmup is None else int(n_warmup)
         sparsity = 2.0 / problem.shape[0] if sparsity is None else float(sparsity)
         if not 0 < sparsity <= 1:
