@@ -64,7 +64,7 @@ def test_rows_get_more_hessian_entries_when_a_wide_plan_needs_them():
 
     C, a, b = datasets.gaussian_mixture_1d(400, seed=0)
     C = C / C.max()
-    opts = dict(reg=1e-2, tol=1e-10, n_warmup=40, switch_horizon=0, hessian="sparse")
+    opts = dict(reg=1e-2, tol=1e-10, n_warmup=40, switch_horizon=0, hessian="sparse")  # "auto" would go dense
     grown = snsot.solve(C, a, b, **opts)
     fixed = snsot.solve(C, a, b, max_row_entries=100, **opts)
     check_result(grown, C, a, b, 1e-10, method="sns")
@@ -352,6 +352,7 @@ def test_callback_can_stop_inside_the_newton_stage():
         (dict(eps_factor=np.nan), r"^eps_factor: must be a number > 1"),
         (dict(hessian="exact"), r"^hessian: must be 'auto', 'sparse' or 'dense'"),
         (dict(variant="paper", hessian="dense"), r"^hessian: the paper variant sparsifies the Hessian"),
+        (dict(hessian="dense", max_row_entries=10), r"^max_row_entries: caps the sparse Hessian's rows"),
     ],
 )
 def test_bad_sns_options_raise(options, match):

@@ -235,6 +235,7 @@ def solve_sns(
     max_row_entries : int, optional
         Fixed cap on kept entries per row (default: an adaptive quota,
         initially ``min(m, max(64, m // 4))``, see the module docstring).
+        Giving it selects the sparse Hessian.
     max_cg : int
         CG iteration cap per Newton step.
     init : tuple (f, g), optional
@@ -259,6 +260,10 @@ def solve_sns(
             raise ValueError(f"sparsity: must be in (0, 1]; got {sparsity!r}")
         if eps_scaling == "auto":
             eps_scaling = False
+    if max_row_entries is not None:
+        if hessian == "dense":
+            raise ValueError("max_row_entries: caps the sparse Hessian's rows; it cannot go with hessian='dense'")
+        hessian = "sparse"  # a cap on kept entries asks for the sparse Hessian
     opts = dict(variant=variant, n_warmup=n_warmup, sparsity=sparsity, kappa=kappa,
                 switch_horizon=switch_horizon, max_row_entries=max_row_entries, max_cg=max_cg,
                 hessian="sparse" if variant == "paper" else hessian, direction_hook=_direction_hook)
