@@ -144,6 +144,17 @@ def default_chunks(n_rows: int) -> int:
 # ---------------------------------------------------------------------------
 
 
+@njit(cache=True)
+def _chunk_sum(part):
+    """Column sums of the per-block partial sums ``part[k, :]``, added in block order (deterministic)."""
+    n_chunks, m = part.shape
+    col = np.zeros(m)
+    for k in range(n_chunks):
+        for j in range(m):
+            col[j] += part[k, j]
+    return col
+
+
 @njit(parallel=True, fastmath=_LOOP_FLAGS, cache=True)
 def row_update(C, g, log_a, reg, f_out):
     """f_i = reg log a_i - softmin_reg over j of (C_ij - g_j).
@@ -191,11 +202,9 @@ def col_update(C, f, log_b, reg, g_out, n_chunks):
             fi = f[i]
             for j in range(m):
                 ps[j] += fast_exp((fi - C[i, j] - mx[j]) * inv_reg)
+    s = _chunk_sum(part_sum)
     for j in range(m):
-        s = 0.0
-        for k in range(n_chunks):
-            s += part_sum[k, j]
-        g_out[j] = reg * log_b[j] - (mx[j] + reg * math.log(s))
+        g_out[j] = reg * log_b[j] - (mx[j] + reg * math.log(s[j]))
 
 
 def row_update_reference(C, g, log_a, reg):
@@ -343,10 +352,7 @@ def plan_pass(C, f, g, reg, tau, cap, n_chunks, row_sum, counts, idx, val, P):
             counts[i] = _select_row(buf, blockmax, tau, cap, hist, ibuf, vbuf, idx[i], val[i])
             for j in range(m):  # the row is still in cache
                 buf[j] = buf[j] if buf[j] >= P_FLOOR else 0.0
-    col = np.zeros(m)
-    for k in range(n_chunks):
-        for j in range(m):
-            col[j] += part_col[k, j]
+    col = _chunk_sum(part_col)
     return col
 
 
@@ -376,10 +382,7 @@ def scaled_pass(B, u, v, tau, cap, n_chunks, row_sum, counts, idx, val):
             row_sum[i] = s
             _block_max(buf, blockmax)
             counts[i] = _select_row(buf, blockmax, tau, cap, hist, ibuf, vbuf, idx[i], val[i])
-    col = np.zeros(m)
-    for k in range(n_chunks):
-        for j in range(m):
-            col[j] += part_col[k, j]
+    col = _chunk_sum(part_col)
     return col
 
 
@@ -407,10 +410,7 @@ def scaled_sinkhorn(B, u, v, a, n_chunks, s_out, u_new):
             u_new[i] = un
             for j in range(m):
                 pc[j] += B[i, j] * un
-    col = np.zeros(m)
-    for k in range(n_chunks):
-        for j in range(m):
-            col[j] += part_col[k, j]
+    col = _chunk_sum(part_col)
     return col
 
 
@@ -438,10 +438,7 @@ def scaled_sums(B, u, v, tau, n_chunks, row_sum):
                 c += p >= tau
             row_sum[i] = s
         part_count[k] = c
-    col = np.zeros(m)
-    for k in range(n_chunks):
-        for j in range(m):
-            col[j] += part_col[k, j]
+    col = _chunk_sum(part_col)
     return col, part_count.sum()
 
 
@@ -459,10 +456,10 @@ def dense_schur_setup(B, u, v, d_row, w, n_chunks):
     preconditioner's diagonal; both come from one read of ``B``.
     """
     n, m = B.shape
-    part = np.zeros((n_chunks, 2, m))
+    part = np.zeros((2, n_chunks, m))
     for k in prange(n_chunks):
-        pw = part[k, 0]
-        pq = part[k, 1]
+        pw = part[0, k]
+        pq = part[1, k]
         for i in range(k * n // n_chunks, (k + 1) * n // n_chunks):
             ui = u[i]
             wi = w[i]
@@ -472,12 +469,7 @@ def dense_schur_setup(B, u, v, d_row, w, n_chunks):
                 pw[j] += p * wi
                 q = p if p >= _SQUARE_FLOOR else 0.0
                 pq[j] += q * q * inv_d
-    out = np.zeros((2, m))
-    for k in range(n_chunks):
-        for j in range(m):
-            out[0, j] += part[k, 0, j]
-            out[1, j] += part[k, 1, j]
-    return out[0], out[1]
+    return _chunk_sum(part[0]), _chunk_sum(part[1])
 
 
 @njit(parallel=True, fastmath=_LOOP_FLAGS, cache=True)
@@ -500,13 +492,7 @@ def dense_schur_matvec(B, u, v, d_row, d_col, y, n_chunks):
             t = u[i] * u[i] * s / d_row[i]
             for j in range(m):
                 pc[j] += B[i, j] * t
-    out = np.empty(m)
-    for j in range(m):
-        acc = 0.0
-        for k in range(n_chunks):
-            acc += part_col[k, j]
-        out[j] = d_col[j] * y[j] - v[j] * acc
-    return out
+    return d_col * y - v * _chunk_sum(part_col)
 
 
 @njit(parallel=True, fastmath=_LOOP_FLAGS, cache=True)
