@@ -113,15 +113,71 @@ def test_narrow_plans_keep_the_sparse_hessian(monkeypatch):
     assert res.converged and res.n_newton > 0 and not calls
 
 
+@pytest.mark.parametrize("shape", [(80, 60), (30, 90)])
 @pytest.mark.parametrize("hessian", ["dense", "sparse"])
-def test_forced_hessian_converges_to_pots_plan(hessian):
-    p = make_problem(41, 80, 60, 2e-3)
+def test_forced_hessian_converges_to_pots_plan(hessian, shape):
+    p = make_problem(41, *shape, 2e-3)
     res = snsot.solve(p.C, p.a, p.b, reg=p.reg, tol=1e-10, hessian=hessian)
     check_result(res, p.C, p.a, p.b, 1e-10, method="sns")
     assert res.converged and res.n_newton > 0
     P_pot = pot_plan(p.C, p.a, p.b, p.reg)
     assert np.abs(res.plan - P_pot).max() < 1e-8
     assert_dual_ascends(res, p.a, p.b)
+
+
+def _switch(horizons=(30, 100), wide=True):
+    from snsot.solvers.sns import _AdaptiveSwitch
+
+    asked = []
+    switch = _AdaptiveSwitch(1e-10, horizons, 3, lambda: asked.append(1) or wide)
+    return switch, asked
+
+
+def _errors(rate, k=10, start=1e-2):
+    """Sinkhorn errors falling at ``rate`` per step: the switch predicts log(1e-10 / e_k) / log(rate) more steps."""
+    return [start * rate ** i for i in range(k + 1)]
+
+
+@pytest.mark.parametrize("wide", [True, False])
+def test_switch_horizon_depends_on_the_newton_steps_cost_and_probes_once(wide):
+    # rate 0.7 from 1e-2 * 0.7**10: log(1e-10 / 2.8e-4) / log(0.7) = 41.5 more steps, between the horizons
+    switch, asked = _switch(wide=wide)
+    assert switch(_errors(0.7)) is wide
+    assert switch(_errors(0.7, k=11)) is wide and len(asked) == 1  # asked once, then remembered
+    # beyond the long horizon: switch without asking; within the short one: stay, without asking
+    for rate, expected in ((0.9, True), (0.3, False)):
+        switch, asked = _switch(wide=wide)
+        assert switch(_errors(rate)) is expected and not asked
+    # too few steps yet: no decision (and no IndexError below the rate's span of 3)
+    switch, asked = _switch()
+    assert [switch(_errors(0.9, k=k)) for k in range(3)] == [False] * 3 and not asked
+
+
+def test_the_switch_probe_leaves_the_base_where_it_is():
+    from snsot.problem import OTProblem
+    from snsot.solvers._base import PlanBase
+    from snsot.solvers.sns import _probe
+
+    p = make_problem(3, 40, 30, 1e-2)
+    problem = OTProblem(p.C, p.a, p.b, p.reg)
+    base = PlanBase(problem)
+    f, g = np.zeros(40), np.zeros(30)
+    base.rebase(f, g)
+    B, f0 = base.B.copy(), base.f0.copy()
+    near = _probe(problem, base, f + 0.1 * p.reg, g, tau=1e-6, move_base=False)
+    assert near is not None and 0 < near.count <= 40 * 30
+    assert _probe(problem, base, f + 500 * p.reg, g, tau=1e-6, move_base=False) is None  # too far: no answer
+    np.testing.assert_array_equal(base.B, B)
+    np.testing.assert_array_equal(base.f0, f0)
+    P = np.exp((0.1 * p.reg - p.C) / p.reg)
+    np.testing.assert_allclose(near.row, P.sum(axis=1), rtol=1e-12)
+
+
+def test_adaptive_variant_accepts_a_warmup_shorter_than_the_rate_span():
+    C, a, b = random_assignment(60, seed=4)
+    res = snsot.solve(C, a, b, reg=1e-3, tol=1e-10, n_warmup=0)
+    check_result(res, C, a, b, 1e-10, method="sns")
+    assert res.converged
 
 
 def test_paper_variant_converges():
@@ -289,6 +345,28 @@ def test_failed_newton_steps_fall_back_to_sinkhorn_and_still_converge(hessian):
     assert res.n_sinkhorn > baseline.n_sinkhorn
     check_entropic_bound(res, C, a, b)
     assert_dual_ascends(res, a, b)
+
+
+def test_dense_cg_breakdown_falls_back_and_still_converges(monkeypatch):
+    # an operator that is not positive definite makes CG break down inside the dense solve
+    from snsot import _kernels as K
+
+    real = K.dense_schur_matvec
+    broken = []
+
+    def indefinite(*args):
+        broken.append(1)
+        return -real(*args) if len(broken) <= 4 else real(*args)
+
+    monkeypatch.setattr(K, "dense_schur_matvec", indefinite)
+    p = make_problem(42, 50, 40, 1e-2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback is silent: no RuntimeWarning, no ConvergenceWarning
+        res = snsot.solve(p.C, p.a, p.b, reg=p.reg, tol=1e-10, hessian="dense", switch_horizon=0)
+    check_result(res, p.C, p.a, p.b, 1e-10, method="sns")
+    assert res.converged and broken
+    baseline = snsot.solve(p.C, p.a, p.b, reg=p.reg, tol=1e-10, hessian="dense", switch_horizon=0)
+    assert res.n_sinkhorn > baseline.n_sinkhorn  # the breakdowns ran Sinkhorn steps
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # from the injected NaNs

@@ -17,7 +17,10 @@ MNIST pair that made SNS take 57 instead of 16 Newton steps. Eliminating
 ``((1 + delta) diag(c) - S^T ((1 + delta) diag(r))^{-1} S) y = rhs``,
 solved by Jacobi-preconditioned CG (:func:`snsot._kernels.schur_cg`); when
 ``m > n`` the roles of rows and columns are swapped so CG always runs on the
-smaller block.
+smaller block. :func:`dense_newton_direction` solves the same system with the
+whole plan as ``S``, applied through a stored base plan; it always runs CG on
+the column block (one fused read of the plan per iteration needs the
+columns' unknowns; the vector work is negligible either way).
 """
 
 from __future__ import annotations

@@ -4,10 +4,12 @@ Stage 1 runs log-domain Sinkhorn. Stage 2 takes Newton steps on the concave
 dual ``D(f, g)`` with a sparsified Hessian: the diagonal blocks (row and
 column sums of the plan) are exact, the off-diagonal block keeps only the
 plan entries ``P_ij >= tau``; the direction comes from
-:func:`~snsot.solvers.linalg.newton_direction` and an Armijo backtracking
-line search on ``D`` picks the step. The pass that evaluates a trial point
-also produces the sums and sparse entries the next iteration needs, so an
-accepted point is never recomputed.
+:func:`~snsot.solvers.linalg.newton_direction` (or, with the whole plan as
+the off-diagonal block, :func:`~snsot.solvers.linalg.dense_newton_direction`)
+and an Armijo backtracking line search on ``D`` picks the step. The pass
+that evaluates a trial point also produces the sums (and, for the sparse
+Hessian, the candidate entries) the next iteration needs, so an accepted
+point is never recomputed.
 
 Adaptive defaults (``variant="adaptive"``), instead of the paper's hand-set
 ``N1`` and sparsity ``lambda``:
@@ -91,7 +93,7 @@ _ROUNDING = 64 * np.finfo(np.float64).eps
 
 
 class _PlanState:
-    """Potentials with their plan sums and sparse candidates (one plan_pass)."""
+    """Potentials with their plan sums and, unless ``dense``, sparse Hessian candidates (one pass over the plan)."""
 
     def __init__(self, n, m, cap, dense=False):
         self.dense = dense
@@ -153,9 +155,9 @@ class _AdaptiveSwitch:
 
     def __call__(self, errors) -> bool:
         k = len(errors) - 1
-        if k < self.min_steps:
-            return False
         span = 3
+        if k < max(self.min_steps, span):
+            return False
         e_now, e_then = errors[-1], errors[-1 - span]
         if not (e_now > 0 and e_then > 0):
             return False
@@ -221,9 +223,9 @@ def solve_sns(
         marginal error.
     switch_horizon : int, optional
         Adaptive switch: stay in Sinkhorn while it predicts at most this
-        many more iterations. Default: 30 when the plan is wide (the exact
-        Hessian is used, see ``hessian``), 100 otherwise (a sparse Newton
-        step costs more).
+        many more iterations. Default: 30 when the Newton steps will use the
+        whole plan (``hessian="dense"``, or ``"auto"`` on a wide plan), 100
+        when they will be sparse (a sparse Newton step costs more).
     hessian : {"auto", "sparse", "dense"}
         Newton matrix of the adaptive variant. ``"sparse"``: the plan's
         entries above the error-controlled threshold (SNS proper).
@@ -326,6 +328,7 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
     mass = problem.mass
     base.attach(problem)
     st = SinkhornStepper(problem, f_init, base)
+    probes = []  # dense probes the adaptive switch took (see _probe)
     if variant == "paper":
         cap = cap_max = int(min(m, max(1, round(sparsity * m))))
         status = run_sinkhorn(st, rec, tol, min(n_warmup, max_iter))
@@ -339,8 +342,13 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
         horizons = _HORIZONS if switch_horizon is None else (switch_horizon, switch_horizon)
         if hessian != "auto":
             horizons = (horizons[hessian == "sparse"],) * 2
-        switch = _AdaptiveSwitch(tol, horizons, _MIN_WARMUP if n_warmup is None else int(n_warmup),
-                                 lambda: _is_wide(problem, base, st.f, st.g, tau_of(_last_error(rec, mass)), move_base=False))
+
+        def is_wide():
+            # The base must not move under the Sinkhorn step pending on it.
+            probes.append(_probe(problem, base, st.f, st.g, tau_of(_last_error(rec, mass)), move_base=False))
+            return _wide(probes[-1])
+
+        switch = _AdaptiveSwitch(tol, horizons, _MIN_WARMUP if n_warmup is None else int(n_warmup), is_wide)
         status = run_sinkhorn(st, rec, tol, max_iter, switch)
 
     n_sinkhorn, n_newton = st.count, 0
@@ -349,12 +357,18 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
 
     n_chunks = K.default_chunks(n)
     tau0 = tau_of(_last_error(rec, mass))
-    dense = hessian == "dense" or (hessian == "auto" and _is_wide(problem, base, st.f, st.g, tau0))
+    dense, cur = hessian == "dense", None
+    if hessian == "auto":
+        # The switch may have probed this very point already (when it fired on the probe).
+        probe = probes[-1] if probes and probes[-1] is not None and probes[-1].f is st.f else \
+            _probe(problem, base, st.f, st.g, tau0)
+        dense = _wide(probe)
+        cur = probe if dense else None  # a dense probe is the Newton stage's first point
     if dense:
         cap = cap_max = 0
-    cur = _PlanState(n, m, cap, dense)
+    if cur is None:
+        cur = _PlanState(n, m, cap, dense).evaluate(problem, base, st.f, st.g, tau0, n_chunks)
     trial = _PlanState(n, m, cap, dense)
-    cur.evaluate(problem, base, st.f, st.g, tau0, n_chunks)
     n_fallback = 10
     d_prev = None
     status = "max_iter"
@@ -373,20 +387,23 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
         tau = max(tau_of(err), 0.0)
         delta = min(1e-3, err / mass)
         grad_rows, grad_cols = problem.a - cur.row, problem.b - cur.col
-        if dense:
-            u, v = _scalings_at(base, cur.f, cur.g)
-            d = dense_newton_direction(base.B, u, v, cur.row, cur.col, grad_rows, grad_cols, problem.reg, delta,
-                                       rtol=_forcing(err, tol, mass), max_cg=max_cg, n_chunks=n_chunks,
-                                       guess=d_prev)
-        else:
-            csr = K.compact_csr(cur.counts, cur.idx, cur.val, tau)
-            d = newton_direction(csr, cur.row, cur.col, grad_rows, grad_cols, problem.reg, delta,
-                                 rtol=_forcing(err, tol, mass), max_cg=max_cg, guess=d_prev)
-        if direction_hook is not None:
+        # Zero or non-finite sums give non-finite directions, which the checks
+        # below turn into a fallback: no warnings on the way.
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if dense:
+                sc = _scalings_at(base, cur.f, cur.g)
+                d = None if sc is None else dense_newton_direction(
+                    base.B, sc[0], sc[1], cur.row, cur.col, grad_rows, grad_cols, problem.reg, delta,
+                    rtol=_forcing(err, tol, mass), max_cg=max_cg, n_chunks=n_chunks, guess=d_prev)
+            else:
+                csr = K.compact_csr(cur.counts, cur.idx, cur.val, tau)
+                d = newton_direction(csr, cur.row, cur.col, grad_rows, grad_cols, problem.reg, delta,
+                                     rtol=_forcing(err, tol, mass), max_cg=max_cg, guess=d_prev)
+        if d is not None and direction_hook is not None:
             d = direction_hook(d)
         d_prev = d
-        slope = float(grad_rows @ d.x + grad_cols @ d.y)
-        if np.isfinite(d.residual) and np.isfinite(slope) and slope > 0:
+        slope = np.nan if d is None else float(grad_rows @ d.x + grad_cols @ d.y)
+        if d is not None and np.isfinite(d.residual) and np.isfinite(slope) and slope > 0:
             # Collect candidates for the next step with the tau its error is expected to need.
             tau_next = tau_of(max(err * min(1.0, err / mass), 1e-300))
             # Trust region on the plan: no entry's log may change by more than
@@ -436,18 +453,22 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
     return cur.f, cur.g, status, n_sinkhorn, n_newton
 
 
-def _is_wide(problem, base, f, g, tau, move_base=True) -> bool:
-    """Whether at least :data:`_DENSE_FRACTION` of the plan's entries at ``(f, g)`` are ``>= tau`` (one pass).
+def _probe(problem, base, f, g, tau, move_base=True):
+    """A dense :class:`_PlanState` at ``(f, g)``: its sums, and how many plan entries are ``>= tau`` (one pass).
 
     With ``move_base=False`` the base is left where it is (a Sinkhorn step
-    pending on it may not see it move); a point too far from it then counts
-    as not wide.
+    pending on it must not see it move); a point too far from it then gives
+    None.
     """
     n, m = problem.shape
     if not move_base and base.scalings(f, g) is None:
-        return False
-    probe = _PlanState(n, m, 0, dense=True).evaluate(problem, base, f, g, tau, K.default_chunks(n))
-    return probe.count >= _DENSE_FRACTION * n * m
+        return None
+    return _PlanState(n, m, 0, dense=True).evaluate(problem, base, f, g, tau, K.default_chunks(n))
+
+
+def _wide(probe) -> bool:
+    """Whether a probe found at least :data:`_DENSE_FRACTION` of the entries above the threshold."""
+    return probe is not None and probe.count >= _DENSE_FRACTION * probe.row.size * probe.col.size
 
 
 def _scalings_at(base: PlanBase, f, g):
