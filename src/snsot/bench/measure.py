@@ -109,9 +109,10 @@ def measure_paired(methods, problem: Problem, reg, tol, cap, options=None) -> tu
     A shared machine has fast and slow spells lasting seconds: block medians
     of one 0.07 s solve, 30 runs each, ranged from 0.065 to 0.114 s on the
     reference machine, so two methods timed in separate blocks can differ by
-    1.5x with equal work. Runs taken in turn (A, B, A, B, ...) see the same
-    spells, and the ratio of their medians does not depend on them. Returns
-    ``(medians, runs per method)``.
+    1.5x with equal work. Runs taken in turn (A, B, then B, A, so neither
+    always follows the other) see the same spells, and the ratio of their
+    medians is far less sensitive to them. Returns ``(medians, runs per
+    method)``.
     """
     solvers = [SOLVERS[m] for m in methods]
     states = [{} for _ in methods]
@@ -119,9 +120,10 @@ def measure_paired(methods, problem: Problem, reg, tol, cap, options=None) -> tu
     first = sum(solver(problem, reg, tol, cap, state, opts).time for solver, state in zip(solvers, states))
     count = max(5, min(_MAX_RUNS, int(_PAIRED_BUDGET // max(first, 1e-9))))
     times = [[] for _ in methods]
-    for _ in range(count):
-        for solver, state, t in zip(solvers, states, times):
-            t.append(solver(problem, reg, tol, cap, state, opts).time)
+    for k in range(count):
+        order = range(len(methods)) if k % 2 == 0 else reversed(range(len(methods)))  # A B, B A, ...
+        for i in order:
+            times[i].append(solvers[i](problem, reg, tol, cap, states[i], opts).time)
     return [float(np.median(t)) for t in times], count
 
 

@@ -139,7 +139,7 @@ def robustness_section(records, tol):
         "reaching the tolerance), so its time and iterations are lower bounds and the ratio is an upper bound; "
         "such a cell passes only if SNS was faster for certain. `interleaved`: where both converged and Sinkhorn "
         "took under a second, the ratio is from a second measurement that ran the two solvers in turn "
-        "(SNS, Sinkhorn, SNS, ...; medians shown), so the shared machine's slow spells, which move a block "
+        "(SNS, Sinkhorn, then Sinkhorn, SNS, ...; medians shown), so the shared machine's slow spells, which move a block "
         "median by up to 1.5x, fall on both alike; the times above it are the main table's block medians. `tie`: a hard cell where SNS's switch kept it in "
         "Sinkhorn to the end (no Newton step, Sinkhorn's own iteration count), so both did the same work and the "
         f"ratio, within {stats['easy_ratio']:g}, is timing noise; counted apart, neither pass nor FAIL. `bound from reg x`: Sinkhorn was not run here "
