@@ -299,6 +299,7 @@ def test_cost_range_is_the_costs_min_and_max_and_survives_with_reg():
     p = OTProblem(C, reg=0.1)
     assert p.cost_range == (C.min(), C.max())
     q = p.with_reg(0.01)
+    assert "cost_range" in q.__dict__  # carried over, not recomputed (epsilon-scaling makes one per stage)
     assert q.cost_range == p.cost_range and q.reg == 0.01
     sub = p.restrict(np.array([0, 2]), np.array([1, 3]))
     assert sub.cost_range == (C[np.ix_([0, 2], [1, 3])].min(), C[np.ix_([0, 2], [1, 3])].max())
