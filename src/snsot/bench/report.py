@@ -116,7 +116,8 @@ def _robustness_cell(r):
     if r["ratio"] is not None:
         ratio = f"SNS/Sinkhorn {r['ratio_bound']} {r['ratio']:.2g}".replace("  ", " ")
         if r.get("paired"):
-            ratio += f" (interleaved: {r['paired_sns_time']:.3g} / {r['paired_sinkhorn_time']:.3g} s)"
+            ratio += (f" (interleaved, {r['paired_runs']} pairs; medians {r['paired_sns_time']:.3g} / "
+                      f"{r['paired_sinkhorn_time']:.3g} s)")
         lines.append(ratio)
     lines.append(f"**{r['verdict']}**")
     return "<br>".join(lines)
@@ -139,7 +140,7 @@ def robustness_section(records, tol):
         "reaching the tolerance), so its time and iterations are lower bounds and the ratio is an upper bound; "
         "such a cell passes only if SNS was faster for certain. `interleaved`: where both converged and Sinkhorn "
         "took under a second, the ratio is from a second measurement that ran the two solvers in turn "
-        "(SNS, Sinkhorn, then Sinkhorn, SNS, ...; medians shown), so the shared machine's slow spells, which move a block "
+        "(SNS, Sinkhorn, then Sinkhorn, SNS, ...): the ratio is the median of the ratios of neighbouring runs, and the two solvers' medians are shown, so the shared machine's slow spells, which move a block "
         "median by up to 1.5x, fall on both alike; the times above it are the main table's block medians. `tie`: a hard cell where SNS's switch kept it in "
         "Sinkhorn to the end (no Newton step, Sinkhorn's own iteration count), so both did the same work and the "
         f"ratio, within {stats['easy_ratio']:g}, is timing noise; counted apart, neither pass nor FAIL. `bound from reg x`: Sinkhorn was not run here "

@@ -14,9 +14,10 @@ within :data:`EASY_RATIO` is timing noise. It is counted apart, as neither
 a pass nor a failure.
 
 Where both converged and Sinkhorn took under a second, the ratio comes from
-a second measurement with the two solvers' runs taken in turn
-(``paired_*`` fields of the SNS row), which a shared machine's slow spells
-cannot bias; elsewhere from the two rows' own medians.
+a second measurement with the two solvers' runs taken in turn: the median
+of the ratios of neighbouring runs (``paired_*`` fields of the SNS row),
+which a shared machine's slow spells cannot bias; elsewhere from the two
+rows' own medians.
 
 Everything is computed from the measured rows. Sinkhorn stopped at the time
 cap (``capped``), stopped without reaching the tolerance (``not
@@ -61,8 +62,8 @@ def judge(sns: dict | None, sinkhorn: dict | None) -> dict:
     status = (sinkhorn or {}).get("status", "")
     if status == "ok":
         kind = "easy" if sinkhorn["n_iter"] < EASY_ITERATIONS else "hard"
-        if sns.get("paired_runs"):  # runs taken in turn: the ratio free of the machine's slow spells
-            ratio = sns["paired_sns_time"] / sns["paired_sinkhorn_time"]
+        if sns.get("paired_runs"):  # runs taken in turn: the ratio the machine's slow spells cannot bias
+            ratio = sns["paired_ratio"]
         else:
             ratio = sns["time"] / sinkhorn["time"]
         out.update(kind=kind, ratio=ratio, paired=bool(sns.get("paired_runs")))
@@ -125,7 +126,7 @@ def cells(rows) -> list[dict]:
                 sinkhorn_bound_reg=sinkhorn.get("bound_reg"),  # set where the bound comes from a larger reg
                 # interleaved re-timing (see snsot.bench.measure.measure_paired), where it was run
                 paired_sns_time=sns.get("paired_sns_time"), paired_sinkhorn_time=sns.get("paired_sinkhorn_time"),
-                paired_runs=sns.get("paired_runs"),
+                paired_ratio=sns.get("paired_ratio"), paired_runs=sns.get("paired_runs"),
                 **judge(sns or None, sinkhorn or None)))
     return out
 
