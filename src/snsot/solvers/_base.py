@@ -69,6 +69,17 @@ class PlanBase:
         self.shift = float(c)
         return np.exp(x), np.exp(y)
 
+    def scalings_at(self, f, g):
+        """:meth:`scalings` at ``(f, g)``, first moving the base there (:meth:`rebase`) if it is too far.
+
+        None only when the plan at ``(f, g)`` itself is not finite.
+        """
+        sc = self.scalings(f, g)
+        if sc is None:
+            self.rebase(f, g)
+            sc = self.scalings(f, g)
+        return sc
+
     def rebase(self, f, g, tau=np.inf, cap=0, n_chunks=1, row_sum=None, counts=None, idx=None, val=None):
         """Store the plan at ``(f, g)`` (one exponential pass); returns its ``(row_sum, col_sum)``.
 

@@ -61,10 +61,7 @@ class SinkhornStepper:
         Computes the next iteration, which :meth:`step` then commits.
         """
         p = self.problem
-        sc = self.base.scalings(self.f, self.g)
-        if sc is None:
-            self.base.rebase(self.f, self.g)
-            sc = self.base.scalings(self.f, self.g)
+        sc = self.base.scalings_at(self.f, self.g)
         if sc is not None:
             u, v = sc
             col = K.scaled_sinkhorn(self.base.B, u, v, p.a, self.n_chunks, self._rows, self._u_new)

@@ -108,21 +108,20 @@ class _PlanState:
 
     def evaluate(self, problem: OTProblem, base: PlanBase, f, g, tau, n_chunks):
         cap = self.val.shape[1]
-        sc = base.scalings(f, g)
         if self.dense:
-            if sc is None:
-                base.rebase(f, g)
-                sc = base.scalings(f, g)
+            sc = base.scalings_at(f, g)
             if sc is None:  # the plan at (f, g) is not finite: a rejected trial
                 self.row[:] = np.inf
                 self.col, self.count = np.full(len(g), np.inf), -1
             else:
                 self.col, self.count = K.scaled_sums(base.B, sc[0], sc[1], tau, n_chunks, self.row)
-        elif sc is None:
-            _, self.col = base.rebase(f, g, tau, cap, n_chunks, self.row, self.counts, self.idx, self.val)
         else:
-            self.col = K.scaled_pass(base.B, sc[0], sc[1], tau, cap, n_chunks,
-                                     self.row, self.counts, self.idx, self.val)
+            sc = base.scalings(f, g)
+            if sc is None:  # the rebase pass also collects the candidates
+                _, self.col = base.rebase(f, g, tau, cap, n_chunks, self.row, self.counts, self.idx, self.val)
+            else:
+                self.col = K.scaled_pass(base.B, sc[0], sc[1], tau, cap, n_chunks,
+                                         self.row, self.counts, self.idx, self.val)
         self.f, self.g = f, g
         self.total = float(self.row.sum())
         if np.isfinite(self.total) and np.isfinite(self.col).all():
@@ -391,7 +390,7 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
         # below turn into a fallback: no warnings on the way.
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             if dense:
-                sc = _scalings_at(base, cur.f, cur.g)
+                sc = base.scalings_at(cur.f, cur.g)
                 d = None if sc is None else dense_newton_direction(
                     base.B, sc[0], sc[1], cur.row, cur.col, grad_rows, grad_cols, problem.reg, delta,
                     rtol=_forcing(err, tol, mass), max_cg=max_cg, n_chunks=n_chunks, guess=d_prev)
@@ -469,15 +468,6 @@ def _probe(problem, base, f, g, tau, move_base=True):
 def _wide(probe) -> bool:
     """Whether a probe found at least :data:`_DENSE_FRACTION` of the entries above the threshold."""
     return probe is not None and probe.count >= _DENSE_FRACTION * probe.row.size * probe.col.size
-
-
-def _scalings_at(base: PlanBase, f, g):
-    """``(u, v)`` with ``P(f, g) = diag(u) B diag(v)``, moving the base to ``(f, g)`` if it is too far."""
-    sc = base.scalings(f, g)
-    if sc is None:
-        base.rebase(f, g)
-        sc = base.scalings(f, g)
-    return sc
 
 
 def _initial_quota(m: int) -> int:
