@@ -326,3 +326,11 @@ def test_stopthr_zero_goes_on_when_the_solver_stops_early(monkeypatch):
     P, log = snsot.sinkhorn(p.a, p.b, p.C, p.reg, stopThr=0, numItermax=250, log=True, warn=False)
     assert log["niter"] == 250 and len(log["err"]) == 250
     np.testing.assert_allclose(P, _sinkhorn_iterates(p.C, p.a, p.b, p.reg, 250), rtol=1e-10, atol=1e-300)
+
+
+def test_a_bad_histogram_among_several_is_named_by_its_column(multi):
+    p, B, _ = multi
+    B = B.copy()
+    B[0, 1] = -0.1
+    with pytest.raises(ValueError, match=r"^b\[:, 1\]: weights must be non-negative"):
+        snsot.sinkhorn2(p.a, B, p.C, p.reg)

@@ -27,13 +27,14 @@ What differs on purpose is listed in the README ("POT drop-in").
 
 from __future__ import annotations
 
+import inspect
 import numbers
 import warnings
 
 import numpy as np
 
 from .result import ConvergenceWarning, OTResult
-from .solvers import available_methods, solve
+from .solvers import _REGISTRY, available_methods, solve
 
 __all__ = ["sinkhorn", "sinkhorn2", "POT_METHODS", "SINKHORN2_METHODS"]
 
@@ -203,13 +204,16 @@ def _solve_columns(M, a, columns, inits, *, reg, method, tol, max_iter, exact, o
     ``snsot.solve_batch(M, a, B, ...)`` once that lands (issue 14).
     """
     results = []
-    for b, init in zip(columns, inits):
+    for j, (b, init) in enumerate(zip(columns, inits)):
         try:
             res = solve(M, a, b, reg=reg, method=method, tol=tol, max_iter=max_iter, init=init, warn=False,
                         **options)
-        except ValueError as exc:  # the warm start is ours to name: solve() calls it init
-            if str(exc).startswith("init:"):
-                raise ValueError("warmstart:" + str(exc)[len("init:"):]) from None
+        except ValueError as exc:  # name the arguments as the caller gave them
+            message = str(exc)
+            if message.startswith("init:"):  # solve() calls the warm start init
+                raise ValueError("warmstart:" + message[len("init:"):]) from None
+            if message.startswith("b:") and len(columns) > 1:
+                raise ValueError(f"b[:, {j}]:" + message[len("b:"):]) from None
             raise
         if exact:
             res = _run_to(res, M, a, b, reg=reg, method=method, max_iter=max_iter, options=options)
@@ -337,9 +341,6 @@ def _arrays(a, b, M):
 
 
 def _solver_options(kwargs) -> dict:
-    from .solvers import _REGISTRY  # the options each solver declares
-    import inspect
-
     known = set(_SOLVE_KEYWORDS)
     for solver in _REGISTRY.values():
         known |= set(inspect.signature(solver).parameters) - {"problem", "tol", "max_iter", "init", "callback"}
