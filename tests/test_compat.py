@@ -4,6 +4,7 @@ POT is the oracle throughout: its signatures, its return types and log keys,
 and its log-domain Sinkhorn converged to round-off for the numbers.
 """
 
+import importlib.util
 import inspect
 import warnings
 
@@ -287,11 +288,35 @@ def test_empty_weights_mean_uniform_and_lists_are_accepted():
     assert np.abs(P - P_pot).max() < 1e-8
 
 
-def test_torch_tensors_are_refused_pointing_to_snsot_torch():
+def test_torch_tensors_without_snsot_torch_are_refused_pointing_to_it():
     torch = pytest.importorskip("torch")
+    if importlib.util.find_spec("snsot.torch") is not None:
+        pytest.skip("snsot.torch is available: tensors are taken (next test)")
     C = torch.rand(5, 4, dtype=torch.float64)
-    with pytest.raises(TypeError, match=r"^M: got a PyTorch array .*snsot\.torch"):
+    with pytest.raises(TypeError, match=r"^M: got PyTorch tensors.*snsot\.torch"):
         snsot.sinkhorn([], [], C, 0.1)
+
+
+def test_torch_tensors_give_pots_values_and_gradients():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("snsot.torch")
+    p = make_problem(135, 12, 9, 0.5, cost="sqeuclidean")
+    grads = []
+    for f in (ot.sinkhorn2, snsot.sinkhorn2):  # POT differentiates its iterations, snsot its plan
+        a, b, M = (torch.tensor(x, requires_grad=True) for x in (p.a, p.b, p.C))
+        value = f(a, b, M, p.reg, stopThr=1e-12, numItermax=100_000)
+        value.backward()
+        grads.append((float(value), M.grad.numpy().copy(), a.grad.numpy().copy()))
+    (v_pot, dM_pot, da_pot), (v, dM, da) = grads
+    assert v == pytest.approx(v_pot, rel=1e-9)
+    np.testing.assert_allclose(dM, dM_pot, atol=1e-7)
+    # a's gradient is defined up to a constant (sum a = sum b is kept): compare centred
+    np.testing.assert_allclose(da - da.mean(), da_pot - da_pot.mean(), atol=1e-7)
+    P = snsot.sinkhorn(*(torch.tensor(x) for x in (p.a, p.b, p.C)), p.reg, stopThr=1e-12)
+    assert isinstance(P, torch.Tensor) and P.dtype == torch.float64
+    np.testing.assert_allclose(P.numpy(), pot_plan(p.C, p.a, p.b, p.reg), atol=1e-10)
+    with pytest.raises(TypeError, match=r"^log: log=True is not supported with PyTorch tensors"):
+        snsot.sinkhorn(torch.tensor(p.a), torch.tensor(p.b), torch.tensor(p.C), p.reg, log=True)
 
 
 def test_bad_arguments_are_refused_naming_them():

@@ -158,6 +158,9 @@ def sinkhorn2(a, b, M, reg, method="sinkhorn", numItermax=1000, stopThr=1e-9, ve
 # --- the one code path ------------------------------------------------------------------------
 
 def _drop_in(a, b, M, reg, name, numItermax, stopThr, verbose, log, warn, warmstart, kwargs, *, costs_only):
+    if any(_library(x) == "PyTorch" for x in (a, b, M)):
+        return _torch_drop_in(a, b, M, reg, name, numItermax, stopThr, log, warn, warmstart, kwargs,
+                              costs_only=costs_only)
     M, a, b, dtype = _arrays(a, b, M)
     n, m = M.shape
     options = _solver_options(kwargs)
@@ -260,6 +263,38 @@ def _run_to(res, M, a, b, *, reg, method, max_iter, options) -> OTResult:
     return res
 
 
+def _torch_drop_in(a, b, M, reg, name, numItermax, stopThr, log, warn, warmstart, kwargs, *, costs_only):
+    """Tensors in, tensors out, differentiable: through snsot.torch's ``ot_plan`` (one autograd function).
+
+    ``sinkhorn2`` is ``<M, P>`` with ``P = ot_plan(M, a, b)``, so its gradients
+    are those of POT's cost (through ``M`` and the plan), computed by implicit
+    differentiation instead of unrolled iterations.
+    """
+    try:
+        from .torch import ot_plan
+    except ImportError:
+        raise TypeError(
+            "M: got PyTorch tensors, and snsot.torch (which differentiates the drop-in) is not available "
+            "here; install snsot[torch], or pass numpy arrays (tensor.numpy())"
+        ) from None
+    for arg, unsupported in (("log", bool(log)), ("warmstart", warmstart is not None),
+                             ("b", getattr(b, "ndim", 1) == 2)):
+        if unsupported:
+            what = "several histograms" if arg == "b" else f"{arg}={'True' if arg == 'log' else 'given'}"
+            raise TypeError(f"{arg}: {what} is not supported with PyTorch tensors yet; use numpy arrays, "
+                            "or snsot.torch directly")
+    max_iter = _positive_int(numItermax, "numItermax")
+    if _check_stop(stopThr) == 0.0:
+        raise TypeError("stopThr: 0 (a fixed number of iterations) is not supported with PyTorch tensors; "
+                        "snsot differentiates the converged plan, not the iterations")
+    a = None if a is None or (not hasattr(a, "shape") and np.size(a) == 0) else a
+    b = None if b is None or (not hasattr(b, "shape") and np.size(b) == 0) else b
+    options = _solver_options(kwargs)
+    method = name if name in available_methods() and name not in POT_METHODS else "sns"
+    P = ot_plan(M, a, b, reg=reg, method=method, tol=float(stopThr), max_iter=max_iter, warn=warn, **options)
+    return (M * P).sum() if costs_only else P
+
+
 # --- POT's log dicts -------------------------------------------------------------------------
 
 def _log_dict(name, results, reg, dtype, many) -> dict:
@@ -327,7 +362,7 @@ def _method_name(method, names) -> str:
 def _arrays(a, b, M):
     """numpy versions of the inputs (empty weights -> None, i.e. uniform) and the output dtype."""
     for x, arg in ((a, "a"), (b, "b"), (M, "M")):
-        library = _FOREIGN.get(type(x).__module__.split(".")[0])
+        library = _library(x)
         if library is not None:
             raise TypeError(
                 f"{arg}: got a {library} array ({type(x).__module__}.{type(x).__name__}); snsot.sinkhorn takes "
@@ -354,6 +389,11 @@ def _arrays(a, b, M):
     if dtype != np.float32:
         dtype = np.dtype(np.float64)
     return M, weights[0], weights[1], dtype
+
+
+def _library(x):
+    """The array library of ``x`` when it is one snsot.sinkhorn does not take as numpy, else None."""
+    return _FOREIGN.get(type(x).__module__.split(".")[0])
 
 
 def _solver_options(kwargs) -> dict:
