@@ -306,7 +306,7 @@ def test_torch_tensors_give_pots_values_and_gradients():
         a, b, M = (torch.tensor(x, requires_grad=True) for x in (p.a, p.b, p.C))
         value = f(a, b, M, p.reg, stopThr=1e-12, numItermax=100_000)
         value.backward()
-        grads.append((float(value), M.grad.numpy().copy(), a.grad.numpy().copy()))
+        grads.append((value.item(), M.grad.numpy().copy(), a.grad.numpy().copy()))
     (v_pot, dM_pot, da_pot), (v, dM, da) = grads
     assert v == pytest.approx(v_pot, rel=1e-9)
     np.testing.assert_allclose(dM, dM_pot, atol=1e-7)
