@@ -37,9 +37,10 @@ import snsot
 _CALLS = re.compile(r"\bot\.(?:bregman\.)?sinkhorn2?\(")
 
 #: Where snsot differs on purpose (README, "POT drop-in"): test id -> reason.
+_REG0 = "reg=0: snsot raises ValueError('reg: ...') instead of POT's NaN plan and warning"
 DELIBERATE = {
-    "test_bregman.py::test_nan_warning[sinkhorn]": "reg=0: snsot raises ValueError('reg: ...') instead of POT's NaN plan and warning",
-    "test_bregman.py::test_nan_warning[sinkhorn_stabilized]": "reg=0: snsot raises ValueError('reg: ...') instead of POT's NaN plan and warning",
+    "test_bregman.py::test_nan_warning[sinkhorn]": _REG0,
+    "test_bregman.py::test_nan_warning[sinkhorn_stabilized]": _REG0,
 }
 
 
