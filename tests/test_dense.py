@@ -147,3 +147,35 @@ def test_final_plan_is_measured_afresh():
     np.testing.assert_allclose(out.row_sum, P.sum(axis=1), rtol=1e-12)
     assert out.cost == pytest.approx((problem.C * P).sum(), rel=1e-12)
     assert out.outside_mass == 0.0
+
+
+class _Damped:
+    """Marginals with Sinkhorn exponents below 1, as a relaxed (KL) penalty has."""
+
+    def __init__(self, problem, exponent):
+        self.a, self.b = problem.a, problem.b
+        self.log_a, self.log_b = np.log(problem.a), np.log(problem.b)
+        self.row_exponent = self.col_exponent = exponent
+
+    def row_error(self, f, row):
+        return float(np.abs(row - self.a).sum())
+
+
+def test_damped_sinkhorn_steps_scale_the_log_domain_update():
+    from scipy.special import logsumexp
+
+    problem = _problem(7, 30, 20)
+    reg, C, lam = problem.reg, problem.C, 0.7
+    marginals = _Damped(problem, lam)
+    plan = DensePlan(problem)
+    f = _point(30, 20, reg)[0]
+    g = plan.sinkhorn_cols(f, marginals)
+    g_ref = lam * (reg * np.log(problem.b) - reg * logsumexp((f[:, None] - C) / reg, axis=0))
+    np.testing.assert_allclose(g, g_ref, rtol=1e-12, atol=1e-14)
+    step = plan.sinkhorn_step(f, g, marginals)
+    assert step.error == pytest.approx(np.abs(plan_reference(C, f, g, reg).sum(axis=1) - problem.a).sum(), rel=1e-9)
+    f1, g1 = step.advance()
+    f_ref = lam * (reg * np.log(problem.a) - reg * logsumexp((g[None, :] - C) / reg, axis=1))
+    np.testing.assert_allclose(f1, f_ref, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(g1, lam * (reg * np.log(problem.b) - reg * logsumexp((f_ref[:, None] - C) / reg, axis=0)),
+                               rtol=1e-12, atol=1e-14)

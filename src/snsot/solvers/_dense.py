@@ -95,12 +95,21 @@ class DensePlan(Plan):
         p = self.problem
         g = np.empty(p.shape[1])
         K.col_update(p.C, f, marginals.log_b, p.reg, g, self.n_chunks)
+        if marginals.col_exponent != 1.0:
+            g *= marginals.col_exponent
         return g
 
     def sinkhorn_step(self, f, g, marginals) -> SinkhornStep:
-        """One read of the base when ``(f, g)`` is near it and the sums are safe; else two log-domain passes over ``C``."""
+        """One read of the base when ``(f, g)`` is near it and the sums are safe; else two log-domain passes over ``C``.
+
+        Marginals with update exponents other than 1 (a relaxed penalty) take
+        the log-domain passes: the fused pass of the stored base computes
+        the next column sums for the balanced row update only.
+        """
         p = self.problem
         a = marginals.a
+        if marginals.row_exponent != 1.0 or marginals.col_exponent != 1.0:
+            return self._damped_sinkhorn_step(f, g, marginals)
         sc = self.scalings_at(f, g)
         if sc is not None:
             n = p.shape[0]
@@ -118,6 +127,16 @@ class DensePlan(Plan):
         f_new = np.empty(p.shape[0])
         K.row_update(p.C, g, marginals.log_a, p.reg, f_new)
         return SinkhornStep(float(np.abs(a * np.expm1((f - f_new) / p.reg)).sum()),
+                            lambda: (f_new, self.sinkhorn_cols(f_new, marginals)))
+
+    def _damped_sinkhorn_step(self, f, g, marginals) -> SinkhornStep:
+        """``f <- row_exponent * (reg log a - softmin_j(C_ij - g_j))``, then the columns likewise (log domain)."""
+        p = self.problem
+        f_full = np.empty(p.shape[0])  # the balanced update: rows of P(f_full, g) equal a
+        K.row_update(p.C, g, marginals.log_a, p.reg, f_full)
+        row = marginals.a * np.exp((f - f_full) / p.reg)  # rows of P(f, g)
+        f_new = marginals.row_exponent * f_full
+        return SinkhornStep(float(marginals.row_error(f, row)),
                             lambda: (f_new, self.sinkhorn_cols(f_new, marginals)))
 
     def new_point(self, quota: int) -> PlanPoint:

@@ -55,6 +55,10 @@ class BalancedMarginals:
         """``D(f, g)`` at a Sinkhorn iterate, whose columns are exact: ``sum(P) = sum(b)``."""
         return self.dual(f, g, self.mass)
 
+    def row_error(self, f, row) -> float:
+        """``||P 1 - a||_1`` from the rows alone (a Sinkhorn iterate's columns are exact)."""
+        return float(np.abs(row - self.a).sum())
+
     def gradient(self, row, col):
         """``(dD/df, dD/dg) = (a - P 1, b - P^T 1)``."""
         return self.a - row, self.b - col

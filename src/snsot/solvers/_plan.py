@@ -41,8 +41,9 @@ class SinkhornStep:
     Attributes
     ----------
     error : float
-        L1 row error ``||P(f, g) 1 - a||_1`` of the iterate it starts from
-        (its columns are exact).
+        Row error of the iterate it starts from (its columns are exact), as
+        the marginals measure it (``marginals.row_error``; for exact
+        marginals ``||P(f, g) 1 - a||_1``).
     advance : callable
         ``advance() -> (f_new, g_new)``: the next iterate (row update, then
         exact column update). Valid until the plan is next asked to move.
@@ -143,11 +144,18 @@ class Plan(ABC):
     # -- Sinkhorn ------------------------------------------------------------
     @abstractmethod
     def sinkhorn_cols(self, f, marginals) -> np.ndarray:
-        """``g`` maximising the dual given ``f``: the column half-step (columns exact)."""
+        """``g`` maximising the dual given ``f``: the column half-step (columns exact).
+
+        ``g = col_exponent * (reg log b - softmin_i(C_ij - f_i))`` with the
+        exponent of ``marginals`` (1 for exact marginals).
+        """
 
     @abstractmethod
     def sinkhorn_step(self, f, g, marginals) -> SinkhornStep:
-        """Measure the iterate ``(f, g)`` (columns exact) and prepare the next iteration."""
+        """Measure the iterate ``(f, g)`` (columns exact) and prepare the next iteration.
+
+        The row half-step is ``f <- row_exponent * (reg log a - softmin_j(C_ij - g_j))``.
+        """
 
     # -- Newton --------------------------------------------------------------
     def new_point(self, quota: int) -> PlanPoint:
