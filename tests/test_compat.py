@@ -323,7 +323,7 @@ def test_bad_arguments_are_refused_naming_them():
     C = np.ones((2, 2))
     with pytest.raises(ValueError, match=r"^b: weights must be non-negative"):
         snsot.sinkhorn([0.5, 0.5], [1.5, -0.5], C, 0.1)
-    with pytest.raises(ValueError, match=r"^reg: must be a positive finite number"):
+    with pytest.raises(ValueError, match=r"^reg: must be a positive"):
         snsot.sinkhorn([], [], C, 0.0)  # POT returns NaN and warns here; see README
     with pytest.raises(ValueError, match=r"^method: unknown method 'new_method'"):
         snsot.sinkhorn([], [], C, 0.1, method="new_method")
@@ -331,7 +331,7 @@ def test_bad_arguments_are_refused_naming_them():
         snsot.sinkhorn([], [], C, 0.1, method=None)
     with pytest.raises(ValueError, match=r"^numItermax: must be a positive integer"):
         snsot.sinkhorn([], [], C, 0.1, numItermax=0)
-    with pytest.raises(ValueError, match=r"^stopThr: must be a finite number >= 0"):
+    with pytest.raises(ValueError, match=r"^stopThr: must be a .*number >= 0"):
         snsot.sinkhorn([], [], C, 0.1, stopThr=-1e-9)
     with pytest.raises(ValueError, match=r"^a: "):
         snsot.sinkhorn(1.0, [0.5, 0.5], C, 0.1)
