@@ -56,7 +56,7 @@ def _calls_sinkhorn(item) -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    here = __file__.rsplit("/", 1)[0]
+    here = __file__.rsplit("/", 1)[0] + "/"
     kept, dropped = [], []
     for item in items:
         if not str(item.fspath).startswith(here):
@@ -130,7 +130,7 @@ def _is_numpy_input(x) -> bool:
 @pytest.fixture(autouse=True)
 def snsot_substituted(request, monkeypatch):
     """Patch POT's public sinkhorn names with snsot's inside tests of this folder."""
-    if not str(request.node.fspath).startswith(__file__.rsplit("/", 1)[0]):
+    if not str(request.node.fspath).startswith(__file__.rsplit("/", 1)[0] + "/"):
         yield
         return
     calls = []
