@@ -11,13 +11,15 @@ import warnings
 import numpy as np
 import ot
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.special import logsumexp
 
 import snsot
 from snsot.compat import POT_METHODS, SINKHORN2_METHODS
 
 from checks import pot_plan
-from strategies import make_problem
+from strategies import PROPERTY, make_problem, problems
 
 
 @pytest.fixture(scope="module")
@@ -382,3 +384,20 @@ def test_several_large_histograms_batched_give_the_looped_costs(monkeypatch):
     looped = [snsot.sinkhorn2(a, B[:, k], M, 0.05, stopThr=1e-12) for k in range(3)]
     np.testing.assert_allclose(values, looped, rtol=1e-10)
     assert [res.converged for res in log["result"]] == [True] * 3
+
+
+@settings(PROPERTY, max_examples=15)
+@given(problem=problems(max_size=25), method=st.sampled_from(POT_METHODS))
+def test_any_problem_any_pot_method_gives_pots_plan_and_scalings_that_rebuild_it(problem, method):
+    # rectangular, zero-mass bins, total masses other than 1, reg in [1e-2, 1]
+    p = problem
+    P_pot = pot_plan(p.C, p.a, p.b, p.reg)
+    P, log = snsot.sinkhorn(p.a, p.b, p.C, p.reg, method=method, stopThr=1e-11 * p.a.sum(), log=True)
+    assert np.abs(P - P_pot).sum() < 1e-8 * p.a.sum()
+    if "u" in log:
+        with np.errstate(under="ignore"):
+            rebuilt = log["u"][:, None] * np.exp(-p.C / p.reg) * log["v"][None, :]
+        np.testing.assert_allclose(rebuilt, P, rtol=1e-9, atol=1e-300)
+    if "alpha" in log:
+        rebuilt = np.exp((log["alpha"][:, None] + log["beta"][None, :] - p.C) / p.reg)
+        np.testing.assert_allclose(rebuilt, P, rtol=1e-9, atol=1e-300)
