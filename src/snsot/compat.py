@@ -83,8 +83,9 @@ def sinkhorn(a, b, M, reg, method="sinkhorn", numItermax=1000, stopThr=1e-9, ver
     numItermax : int
         Iteration cap (snsot's ``max_iter``: Sinkhorn and Newton steps together).
     stopThr : float
-        Tolerance on the marginal error (snsot's ``tol``, the L1 error of both
-        marginals). ``0`` runs exactly ``numItermax`` Sinkhorn iterations, as POT does.
+        Tolerance on the L1 error of both marginals: snsot's ``tol``, with the
+        meaning :func:`snsot.solve` gives it (POT's ``stopThr`` is the L2 error of
+        one marginal). ``0`` runs exactly ``numItermax`` Sinkhorn iterations, as POT does.
     verbose : bool
         Print POT's iteration table (iteration, error) after the solve.
     log : bool
