@@ -371,7 +371,7 @@ def _print_report(r, written):
 
 
 def _demo_row(problem, name, res, budget):
-    stopped = "stopped by the callback" in res.message
+    stopped = res.status == "callback"
     return {
         "problem": problem,
         "method": name,
