@@ -186,14 +186,16 @@ def check_options(options: dict) -> dict:
     return {name: check(name, value) for name, value in options.items()}
 
 
-def real_array(x, name: str, *, what: str = "values", dtype=np.float64) -> np.ndarray:
+def real_array(x, name: str, *, what: str = "values", dtype=np.float64, reject_nan: bool = True) -> np.ndarray:
     """``x`` as a real ``dtype`` array, or an error naming ``name``.
 
     Refuses what ``np.asarray(x, dtype=float)`` would silently mangle or
     fail on obscurely: complex values (numpy drops the imaginary part with
     only a warning), strings (numeric strings would be parsed), object
-    arrays, ragged lists, and NaN. Infinities are left to the caller (a
-    cost may be ``+inf``; weights may not).
+    arrays, ragged lists, and (unless ``reject_nan=False``, for callers
+    whose own range check reports it) NaN. Infinities are left to the
+    caller (a cost may be ``+inf``; weights may not). ``dtype=None`` keeps
+    a real floating dtype (e.g. float32) and makes anything else float64.
 
     Raises
     ------
@@ -205,13 +207,15 @@ def real_array(x, name: str, *, what: str = "values", dtype=np.float64) -> np.nd
     try:
         raw = np.asarray(x)
     except (TypeError, ValueError) as exc:  # ragged nesting under numpy >= 1.24
-        raise ValueError(f"{name}: {what} must form a rectangular numeric array ({exc})") from None
+        raise ValueError(f"{name}: {what} must be a rectangular numeric array ({exc})") from None
     if np.iscomplexobj(raw):
         raise ArgumentTypeError(f"{name}: {what} must be real; got a complex array")
     if raw.dtype == object or not (np.issubdtype(raw.dtype, np.number) or raw.dtype == bool):
         raise ArgumentTypeError(f"{name}: {what} must be numeric; got dtype {raw.dtype}")
+    if dtype is None:
+        dtype = raw.dtype if raw.dtype.kind == "f" else np.float64
     out = np.asarray(raw, dtype=dtype)
-    if out.size and np.isnan(out.min() if out.dtype.kind == "f" else 0.0):
+    if reject_nan and out.size and np.isnan(out.min() if out.dtype.kind == "f" else 0.0):
         index = np.unravel_index(int(np.flatnonzero(np.isnan(out.ravel()))[0]), out.shape)
         index = int(index[0]) if len(index) == 1 else tuple(int(i) for i in index)
         raise ValueError(f"{name}: {what} must not be NaN; found nan at index {index}")

@@ -67,6 +67,21 @@ def dual_value(problem: OTProblem, f, g, plan_total: float) -> float:
     return float(problem.a @ f + problem.b @ g - problem.reg * plan_total)
 
 
+def plan_cost(C: np.ndarray, P: np.ndarray) -> float:
+    """``<C, P>`` in float64, with ``+inf * 0 = 0`` on forbidden pairs.
+
+    A ``+inf`` cost forbids a pair and the plan is exactly 0 there
+    (``exp(-inf) = 0``), but ``inf * 0`` is NaN in IEEE arithmetic; the
+    masked sum runs only when the plain one came out non-finite.
+    """
+    cost = float(np.vdot(C, P)) if C.dtype == np.float64 else float(np.einsum("ij,ij->", C, P, dtype=np.float64))
+    if not np.isfinite(cost):
+        forbidden = np.isinf(C)
+        if forbidden.any() and not P[forbidden].any():
+            cost = float(np.einsum("ij,ij->", np.where(forbidden, 0.0, C), P, dtype=np.float64))
+    return cost
+
+
 def finalize(problem: OTProblem, f, g, *, method, tol, status, recorder, n_sinkhorn, n_newton,
              out=None) -> OTResult:
     """Build the :class:`OTResult` from final potentials, measuring everything on the plan itself.
@@ -79,9 +94,7 @@ def finalize(problem: OTProblem, f, g, *, method, tol, status, recorder, n_sinkh
     r, c = P.sum(axis=1), P.sum(axis=0)
     err = float(np.abs(r - problem.a).sum() + np.abs(c - problem.b).sum())
     total = float(r.sum())
-    cost = float(np.vdot(problem.C, P)) if problem.C.dtype == np.float64 else float(
-        np.einsum("ij,ij->", problem.C, P, dtype=np.float64)
-    )
+    cost = plan_cost(problem.C, P)
     converged = bool(np.isfinite(err) and err < tol)
     if converged:
         status = "success"
