@@ -20,6 +20,8 @@ def lp_feasible(C, a, b) -> bool:
     """Whether some plan with marginals a, b is zero wherever C is +inf (an LP, solved by HiGHS)."""
     n, m = C.shape
     allowed = np.flatnonzero(np.isfinite(C).ravel())
+    if allowed.size == 0:
+        return a.sum() == 0 and b.sum() == 0
     rows, cols = np.unravel_index(allowed, (n, m))
     A = np.zeros((n + m, allowed.size))
     A[rows, np.arange(allowed.size)] = 1.0

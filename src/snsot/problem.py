@@ -71,22 +71,23 @@ def _as_weights(w, name: str, size: int) -> np.ndarray:
     return w
 
 
-def _check_cost(C: np.ndarray) -> tuple[float, float]:
-    """``(min, max)`` of the finite entries of ``C``; an error naming ``C`` for NaN or ``-inf``.
+def _check_cost(C: np.ndarray) -> tuple[float, float, bool]:
+    """``(min, max)`` of the finite entries of ``C`` and whether a pair is forbidden;
+    an error naming ``C`` for NaN or ``-inf``.
 
     ``+inf`` marks a forbidden pair; negative costs are allowed (the solve
     shifts them, see :attr:`OTProblem.cost_offset`).
     """
-    lo, hi = float(C.min()), float(C.max())
+    lo, hi = float(C.min()), float(C.max())  # the only two passes over a valid C
     if np.isfinite(lo) and np.isfinite(hi):
-        return lo, hi
+        return lo, hi, False
     bad = np.isnan(C) | (C == -np.inf)
     if bad.any():
         raise ValueError(f"C: cost must be finite or +inf (a forbidden pair); {_first_bad(C, bad)}")
     finite = C[np.isfinite(C)]
     if finite.size == 0:
         raise ValueError("C: every cost is +inf, so every pair is forbidden and nothing can be transported")
-    return float(finite.min()), float(finite.max())
+    return float(finite.min()), float(finite.max()), True
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,7 +151,7 @@ class OTProblem:
         if C.shape[0] == 0 or C.shape[1] == 0:
             raise ValueError(f"C: cost must be non-empty; got shape {C.shape}")
         C = np.ascontiguousarray(C, dtype=np.float32 if C.dtype == np.float32 else np.float64)
-        cost_range = _check_cost(C)
+        *cost_range, forbidden = _check_cost(C)
 
         n, m = C.shape
         a = _as_weights(a, "a", n)
@@ -173,8 +174,8 @@ class OTProblem:
         object.__setattr__(self, "a", a)
         object.__setattr__(self, "b", b)
         object.__setattr__(self, "reg", reg)
-        self.__dict__["cost_range"] = cost_range
-        if not np.isfinite(C.max()):
+        self.__dict__["cost_range"] = tuple(cost_range)
+        if forbidden:
             check_feasible(C, a, b)
 
     @functools.cached_property
