@@ -87,7 +87,9 @@ def pairwise(x, y=None, metric="sqeuclidean") -> np.ndarray:
         raise ValueError(f"y: points have dimension {y.shape[1]} but x has {x.shape[1]}")
     if isinstance(metric, float):
         D = cdist(x, y, "euclidean")
-        return _check_overflow(D**metric if metric != 1.0 else D, x, y)
+        with np.errstate(over="ignore"):  # an overflow is reported by _check_overflow, naming x and y
+            D = D**metric if metric != 1.0 else D
+        return _check_overflow(D, x, y)
     D = cdist(x, y, metric)
     return _check_overflow(np.maximum(D, 0.0), x, y)  # sqeuclidean can round to -0.0
 
