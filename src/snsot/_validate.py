@@ -64,9 +64,10 @@ class Rule:
     choices: tuple = ()
 
     def describe(self) -> str:
-        """The rule in words, for the message: ``"a number in (0, 1]"``."""
+        """The rule in words, for the message: ``"in (0, 1]"``, ``"a number > 1"``, ``"'auto' or 'dense'"``."""
         if self.kind == "choice":
-            return "one of " + ", ".join(_show(c) for c in self.choices)
+            shown = [_show(c) for c in self.choices]
+            return ", ".join(shown[:-1]) + " or " + shown[-1] if len(shown) > 1 else shown[0]
         if self.kind == "callable":
             return "callable"
         if self.kind == "bool":
@@ -81,7 +82,7 @@ class Rule:
             text = f"{noun} {'>' if self.low_open else '>='} {lo:g}"
         else:
             left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-            text = f"{noun} in {left}{lo:g}, {hi:g}{right}"
+            text = f"{'' if self.kind == 'real' else 'an integer '}in {left}{lo:g}, {hi:g}{right}"
         return text + (" or None" if self.optional else "")
 
 
@@ -107,7 +108,7 @@ RULES: dict[str, Rule] = {
     "n_warmup": Rule("int", low=0, optional=True),
     "sparsity": Rule("real", low=0, high=1, low_open=True, optional=True),
     "kappa": _positive(),
-    "switch_horizon": _positive("int", optional=True),
+    "switch_horizon": Rule("int", low=0, optional=True),
     "max_row_entries": _positive("int", optional=True),
     "max_cg": _positive("int"),
     # POT's names (snsot.sinkhorn)
