@@ -53,6 +53,8 @@ class Rule:
         ``None`` is allowed (it means "the default").
     choices : tuple
         Allowed values of a ``"choice"``.
+    words : str
+        The rule in words, when the generated wording will not do.
     """
 
     kind: str
@@ -62,14 +64,17 @@ class Rule:
     high_open: bool = False
     optional: bool = False
     choices: tuple = ()
+    words: str = ""
 
     def describe(self) -> str:
         """The rule in words, for the message: ``"in (0, 1]"``, ``"a number > 1"``, ``"'auto' or 'dense'"``."""
+        if self.words:
+            return self.words + (" or None" if self.optional else "")
         if self.kind == "choice":
             shown = [_show(c) for c in self.choices]
             return ", ".join(shown[:-1]) + " or " + shown[-1] if len(shown) > 1 else shown[0]
         if self.kind == "callable":
-            return "callable"
+            return "a callable" + (" or None" if self.optional else "")
         if self.kind == "bool":
             return "True or False"
         noun = "a number" if self.kind == "real" else "an integer"
@@ -107,10 +112,11 @@ RULES: dict[str, Rule] = {
     "eps_factor": Rule("real", low=1, low_open=True),
     "n_warmup": Rule("int", low=0, optional=True),
     "sparsity": Rule("real", low=0, high=1, low_open=True, optional=True),
-    "kappa": _positive(),
+    "kappa": Rule("real", low=0, low_open=True, words="a number > 0"),
     "switch_horizon": Rule("int", low=0, optional=True),
-    "max_row_entries": _positive("int", optional=True),
-    "max_cg": _positive("int"),
+    "max_row_entries": Rule("int", low=1, optional=True),
+    "max_cg": Rule("int", low=1),
+    "direction": Rule("callable", optional=True),
     # POT's names (snsot.sinkhorn)
     "numItermax": _positive("int", optional=True),
     "stopThr": Rule("real", low=0),
@@ -153,7 +159,7 @@ def check(name: str, value, rule: Rule | None = None):
     if rule.kind == "callable":
         if callable(value):
             return value
-        raise ArgumentTypeError(f"{name}: must be callable; got {_show(value)} of type {type(value).__name__}")
+        raise ArgumentTypeError(f"{name}: must be {rule.describe()}; got {_show(value)} of type {type(value).__name__}")
     if rule.kind == "bool":
         if _is_bool(value):
             return bool(value)
