@@ -111,3 +111,22 @@ def test_weights_of_a_plan_on_the_allowed_pairs_are_never_refused(n, m, seed, fo
         return
     P /= P.sum()
     check_feasible(np.where(allowed, 0.5, inf), P.sum(axis=1), P.sum(axis=0))
+
+
+def test_scattered_forbidden_pairs_are_certified_and_a_dense_pattern_goes_to_the_flow(monkeypatch):
+    # both routes give the LP's answer; the cheap bound must never certify an infeasible pattern
+    import snsot._feasibility as feas
+
+    calls = []
+    real = feas.maximum_flow
+    monkeypatch.setattr(feas, "maximum_flow", lambda *args, **kw: calls.append(1) or real(*args, **kw))
+    rng = np.random.default_rng(0)
+    n = 40
+    a = np.full(n, 1.0 / n)
+    scattered = np.where(rng.random((n, n)) < 0.05, inf, 1.0)
+    np.fill_diagonal(scattered, 1.0)
+    check_feasible(scattered, a, a)
+    assert calls == []  # certified without a flow
+    banded = np.where(np.abs(np.subtract.outer(np.arange(n), np.arange(n))) <= 1, 1.0, inf)
+    check_feasible(banded, a, a)  # a band carries uniform weights (the diagonal alone does)
+    assert calls == [1] and lp_feasible(banded, a, a)
