@@ -200,12 +200,17 @@ class OTProblem:
         return min(self.cost_range[0], 0.0)
 
     def shifted(self) -> "OTProblem":
-        """The problem on ``C - cost_offset``, whose finite costs are non-negative (``self`` if no shift)."""
+        """The problem on ``C - cost_offset``, whose finite costs are non-negative (``self`` if no shift).
+
+        The shifted cost is float64 even for a float32 ``C``, so that the shift is exact.
+        """
         offset = self.cost_offset
         if offset == 0:
             return self
         lo, hi = self.cost_range
-        p = _trusted(self.C - self.C.dtype.type(offset), self.a, self.b, self.reg)
+        # in float64: float32 - float32 rounds (to 6e-8 relative, i.e. a different
+        # problem), while two float32 values differ exactly in float64
+        p = _trusted(self.C.astype(np.float64) - offset, self.a, self.b, self.reg)
         p.__dict__["cost_range"] = (0.0, hi - lo)
         return p
 
