@@ -51,7 +51,9 @@ def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9
     Parameters
     ----------
     C : array_like, shape (n, m), or OTProblem
-        Cost matrix (finite, non-negative); float32 is kept as float32. An
+        Cost matrix; float32 is kept as float32. Negative entries are fine
+        (the solvers work on ``C - min C``; everything reported is for
+        ``C``); ``+inf`` forbids a pair (the plan is exactly 0 there). An
         :class:`~snsot.OTProblem` carries its own weights and ``reg``.
     a, b : array_like, shape (n,) and (m,), optional
         Weights (non-negative, equal totals); uniform when omitted.
@@ -90,7 +92,13 @@ def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9
     ------
     ValueError
         On invalid input (the message names the argument), an unknown
-        method or an unknown option.
+        method or an unknown option, or forbidden pairs that leave no
+        feasible plan (the message names ``C`` and the first offending row
+        or column). Every argument is checked before any solving, from the
+        rules in :data:`snsot._validate.RULES`.
+    TypeError
+        On an argument of the wrong type (also a ``ValueError``: see
+        :class:`snsot._validate.ArgumentTypeError`).
 
     Examples
     --------
