@@ -17,6 +17,7 @@ import numpy as np
 from .._kernels import thread_limit
 from ..problem import OTProblem, positive_float
 from ..result import ConvergenceWarning, OTResult
+from ._scale import solve_scaled
 from .sinkhorn import solve_sinkhorn
 from .sns import solve_sns
 
@@ -44,7 +45,8 @@ register("sinkhorn", solve_sinkhorn)
 
 
 def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9, max_iter: int | None = None,
-          init=None, callback=None, warn: bool = True, n_threads: int | None = None, **options) -> OTResult:
+          init=None, callback=None, warn: bool = True, n_threads: int | None = None, stop_at_floor: bool = True,
+          **options) -> OTResult:
     r"""Solve an entropic optimal transport problem.
 
     Parameters
@@ -61,7 +63,11 @@ def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9
         A name from :func:`available_methods`: ``"sns"`` (Sinkhorn-Newton-Sparse,
         default) or ``"sinkhorn"`` (log-domain Sinkhorn).
     tol : float
-        Stop when the L1 marginal error ``||P 1 - a||_1 + ||P^T 1 - b||_1 < tol``.
+        Relative tolerance: stop when the L1 marginal error
+        ``||P 1 - a||_1 + ||P^T 1 - b||_1 < tol * sum(a)``. The error itself
+        is reported absolute (:attr:`OTResult.marginal_error`). Weights of
+        any total mass (1e-300 to 1e300) are solved at unit mass internally
+        (an exact power-of-two rescaling) and the result mapped back.
     max_iter : int, optional
         Cap on iterations (Sinkhorn and Newton steps together).
     init : tuple (f, g), optional
@@ -75,7 +81,18 @@ def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9
     n_threads : int, optional
         Threads for the kernels. Default: all of numba's threads for costs of
         at least :data:`snsot._kernels.PARALLEL_MIN_SIZE` (2**20) entries, one
-        below that, where a pass is too short to repay thread hand-offs.
+        below that, where a pass is too short to repay thread hand-offs. On
+        one thread the kernels run a serial build that releases the GIL, so
+        independent solves in a thread pool run in parallel. In a process
+        forked after import (a ``multiprocessing`` fork pool), and off the
+        main thread under numba's ``workqueue`` layer, kernels always run
+        serially (there a parallel kernel would abort the process).
+    stop_at_floor : bool
+        Stop, with ``converged=False`` and a message saying so, when the
+        marginal error has stalled at its round-off floor above ``tol``
+        (no new low for 100 Sinkhorn-equivalent iterations while already
+        below ``eps * sum(a) * sqrt(n m)``). False runs to ``max_iter``
+        (e.g. to run exactly ``max_iter`` iterations).
     **options
         Solver-specific options (see :func:`snsot.solvers.sns.solve_sns`).
 
@@ -115,6 +132,8 @@ def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9
             f"{unknown[0]}: not an option of method {method!r}; options: {', '.join(sorted(a for a in accepted if not a.startswith('_')))}"
         )
     tol = positive_float(tol, "tol")
+    if not isinstance(stop_at_floor, (bool, np.bool_)):
+        raise ValueError(f"stop_at_floor: must be True or False; got {stop_at_floor!r}")
     if max_iter is None:
         max_iter = DEFAULT_MAX_ITER[method]
     elif isinstance(max_iter, (bool, np.bool_)) or not (
@@ -133,13 +152,14 @@ def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9
     if n_threads is not None and not (isinstance(n_threads, (int, np.integer)) and n_threads >= 1):
         raise ValueError(f"n_threads: must be a positive integer; got {n_threads!r}")
     with thread_limit(sub.C.size, n_threads):
-        res = solver(sub, tol=tol, max_iter=max_iter, init=init, callback=callback, **options)
+        res = solve_scaled(solver, sub, tol=tol, stop_at_floor=bool(stop_at_floor), max_iter=max_iter, init=init,
+                           callback=callback, **options)
     if not full:
         res = _embed(res, problem, rows, cols)
     if warn and not res.converged:
         warnings.warn(
             f"{method}: stopped after {res.n_iter} iterations with marginal error "
-            f"{res.marginal_error:.3g} >= tol {tol:g} ({res.message})",
+            f"{res.marginal_error:.3g} >= tol {tol:g} x mass {problem.mass:.3g} ({res.message})",
             ConvergenceWarning,
             stacklevel=2,
         )
