@@ -139,8 +139,12 @@ def parallel_kernel(fastmath=False):
 
     def decorate(func):
         with _cache_dir():
-            parallel = njit(parallel=True, nogil=True, fastmath=fastmath, cache=CACHE)(func)
-            serial = njit(nogil=True, fastmath=fastmath, cache=CACHE)(_renamed(func, "__serial"))
+            # error_model="numpy": a division by zero gives inf/NaN (which callers
+            # check for) in both builds, as parallel loops always do, instead
+            # of raising ZeroDivisionError in the serial build only.
+            options = dict(nogil=True, fastmath=fastmath, cache=CACHE, error_model="numpy")
+            parallel = njit(parallel=True, **options)(func)
+            serial = njit(**options)(_renamed(func, "__serial"))
 
         @functools.wraps(func)
         def run(*args):

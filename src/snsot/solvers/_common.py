@@ -76,7 +76,8 @@ class Recorder:
             if self.callback(len(self.error), stage, error, objective):
                 return True
         if stall:
-            self.stalled = self._best if watch is None else watch.to_caller(self._best, 0.0, self.reg)[0]
+            lowest = min(self.error)
+            self.stalled = float(watch.to_caller(lowest, 0.0, self.reg)[0])
             return True
         return False
 
