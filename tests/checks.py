@@ -109,9 +109,10 @@ def check_result(res, C, a=None, b=None, tol=None, *, reg=None, method=None, pla
     err = marginal_error(P, a, b)
     mass = a.sum()
     assert abs(err - res.marginal_error) <= 1e-9 * err + 1e-14 * mass, (err, res.marginal_error)
-    assert res.converged == bool(res.marginal_error < tol)
+    # tol is relative to the total mass
+    assert res.converged == bool(res.marginal_error < tol * mass)
     if res.converged:
-        assert err < tol * (1 + 1e-9) + 1e-14 * mass
+        assert err < tol * mass * (1 + 1e-9) + 1e-14 * mass
 
     # Cost and dual value by their formulas.
     cost = float((C64 * P).sum())
