@@ -90,7 +90,7 @@ def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9
     stop_at_floor : bool
         Stop, with ``converged=False`` and a message saying so, when the
         marginal error has stalled at its round-off floor above ``tol``
-        (no new low for 100 Sinkhorn-equivalent iterations while already
+        (no new low for 100 Sinkhorn iterations, or 4 Newton steps, while already
         below ``eps * sum(a) * sqrt(n m)``). False runs to ``max_iter``
         (e.g. to run exactly ``max_iter`` iterations).
     **options

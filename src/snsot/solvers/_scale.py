@@ -47,9 +47,10 @@ __all__ = ["solve_scaled", "stall_floor", "STALL_WINDOW", "NEWTON_WEIGHT", "Watc
 #: Iterations without a new low of the marginal error, near round-off, that end a solve.
 STALL_WINDOW = 100
 #: A Newton step counts as this many Sinkhorn iterations in :data:`STALL_WINDOW`
-#: (it costs a CG solve of tens of plan reads, and converges quadratically
-#: where it works: ten steps without progress near round-off mean none will come).
-NEWTON_WEIGHT = 10
+#: (four steps): near round-off it costs a CG solve run to its cap (seconds
+#: at n = 2000), and where Newton works it converges quadratically, so four
+#: steps without progress at the round-off scale mean none will come.
+NEWTON_WEIGHT = 25
 #: A new low must beat the previous one by this factor to count as progress
 #: (round-off noise keeps setting new lows by hair-widths).
 _PROGRESS = 0.99
