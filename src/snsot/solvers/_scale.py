@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..problem import OTProblem, _trusted
-from ..result import OTResult
+from ..result import STATUS_MESSAGES, OTResult
 
 __all__ = ["solve_scaled", "stall_floor", "STALL_WINDOW", "NEWTON_WEIGHT", "Watch", "current_watch"]
 
@@ -136,18 +136,27 @@ def solve_scaled(solver, problem: OTProblem, *, tol: float, stop_at_floor: bool 
 
 def _to_caller_units(res: OTResult, problem: OTProblem, e: int) -> None:
     """Map a unit-mass result back to weights ``2**e`` times larger (in place)."""
-    was_converged = res.converged
-    P = np.ldexp(res.plan, e, out=res.plan) if res.plan.dtype == np.float64 else np.ldexp(res.plan, e)
+    plan = res.plan
+    if not isinstance(plan, np.ndarray):  # a scipy.sparse plan (CSR)
+        plan = plan.copy()
+        np.ldexp(plan.data, e, out=plan.data)
+        row, col = np.asarray(plan.sum(axis=1)).ravel(), np.asarray(plan.sum(axis=0)).ravel()
+    else:
+        plan = np.ldexp(plan, e, out=plan if plan.dtype == np.float64 else None)
+        row, col = plan.sum(axis=1), plan.sum(axis=0)
     h = 0.5 * problem.reg * e * math.log(2.0)
     f, g = res.potentials
-    res.plan, res.potentials = P, (f + h, g + h)
+    res.plan, res.potentials = plan, (f + h, g + h)
     res.cost = math.ldexp(res.cost, e)
     res.objective = math.ldexp(res.objective, e) + problem.reg * e * math.log(2.0) * problem.mass
-    # Measured on the plan returned: equal to 2**e times the unit-mass error
-    # unless entries under- or overflowed on the way back.
-    err = float(np.abs(P.sum(axis=1) - problem.a).sum() + np.abs(P.sum(axis=0) - problem.b).sum())
+    # 2**e times the unit-mass error (which may include a bound for mass
+    # outside a sparse plan's support), unless entries under- or overflowed
+    # on the way back: then the error measured on the plan returned is larger.
+    measured = float(np.abs(row - problem.a).sum() + np.abs(col - problem.b).sum())
+    err = max(math.ldexp(res.marginal_error, e), measured) if np.isfinite(measured) else measured
     res.marginal_error = err
+    was_converged = res.converged
     res.converged = bool(np.isfinite(err) and err < res.tol * problem.mass)
     if was_converged and not res.converged:
-        res.message = (f"the plan met tol at unit mass, but at total mass {problem.mass:.3g} its entries "
-                       "underflow or overflow float64: the returned plan misses tol")
+        res.status = "underflow"
+        res.message = f"{STATUS_MESSAGES['underflow']} ({problem.mass:.3g}): the returned plan misses tol"
