@@ -93,3 +93,16 @@ def test_a_tol_of_1e_16_at_n_2000_stops_on_the_stall_rule():
     res = snsot.solve(C, reg=0.01, tol=1e-16, warn=False)
     assert not res.converged and "round-off floor" in res.message
     assert res.n_iter < 1_000
+
+
+def test_history_maps_a_unit_mass_run_to_the_callers_units_even_without_a_stage_reg():
+    # weights 2**2 times those the solver saw: errors scale by 4, dual values by 4 plus reg * log(4) * mass
+    with _watching(Watch(exponent=2, mass=4.0, reg=0.5)):
+        rec = Recorder()
+    rec(1.0, 1.0, STAGE_SINKHORN)  # rec.reg never set by this "solver": the problem's reg applies
+    rec.reg = 0.25
+    rec(0.5, 2.0, STAGE_SINKHORN)
+    h = rec.history()
+    np.testing.assert_allclose(h.marginal_error, [4.0, 2.0])
+    np.testing.assert_allclose(h.objective, [4.0 + 0.5 * np.log(4.0) * 4.0, 8.0 + 0.25 * np.log(4.0) * 4.0])
+    assert rec.error == [1.0, 0.5]  # the solver reads back its own units

@@ -80,12 +80,14 @@ class Watch:
     exponent: int = 0
     mass: float = 1.0
     floor: float | None = None
+    reg: float = float("nan")  # the problem's; for iterates whose solver did not say theirs
 
     def to_caller(self, error, objective, reg):
         """Marginal errors and dual values (at regularisation ``reg``) in the caller's units (floats or arrays)."""
         if self.exponent == 0:
             return error, objective
         e = self.exponent
+        reg = np.where(np.isnan(reg), self.reg, reg)
         return np.ldexp(error, e), np.ldexp(objective, e) + reg * e * math.log(2.0) * self.mass
 
 
@@ -125,7 +127,7 @@ def solve_scaled(solver, problem: OTProblem, *, tol: float, stop_at_floor: bool 
             init = (init[0] - h, init[1] - h)
     else:
         scaled = problem
-    watch = Watch(exponent=e, mass=mass, floor=stall_floor(scaled) if stop_at_floor else None)
+    watch = Watch(exponent=e, mass=mass, floor=stall_floor(scaled) if stop_at_floor else None, reg=problem.reg)
     with _watching(watch):
         res = solver(scaled, tol=tol * scaled.mass, init=init, **kwargs)
     res.tol = tol
