@@ -174,6 +174,8 @@ def _drop_in(a, b, M, reg, name, numItermax, stopThr, verbose, log, warn, warmst
     many = b is not None and b.ndim == 2
     columns = [b[:, j] for j in range(b.shape[1])] if many else [b]
     inits = _warm_starts(warmstart, name, reg, n, m, len(columns) if many else None)
+    if exact:  # POT runs every iteration asked for: no stop on an error stalled at round-off
+        options = {**options, "stop_at_floor": False}
     results = _solve_columns(M, a, columns, inits, reg=reg, method=method, tol=tol, max_iter=max_iter,
                              exact=exact, options=options)
 
