@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -332,11 +333,12 @@ def solve_batch(C, A=None, B=None, *, reg, method: str = "sns", tol: float = 1e-
         size = chunk_size_for(k, eng.n_workers, n * m, eng.name, chunk_size)
         records = np.full((k, len(RECORD_FIELDS)), np.nan)
         extras = [None] * k if keep != "none" else None
-        for chunk, recs, ext in run_chunks(eng, work, rows, size):
-            records[chunk[:, 1]] = recs
-            if extras is not None:
-                for r, idx in enumerate(chunk[:, 1]):
-                    extras[idx] = ext[r]
+        with closing(run_chunks(eng, work, rows, size)) as results:
+            for chunk, recs, ext in results:
+                records[chunk[:, 1]] = recs
+                if extras is not None:
+                    for r, idx in enumerate(chunk[:, 1]):
+                        extras[idx] = ext[r]
     finally:
         if owned:
             eng.close()
