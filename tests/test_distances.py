@@ -211,7 +211,7 @@ def test_dask_gives_the_identical_matrix(dask_client):
     threads = snsot.distances(X, reg=REG, value="divergence")
     D, info = snsot.distances(X, reg=REG, value="divergence", engine="dask", client=dask_client, chunk_size=2,
                               return_info=True)
-    np.testing.assert_array_equal(D, threads)
+    np.testing.assert_allclose(D, threads, rtol=0, atol=1e-15)  # see the killed-worker test on round-off
     assert info.engine == "dask" and info.n_workers == 2
     out = snsot.solve_batch(snsot.costs.grid(SHAPE), normalised(X), normalised(X)[::-1], reg=REG, engine="dask",
                             client=dask_client)
@@ -235,5 +235,6 @@ def test_dask_survives_a_killed_worker(dask_client):
     D, info = snsot.distances(X, reg=REG, engine="dask", client=dask_client, chunk_size=1, progress=kill_one,
                               return_info=True)
     assert killed
-    np.testing.assert_array_equal(D, expected)
+    # identical up to round-off: numpy's BLAS may use other thread counts in a worker (2e-17 seen on MNIST)
+    np.testing.assert_allclose(D, expected, rtol=0, atol=1e-15)
     assert info.n_solved == info.n_solves == 55  # every pair once in the matrix, none lost
