@@ -11,6 +11,7 @@ import argparse
 import glob
 import json
 import sys
+from fractions import Fraction
 
 import numpy as np
 
@@ -46,6 +47,14 @@ def _files(patterns):
     return paths
 
 
+def _number(text):
+    """A float written as a decimal or a fraction such as 1/1200 (its sign and size are checked later)."""
+    try:
+        return float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number such as 1e-3 or 1/1200; got {text!r}") from None
+
+
 def _write_files(out, paths):
     """The input files in row order, beside the matrix (written once the out file is known to be ours)."""
     with open(out + ".files.txt", "w") as fh:
@@ -55,7 +64,8 @@ def _write_files(out, paths):
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="+", metavar="FILES_OR_GLOB", help="image or .npy histogram files, or quoted globs")
     p.add_argument("--out", required=True, metavar="D.npy", help="the (k, k) matrix, written as results arrive")
-    p.add_argument("--reg", type=float, default=1e-3, help="entropic regularisation (default 1e-3)")
+    p.add_argument("--reg", type=_number, default=1e-3, help="entropic regularisation, e.g. 1e-3 or 1/1200 "
+                   "(default 1e-3; pixels span [0, 1] per axis)")
     p.add_argument("--value", choices=VALUES, default="cost",
                    help="cost <C, P> (default), the entropic objective, or the Sinkhorn divergence")
     p.add_argument("--cost", default="sqeuclidean", metavar="METRIC",
