@@ -158,14 +158,33 @@ class DaskEngine:
 
         # One copy of the shared data per worker, sent once; tasks receive it by reference.
         [data_future] = self.client.scatter([data], broadcast=True, hash=False)
+        run_id = time.monotonic_ns()
         futures = {}
-        for k, chunk in enumerate(chunks):
+
+        def submit(k, chunk):
             fut = self.client.submit(task, data_future, chunk, retries=self.retries, pure=False,
-                                     key=f"snsot-chunk-{k}-{time.monotonic_ns()}")
+                                     key=f"snsot-chunk-{run_id}-{k}")
             futures[fut] = k
+            return fut
+
+        # A bounded number of tasks in flight (4 per worker thread): the scheduler stays
+        # small on long runs, and an interrupt has little to cancel.
+        it = iter(enumerate(chunks))
+        limit = 4 * self.n_workers
+        first = []
+        for k, chunk in it:
+            first.append(submit(k, chunk))
+            if len(first) >= limit:
+                break
+        queue = as_completed(first)
         try:
-            for fut in as_completed(futures):
-                yield futures[fut], fut.result()
+            for fut in queue:
+                k = futures.pop(fut)
+                result = fut.result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    queue.add(submit(*nxt))
+                yield k, result
         finally:
             self.client.cancel(list(futures))
             self.client.cancel([data_future])
