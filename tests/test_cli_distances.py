@@ -65,3 +65,42 @@ def test_bad_input_is_one_line_with_status_2(folder, args, message):
     proc = run(args + ["--reg", "0.02"], path)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_finished_pairs_and_resume_completes(tmp_path):
+    import signal
+    import time
+
+    rng = np.random.default_rng(1)
+    pixels = (rng.random((12, 8, 8)) * 255).astype(np.uint8) + 1
+    for k in range(12):
+        PIL.fromarray(pixels[k]).save(tmp_path / f"d{k:02d}.png")
+    args = ["d*.png", "--reg", "0.005", "--out", "D.npy", "--n-jobs", "2", "-q"]
+    proc = subprocess.Popen([sys.executable, "-m", "snsot", "distances", *args], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    table = tmp_path / "D.npy.solves.npy"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if table.exists():
+            try:
+                if (np.load(table, mmap_mode="r")[:, 0] == 1).sum() >= 3:
+                    break
+            except ValueError:  # header not written yet
+                pass
+        time.sleep(0.05)
+    if proc.poll() is not None:
+        pytest.skip("the run finished before it could be interrupted")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the interrupt arrived")
+    assert proc.returncode == 130, err
+    assert "--resume" in err
+    done = int((np.load(table)[:, 0] == 1).sum())
+    assert 3 <= done < 78
+    resumed = run(args[:-1] + ["--resume", "--json"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["solved_now"] == 78 - done
+    expected = snsot.distances(pixels.astype(float), reg=0.005)
+    np.testing.assert_allclose(np.load(tmp_path / "D.npy"), expected, rtol=0, atol=1e-12)
