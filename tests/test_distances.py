@@ -238,3 +238,29 @@ def test_dask_survives_a_killed_worker(dask_client):
     # identical up to round-off: numpy's BLAS may use other thread counts in a worker (2e-17 seen on MNIST)
     np.testing.assert_allclose(D, expected, rtol=0, atol=1e-15)
     assert info.n_solved == info.n_solves == 55  # every pair once in the matrix, none lost
+
+
+def test_divergence_between_different_supports_uses_their_self_costs():
+    rng = np.random.default_rng(13)
+    px, py = rng.random((9, 2)), rng.random((7, 2)) + 0.3
+    X, Y = rng.random((2, 9)) + 0.1, rng.random((3, 7)) + 0.1
+    D = snsot.distances(X, Y, points=(px, py), reg=REG, value="divergence")
+    X, Y = X / X.sum(1, keepdims=True), Y / Y.sum(1, keepdims=True)
+
+    def obj(p, q, a, b):
+        return snsot.solve(snsot.costs.pairwise(p, q), a, b, reg=REG).objective
+
+    for i in range(2):
+        for j in range(3):
+            expected = obj(px, py, X[i], Y[j]) - 0.5 * obj(px, px, X[i], X[i]) - 0.5 * obj(py, py, Y[j], Y[j])
+            assert abs(D[i, j] - expected) <= 1e-10
+
+
+def test_docstring_examples_run():
+    import doctest
+    import importlib
+
+    # (snsot.distances is the function; the modules are reached by name)
+    for module in (importlib.import_module("snsot.batch"), importlib.import_module("snsot.distances")):
+        failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert attempted > 0 and failed == 0
