@@ -98,7 +98,8 @@ def test_not_converged_is_reported_per_problem():
     A = histograms(7, 2, 36)
     B = np.stack([A[0], histograms(8, 1, 36)[0] ** 6])
     B /= B.sum(axis=1, keepdims=True)
-    out = snsot.solve_batch(C, A, B, reg=1e-3, max_iter=5, method="sinkhorn")
+    with pytest.warns(snsot.ConvergenceWarning):
+        out = snsot.solve_batch(C, A, B, reg=1e-3, max_iter=5, method="sinkhorn")
     alone = [snsot.solve(C, A[k], B[k], reg=1e-3, max_iter=5, method="sinkhorn", warn=False) for k in range(2)]
     assert out.converged.tolist() == [r.converged for r in alone]
     assert not out.converged[1] and out.marginal_errors[1] >= 1e-9 and out.n_iter[1] == 5
@@ -144,3 +145,13 @@ def test_make_engine_rejects_a_non_client():
     pytest.importorskip("distributed")
     with pytest.raises(TypeError, match="client: expected a dask.distributed.Client"):
         make_engine("dask", client=42)
+
+
+def test_one_warning_when_some_problems_miss_tol():
+    C = snsot.costs.grid((6, 6))
+    A = histograms(9, 3, 36)
+    with pytest.warns(snsot.ConvergenceWarning, match="of 3 problems stopped"):
+        out = snsot.solve_batch(C, A, A[::-1], reg=1e-3, max_iter=2, method="sinkhorn")
+    assert not out.converged.all()
+    with pytest.warns(snsot.ConvergenceWarning, match="solves stopped"):
+        snsot.distances(A, C=C, reg=1e-3, max_iter=2, method="sinkhorn")

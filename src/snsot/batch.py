@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import math
 import time
+import warnings
 from contextlib import closing
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from ._engines import make_engine
 from .problem import MASS_RTOL, OTProblem, _require_finite_nonnegative, _trusted, positive_float
-from .result import OTResult
+from .result import ConvergenceWarning, OTResult
 from .solvers import DEFAULT_MAX_ITER, available_methods, solve
 
 __all__ = ["solve_batch", "BatchResult", "RECORD_FIELDS"]
@@ -157,6 +158,12 @@ def _solve_chunk(work: _Work, chunk: np.ndarray):
     return records, extras
 
 
+def warn_not_converged(count: int, total: int, tol: float, what: str) -> None:
+    """One ConvergenceWarning for a batch (``converged`` says which)."""
+    warnings.warn(f"{count} of {total} {what} stopped with a marginal error >= tol {tol:g} (see converged)",
+                  ConvergenceWarning, stacklevel=3)
+
+
 def chunk_size_for(total: int, workers: int, pair_entries: float, engine_name: str, chunk_size=None) -> int:
     """Problems per task: enough to amortise the engine's per-task overhead, few enough to balance.
 
@@ -229,7 +236,8 @@ def _as_stack(W, name: str, size: int) -> np.ndarray:
 
 def solve_batch(C, A=None, B=None, *, reg, method: str = "sns", tol: float = 1e-9, max_iter: int | None = None,
                 engine="threads", n_jobs: int | None = None, client=None, chunk_size: int | None = None,
-                return_potentials: bool = False, return_results: bool = False, **options) -> BatchResult:
+                return_potentials: bool = False, return_results: bool = False, warn: bool = True,
+                **options) -> BatchResult:
     r"""Solve many entropic transport problems, each to its own tolerance.
 
     Problem ``k`` is ``snsot.solve(C[k], A[k], B[k], reg=reg, ...)`` (or
@@ -263,6 +271,8 @@ def solve_batch(C, A=None, B=None, *, reg, method: str = "sns", tol: float = 1e-
         Problems per task (default: sized to the engine's overhead).
     return_potentials, return_results : bool
         Also keep each problem's potentials, or its full :class:`OTResult`.
+    warn : bool
+        Emit one :class:`~snsot.ConvergenceWarning` when some problems miss ``tol``.
 
     Returns
     -------
@@ -342,6 +352,9 @@ def solve_batch(C, A=None, B=None, *, reg, method: str = "sns", tol: float = 1e-
     finally:
         if owned:
             eng.close()
+    converged = records[:, 3] == 1
+    if warn and not converged.all():
+        warn_not_converged(int((~converged).sum()), k, tol, "problems")
     return BatchResult(costs=records[:, 0], objectives=records[:, 1], marginal_errors=records[:, 2],
                        converged=records[:, 3].astype(bool), n_iter=records[:, 4].astype(np.int64),
                        times=records[:, 5], time=time.perf_counter() - t0,

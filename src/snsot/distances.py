@@ -30,7 +30,7 @@ import numpy as np
 
 from . import costs as _costs
 from ._engines import make_engine
-from .batch import RECORD_FIELDS, _Work, check_method_options, chunk_size_for, run_chunks
+from .batch import RECORD_FIELDS, _Work, check_method_options, chunk_size_for, run_chunks, warn_not_converged
 from .problem import _require_finite_nonnegative, positive_float
 
 __all__ = ["distances", "DistanceInfo", "VALUES"]
@@ -386,7 +386,7 @@ class _Progress:
 def distances(X, Y=None, *, C=None, points=None, metric="sqeuclidean", reg, value: str = "cost",
               method: str = "sns", tol: float = 1e-9, max_iter: int | None = None, engine="threads",
               n_jobs: int | None = None, client=None, chunk_size: int | None = None, warm_start: bool = False,
-              out=None, resume: bool = True, progress=None, return_info: bool = False, **options):
+              out=None, resume: bool = True, progress=None, return_info: bool = False, warn: bool = True, **options):
     r"""Entropic transport values between every row of ``X`` and every row of ``Y``.
 
     Entry ``D[i, j]`` comes from ``snsot.solve(C, X[i], Y[j], reg=reg, ...)``
@@ -451,6 +451,8 @@ def distances(X, Y=None, *, C=None, points=None, metric="sqeuclidean", reg, valu
         callable ``progress(done, total)`` called as solves finish.
     return_info : bool
         Also return a :class:`DistanceInfo` (per-entry ``converged``, iterations, time).
+    warn : bool
+        Emit one :class:`~snsot.ConvergenceWarning` when some solves miss ``tol``.
 
     Returns
     -------
@@ -537,6 +539,9 @@ def distances(X, Y=None, *, C=None, points=None, metric="sqeuclidean", reg, valu
                 D.flush()
     else:
         n_workers = 0
+    missed = int(((table[:, 0] == 1) & (table[:, _CONV] != 1)).sum())
+    if warn and missed:
+        warn_not_converged(missed, len(rows), tol, "solves")
     if not return_info:
         return D
     return D, _info(table, layout, len(rows), n_solved, time.perf_counter() - t0,
