@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, ThreadPoolExecutor, wait
 from typing import Callable, Iterator, Sequence
 
 __all__ = ["ThreadEngine", "DaskEngine", "make_engine", "ENGINES", "default_workers"]
@@ -118,6 +118,8 @@ class DaskEngine:
     """
 
     name = "dask"
+    #: Reruns of a chunk whose shared data was lost with the workers holding it.
+    LOST_DATA_RETRIES = 3
 
     def __init__(self, client=None, n_jobs: int | None = None, retries: int = 2):
         try:
@@ -157,14 +159,15 @@ class DaskEngine:
         from distributed import as_completed
 
         # One copy of the shared data per worker, sent once; tasks receive it by reference.
-        [data_future] = self.client.scatter([data], broadcast=True, hash=False)
+        scattered = [self._scatter(data)]
         run_id = time.monotonic_ns()
-        futures = {}
+        futures, chunk_of, attempts = {}, {}, {}
 
         def submit(k, chunk):
-            fut = self.client.submit(task, data_future, chunk, retries=self.retries, pure=False,
-                                     key=f"snsot-chunk-{run_id}-{k}")
-            futures[fut] = k
+            attempts[k] = attempts.get(k, 0) + 1
+            fut = self.client.submit(task, scattered[-1], chunk, retries=self.retries, pure=False,
+                                     key=f"snsot-chunk-{run_id}-{k}-{attempts[k]}")
+            futures[fut], chunk_of[k] = k, chunk
             return fut
 
         # A bounded number of tasks in flight (4 per worker thread): the scheduler stays
@@ -180,14 +183,39 @@ class DaskEngine:
         try:
             for fut in queue:
                 k = futures.pop(fut)
-                result = fut.result()
+                try:
+                    result = fut.result()
+                except CancelledError:
+                    # Scattered data has no recipe: if every worker holding it died (Dask's memory
+                    # manager may keep a single replica of a broadcast), tasks needing it are
+                    # cancelled. Send the data again and rerun the chunk.
+                    if attempts[k] > self.LOST_DATA_RETRIES:
+                        raise
+                    if scattered[-1].status != "finished":
+                        scattered.append(self._scatter(data))
+                    queue.add(submit(k, chunk_of[k]))
+                    continue
+                del chunk_of[k]
                 nxt = next(it, None)
                 if nxt is not None:
                     queue.add(submit(*nxt))
                 yield k, result
         finally:
             self.client.cancel(list(futures))
-            self.client.cancel([data_future])
+            self.client.cancel(scattered)
+
+    def _scatter(self, data):
+        # A worker that just died may still be listed by the scheduler: the broadcast then
+        # fails on its closed connection. Try again shortly, and in the end send to one worker
+        # (others fetch the data from it when their first task needs it).
+        for attempt in range(10):
+            try:
+                [future] = self.client.scatter([data], broadcast=attempt < 9, hash=False)
+                return future
+            except OSError:  # distributed's CommClosedError is one
+                if attempt == 9:
+                    raise
+                time.sleep(0.5)
 
     def close(self) -> None:
         if self._own is not None:
