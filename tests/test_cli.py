@@ -83,7 +83,7 @@ IN_PROCESS_ERRORS = {
     "cost_and_matrix": (["solve", "x.npy", "y.npy", "--cost", "euclidean", "--cost-matrix", "C.npy"],
                         "give either --cost or --cost-matrix, not both"),
     "no_inputs": (["solve"], "SOURCE and TARGET are required unless --cost-matrix is given"),
-    "no_command": ([], "snsot: error: the following arguments are required: {solve,demo,bench}"),
+    "no_command": ([], "snsot: error: the following arguments are required: {solve,demo,bench,distances}"),
 }
 NO_MPL_RUNS = {"demo_no_mpl", "plot_without_mpl"}
 
