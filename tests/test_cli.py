@@ -91,7 +91,7 @@ IN_PROCESS_ERRORS = {
     "cost_and_matrix": (["solve", "x.npy", "y.npy", "--cost", "euclidean", "--cost-matrix", "C.npy"],
                         "give either --cost or --cost-matrix, not both"),
     "no_inputs": (["solve"], "SOURCE and TARGET are required unless --cost-matrix is given"),
-    "no_command": ([], "snsot: error: the following arguments are required: {solve,demo,bench}"),
+    "no_command": ([], "snsot: error: the following arguments are required: {solve,demo,bench,distances}"),
     "demo_zero_budget": (["demo", "--time-budget", "0"], "argument --time-budget: must be a positive number"),
     "demo_nan_budget": (["demo", "--time-budget", "nan"], "argument --time-budget: must be a positive number"),
     "demo_bad_reg": (["demo", "--reg", "-1", "--no-plot"], "--reg: must be a positive finite number; got -1.0"),

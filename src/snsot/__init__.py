@@ -6,7 +6,9 @@
 """
 
 from . import costs
+from .batch import BatchResult, solve_batch
 from .compat import sinkhorn, sinkhorn2
+from .distances import DistanceInfo, distances
 from .problem import OTProblem
 from .result import ConvergenceWarning, History, OTResult
 from .solvers import available_methods, register, solve
@@ -15,6 +17,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "solve",
+    "solve_batch",
+    "distances",
+    "BatchResult",
+    "DistanceInfo",
     "sinkhorn",
     "sinkhorn2",
     "OTProblem",

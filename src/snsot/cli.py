@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"snsot {__version__}")
     _common(parser)
-    sub = parser.add_subparsers(dest="command", metavar="{solve,demo,bench}", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="{solve,demo,bench,distances}", parser_class=_Parser)
     sub.required = True
 
     s = sub.add_parser(
@@ -240,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(d)
 
     sub.add_parser("bench", help="benchmarks against peer solvers (snsot bench --help)", add_help=False)
+    sub.add_parser("distances", help="distance matrix between many images (snsot distances --help)", add_help=False)
     return parser
 
 
@@ -564,6 +565,11 @@ def main(argv=None) -> int:
         if _subcommand(argv) == "bench":
             prog = "snsot bench"
             return cmd_bench(argv[argv.index("bench") + 1:])
+        if _subcommand(argv) == "distances":  # its options live in _cli_distances
+            from ._cli_distances import main as distances_main
+
+            prog = "snsot distances"
+            return distances_main(argv[argv.index("distances") + 1:])
         args, extra = build_parser().parse_known_args(argv)
         prog = f"snsot {args.command}"
         if extra:  # name the subcommand whose options were wrong, not the top level

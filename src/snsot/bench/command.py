@@ -69,6 +69,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="problem seed (MNIST: index of the digit pair)")
     parser.add_argument("--threads", type=int, default=None, help="n_threads for snsot (default: its own choice)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--distances", action="store_true",
+                        help="instead: snsot.distances throughput on MNIST (threads, Dask) against POT's batch "
+                             "solver and joblib loops (see snsot.bench.distances)")
+    parser.add_argument("--digits", type=int, default=30, help="--distances: MNIST digits, all pairs (default 30)")
+    parser.add_argument("--peer-pairs", type=int, default=6, help="--distances: pairs for the peers (default 6)")
+    parser.add_argument("--pot-iter", type=int, default=300,
+                        help="--distances: iteration cap of POT's Sinkhorn solvers (default 300)")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks"),
                         help="where RESULTS.md, results.csv, results.json and the PNGs go (default: %(default)s)")
 
@@ -76,6 +83,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, log=None) -> int:
     """Run the benchmark described by parsed ``args``; returns the exit code."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if getattr(args, "distances", False):
+        from . import distances
+
+        return distances.run(args, log)
     quick = bool(getattr(args, "quick", False))
     cfg = dict(
         problems=args.problems or list(_QUICK["problems"] if quick else HEADLINE_PROBLEMS),

@@ -1,0 +1,242 @@
+"""Engines that run many independent chunks of work: a thread pool, or Dask.
+
+An engine runs ``task(data, chunk)`` for every chunk and yields
+``(chunk_index, result)`` as each finishes (not in order). ``data`` is the
+large read-only input shared by every task (the cost, the histograms): a
+thread pool shares it by reference; Dask sends it to each worker once
+(``scatter(..., broadcast=True)``). Engines know nothing about transport;
+:mod:`snsot.batch` and :mod:`snsot.distances` build the tasks.
+
+Dask is imported only when a Dask engine is made, so ``import snsot`` never
+imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, CancelledError, ThreadPoolExecutor, wait
+from typing import Callable, Iterator, Sequence
+
+__all__ = ["ThreadEngine", "DaskEngine", "make_engine", "ENGINES", "default_workers"]
+
+ENGINES = ("threads", "dask")
+
+#: Seconds allowed to reach a Dask scheduler before giving up with a clear error.
+CONNECT_TIMEOUT = 5.0
+
+
+def default_workers() -> int:
+    """Cores this process may use (``os.sched_getaffinity`` where available)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def _check_jobs(n_jobs) -> int:
+    if n_jobs is None:
+        return default_workers()
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
+        try:
+            import numpy as np
+
+            if isinstance(n_jobs, np.integer) and n_jobs >= 1:
+                return int(n_jobs)
+        except ImportError:  # pragma: no cover
+            pass
+        raise ValueError(f"n_jobs: must be a positive integer or None; got {n_jobs!r}")
+    return n_jobs
+
+
+class ThreadEngine:
+    """A pool of ``n_jobs`` threads (default: one per core) in this process.
+
+    Each task solves its problems on one thread; once the numba kernels
+    release the GIL the threads run truly in parallel, and until then they
+    still give correct results (only slower). The pool is opened per
+    :meth:`run` and shut down when the run ends or is interrupted: queued
+    chunks are cancelled, chunks already running finish their current
+    problems and their results are dropped.
+    """
+
+    name = "threads"
+
+    def __init__(self, n_jobs: int | None = None):
+        self.n_jobs = _check_jobs(n_jobs)
+
+    @property
+    def n_workers(self) -> int:
+        return self.n_jobs
+
+    def run(self, task: Callable, data, chunks: Sequence) -> Iterator[tuple[int, object]]:
+        if self.n_jobs == 1:  # no pool: the same results, in order, in this thread
+            for k, chunk in enumerate(chunks):
+                yield k, task(data, chunk)
+            return
+        pool = ThreadPoolExecutor(max_workers=self.n_jobs, thread_name_prefix="snsot")
+        try:
+            # Keep at most 2 chunks per thread queued, so an interrupt has little to cancel
+            # and memory for pending work stays bounded.
+            pending = {}
+            it = iter(enumerate(chunks))
+            for k, chunk in it:
+                pending[pool.submit(task, data, chunk)] = k
+                if len(pending) >= 2 * self.n_jobs:
+                    break
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    k = pending.pop(fut)
+                    yield k, fut.result()
+                    nxt = next(it, None)
+                    if nxt is not None:
+                        pending[pool.submit(task, data, nxt[1])] = nxt[0]
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        pass
+
+
+class DaskEngine:
+    """Run chunks on a Dask distributed cluster.
+
+    Parameters
+    ----------
+    client : dask.distributed.Client, str or None
+        A connected client; or a scheduler address such as
+        ``"tcp://host:8786"`` (connected within :data:`CONNECT_TIMEOUT`
+        seconds, else ``ConnectionError`` naming the address); or ``None`` to
+        start a ``LocalCluster`` of ``n_jobs`` single-threaded worker
+        processes (default: one per core), closed again by :meth:`close`.
+    n_jobs : int, optional
+        Workers of the local cluster (only with ``client=None``).
+    retries : int
+        Times a failing task is resubmitted (``Client.submit(retries=)``);
+        tasks on a worker that dies are rescheduled by the scheduler itself.
+    """
+
+    name = "dask"
+    #: Reruns of a chunk whose shared data was lost with the workers holding it.
+    LOST_DATA_RETRIES = 3
+
+    def __init__(self, client=None, n_jobs: int | None = None, retries: int = 2):
+        try:
+            import distributed
+        except ImportError:
+            raise ImportError("engine='dask' needs dask.distributed: pip install 'snsot[dask]'") from None
+        self._own = None
+        if client is None:
+            n = _check_jobs(n_jobs)
+            # One single-threaded process per core: each problem runs on one core, and
+            # processes sidestep the GIL whatever the kernels do.
+            cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                               dashboard_address=None, silence_logs=40)
+            client = distributed.Client(cluster)
+            self._own = (client, cluster)
+        elif isinstance(client, str):
+            address = client
+            try:
+                client = distributed.Client(address, timeout=f"{CONNECT_TIMEOUT}s")
+            except (OSError, TimeoutError) as exc:
+                raise ConnectionError(
+                    f"client: cannot reach the Dask scheduler at {address!r} within {CONNECT_TIMEOUT:g} s "
+                    f"({type(exc).__name__}: {exc}); is 'dask scheduler' running there?"
+                ) from None
+            self._own = (client, None)
+        elif not isinstance(client, distributed.Client):
+            raise TypeError(f"client: expected a dask.distributed.Client, an address or None; got {type(client).__name__}")
+        self.client = client
+        self.retries = int(retries)
+
+    @property
+    def n_workers(self) -> int:
+        info = self.client.scheduler_info()
+        return max(1, sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()))
+
+    def run(self, task: Callable, data, chunks: Sequence) -> Iterator[tuple[int, object]]:
+        from distributed import as_completed
+
+        # One copy of the shared data per worker, sent once; tasks receive it by reference.
+        scattered = [self._scatter(data)]
+        run_id = time.monotonic_ns()
+        futures, chunk_of, attempts = {}, {}, {}
+
+        def submit(k, chunk):
+            attempts[k] = attempts.get(k, 0) + 1
+            fut = self.client.submit(task, scattered[-1], chunk, retries=self.retries, pure=False,
+                                     key=f"snsot-chunk-{run_id}-{k}-{attempts[k]}")
+            futures[fut], chunk_of[k] = k, chunk
+            return fut
+
+        # A bounded number of tasks in flight (4 per worker thread): the scheduler stays
+        # small on long runs, and an interrupt has little to cancel.
+        it = iter(enumerate(chunks))
+        limit = 4 * self.n_workers
+        first = []
+        for k, chunk in it:
+            first.append(submit(k, chunk))
+            if len(first) >= limit:
+                break
+        queue = as_completed(first)
+        try:
+            for fut in queue:
+                k = futures.pop(fut)
+                try:
+                    result = fut.result()
+                except CancelledError:
+                    # Scattered data has no recipe: if every worker holding it died (Dask's memory
+                    # manager may keep a single replica of a broadcast), tasks needing it are
+                    # cancelled. Send the data again and rerun the chunk.
+                    if attempts[k] > self.LOST_DATA_RETRIES:
+                        raise
+                    if scattered[-1].status != "finished":
+                        scattered.append(self._scatter(data))
+                    queue.add(submit(k, chunk_of[k]))
+                    continue
+                del chunk_of[k]
+                nxt = next(it, None)
+                if nxt is not None:
+                    queue.add(submit(*nxt))
+                yield k, result
+        finally:
+            self.client.cancel(list(futures))
+            self.client.cancel(scattered)
+
+    def _scatter(self, data):
+        # A worker that just died may still be listed by the scheduler: the broadcast then
+        # fails on its closed connection. Try again shortly, and in the end send to one worker
+        # (others fetch the data from it when their first task needs it).
+        for attempt in range(10):
+            try:
+                [future] = self.client.scatter([data], broadcast=attempt < 9, hash=False)
+                return future
+            except OSError:  # distributed's CommClosedError is one
+                if attempt == 9:
+                    raise
+                time.sleep(0.5)
+
+    def close(self) -> None:
+        if self._own is not None:
+            client, cluster = self._own
+            client.close()
+            if cluster is not None:
+                cluster.close()
+            self._own = None
+
+
+def make_engine(engine, n_jobs=None, client=None):
+    """``ThreadEngine`` or ``DaskEngine`` from the user's ``engine`` and ``client`` arguments.
+
+    Returns ``(engine, owned)``; ``owned`` engines are closed by the caller.
+    """
+    if isinstance(engine, (ThreadEngine, DaskEngine)):
+        return engine, False
+    if engine not in ENGINES:
+        raise ValueError(f"engine: expected one of {', '.join(map(repr, ENGINES))}; got {engine!r}")
+    if engine == "threads":
+        if client is not None:
+            raise ValueError("client: only used with engine='dask'")
+        return ThreadEngine(n_jobs), True
+    return DaskEngine(client, n_jobs), True
