@@ -13,8 +13,15 @@ t)``, which leaves ``P`` and the value unchanged whenever ``sum a = sum b``.
 The gradients with respect to ``a`` and ``b`` inherit this freedom: only
 their sums along directions that keep the two masses equal are determined.
 We fix it by centring: ``t`` is chosen so that ``sum_i f_i = sum_j g_j``
-(for ``a = b`` on the same support this gives ``f = g``). Zero-mass bins
-carry the one-sided derivative, the c-transform of the other potential.
+(for ``a = b`` on the same support this gives ``f = g``).
+
+Zero-mass bins: the derivative of the value with respect to a weight that is
+0 is ``-inf`` (the entropy's ``reg * a_i log a_i``). The gradient returned
+there is its finite part, the c-transform of the other potential
+``-reg * log sum_j exp((g_j - C_ij) / reg)``, which is the potential of the
+same problem written with the entropy relative to ``a b^T``. The divergent
+parts cancel in the Sinkhorn divergence, whose gradient is therefore exact
+on empty bins too; the plan's derivative there is finite and exact.
 """
 
 from __future__ import annotations
@@ -79,7 +86,7 @@ def _full_potentials(C, f, g, reg):
 
 def _centre(f, g):
     """Shift ``(f + t, g - t)`` so that ``sum f = sum g`` (the documented convention)."""
-    t = 0.5 * (g.sum() - f.sum())
+    t = (g.sum() - f.sum()) / (len(f) + len(g))
     return f + t, g - t
 
 
@@ -130,7 +137,9 @@ def ot_loss(C, a=None, b=None, *, reg, reg_m=None, method="sns", tol=1e-9, **opt
     ``db = g`` with the potentials of the solve, no unrolled iterations. The
     shared constant of ``f`` and ``g`` is fixed so that ``sum f = sum g``
     (module docstring of :mod:`snsot.torch._autograd`); it does not affect
-    any derivative along weights that keep ``sum a = sum b``.
+    any derivative along weights that keep ``sum a = sum b``. On a
+    zero-mass bin the true derivative is ``-inf``; its finite part is
+    returned (see the module docstring), exact for the Sinkhorn divergence.
 
     Parameters
     ----------
