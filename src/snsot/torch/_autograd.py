@@ -34,8 +34,11 @@ import torch
 from scipy.special import logsumexp
 
 from .. import solve
+from .._kernels import thread_limit
+from ..problem import OTProblem
 from ..result import ConvergenceWarning
 from ..solvers import linalg
+from ..solvers.symmetric import solve_symmetric
 
 __all__ = ["ot_loss", "ot_plan"]
 
@@ -68,6 +71,37 @@ def _solve(C, a, b, reg, method, tol, options):
     return solve(C, a, b, reg=reg, method=method, tol=tol, **options)
 
 
+def _solve_self(C, a, reg, method, tol, options):
+    """``OT(a, a)`` on a symmetric cost by the symmetric Newton solver, else by :func:`snsot.solve`.
+
+    The general solvers are slow on self-transport at small ``reg`` (see
+    :mod:`snsot.solvers.symmetric`); the fallback keeps the answer honest if
+    the symmetric solver misses ``tol``.
+    """
+    problem = OTProblem(C, a, a, reg)
+    Cs = problem.C
+    # A cost formed by |x|^2 + |x|^2 - 2 x x^T may be asymmetric in the last bit; symmetrise that,
+    # anything more is not a self-transport cost.
+    if not np.array_equal(Cs, Cs.T):
+        if not np.allclose(Cs, Cs.T, rtol=0, atol=1e-12 * max(problem.cost_range[1], 1e-300)):
+            return _solve(C, a, a, reg, method, tol, options)
+        problem = OTProblem(0.5 * (Cs + Cs.T), problem.a, problem.a, reg)
+    rows, _ = problem.support()
+    n = problem.shape[0]
+    sub = problem if len(rows) == n else problem.restrict(rows, rows)
+    with thread_limit(sub.C.size, options.get("n_threads")):
+        res = solve_symmetric(sub, tol=tol)
+    if not res.converged:
+        return _solve(C, a, a, reg, method, tol, options)
+    if len(rows) < n:
+        P = np.zeros((n, n))
+        P[np.ix_(rows, rows)] = res.plan
+        f = np.full(n, -np.inf)
+        f[rows] = res.potentials[0]
+        res.plan, res.potentials = P, (f, f.copy())
+    return res
+
+
 def _full_potentials(C, f, g, reg):
     """Potentials with finite values on zero-mass bins: the c-transform of the other side.
 
@@ -92,9 +126,12 @@ def _centre(f, g):
 
 class _OTValue(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, C, a, b, reg, method, tol, options):
+    def forward(ctx, C, a, b, reg, method, tol, options, symmetric=False):
         Cn = _to_numpy(C, "C")
-        res = _solve(Cn, _to_numpy(a, "a"), _to_numpy(b, "b"), reg, method, tol, options)
+        if symmetric:  # b is a: the self-term of a divergence
+            res = _solve_self(Cn, _to_numpy(a, "a"), reg, method, tol, options)
+        else:
+            res = _solve(Cn, _to_numpy(a, "a"), _to_numpy(b, "b"), reg, method, tol, options)
         f, g = _centre(*_full_potentials(Cn, *res.potentials, res.reg))
         ctx.plan, ctx.f, ctx.g = res.plan, f, g
         ctx.result = res
@@ -105,7 +142,7 @@ class _OTValue(torch.autograd.Function):
         go = float(grad_out)
         out = [torch.as_tensor(go * x).to(dtype=grad_out.dtype, device=grad_out.device) if need else None
                for x, need in zip((ctx.plan, ctx.f, ctx.g), ctx.needs_input_grad[:3])]
-        return (*out, None, None, None, None)
+        return (*out, None, None, None, None, None)
 
 
 def _check_inputs(C, a, b):
@@ -173,6 +210,12 @@ def ot_loss(C, a=None, b=None, *, reg, reg_m=None, method="sns", tol=1e-9, **opt
     _check_inputs(C, a, b)
     _check_reg_m(reg_m)
     return _OTValue.apply(C, a, b, reg, method, tol, options)
+
+
+def _self_loss(C, a, *, reg, method, tol, **options):
+    """``ot_loss(C, a, a)`` for a symmetric ``C``, solved on the symmetric dual (same gradients)."""
+    _check_inputs(C, a, a)
+    return _OTValue.apply(C, a, a, reg, method, tol, options, True)
 
 
 # --------------------------------------------------------------------- plan ---

@@ -6,7 +6,7 @@ import numbers
 
 import torch
 
-from ._autograd import ot_loss
+from ._autograd import _self_loss, ot_loss
 
 __all__ = ["pairwise_cost", "sinkhorn_divergence", "SinkhornLoss"]
 
@@ -126,8 +126,10 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, reg, cost="sqeuclidean", debias
     Notes
     -----
     A batch is solved as ``B`` independent problems, one after the other.
-    The self-terms are ordinary solves on the cloud's own cost; their
-    potentials come out symmetric (``f = g``) by the centring convention.
+    The self-terms :math:`\mathrm{OT}_\varepsilon(a, a)` are solved on the
+    symmetric dual (potentials ``f = g``, :mod:`snsot.solvers.symmetric`),
+    where the general solvers are slowest; if that misses ``tol`` they fall
+    back to :func:`snsot.solve`.
     """
     x, y = _points(x, "x"), _points(y, "y")
     if x.ndim != y.ndim:
@@ -145,10 +147,10 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, reg, cost="sqeuclidean", debias
     def one(xi, yi, ai, bi):
         value = ot_loss(pairwise_cost(xi, yi, cost), ai, bi, reg=reg, method=method, tol=tol, **options)
         if debias:
-            value = value - 0.5 * (ot_loss(pairwise_cost(xi, xi, cost), ai, ai, reg=reg, method=method, tol=tol,
-                                           **options)
-                                   + ot_loss(pairwise_cost(yi, yi, cost), bi, bi, reg=reg, method=method, tol=tol,
-                                             **options))
+            value = value - 0.5 * (_self_loss(pairwise_cost(xi, xi, cost), ai, reg=reg, method=method, tol=tol,
+                                              **options)
+                                   + _self_loss(pairwise_cost(yi, yi, cost), bi, reg=reg, method=method, tol=tol,
+                                                **options))
         return value
 
     if batch is None:
