@@ -78,14 +78,7 @@ def _solve_self(C, a, reg, method, tol, options):
     :mod:`snsot.solvers.symmetric`); the fallback keeps the answer honest if
     the symmetric solver misses ``tol``.
     """
-    problem = OTProblem(C, a, a, reg)
-    Cs = problem.C
-    # A cost formed by |x|^2 + |x|^2 - 2 x x^T may be asymmetric in the last bit; symmetrise that,
-    # anything more is not a self-transport cost.
-    if not np.array_equal(Cs, Cs.T):
-        if not np.allclose(Cs, Cs.T, rtol=0, atol=1e-12 * max(problem.cost_range[1], 1e-300)):
-            return _solve(C, a, a, reg, method, tol, options)
-        problem = OTProblem(0.5 * (Cs + Cs.T), problem.a, problem.a, reg)
+    problem = OTProblem(C, a, a, reg)  # C is symmetric: _self_loss made it so
     rows, _ = problem.support()
     n = problem.shape[0]
     sub = problem if len(rows) == n else problem.restrict(rows, rows)
@@ -213,9 +206,18 @@ def ot_loss(C, a=None, b=None, *, reg, reg_m=None, method="sns", tol=1e-9, **opt
 
 
 def _self_loss(C, a, *, reg, method, tol, **options):
-    """``ot_loss(C, a, a)`` for a symmetric ``C``, solved on the symmetric dual (same gradients)."""
+    """``ot_loss(C, a, a)`` for a self-transport cost, solved on the symmetric dual (same gradients).
+
+    ``C`` is symmetrised in the graph (a cost formed as ``|x|^2 + |x|^2 - 2 x
+    x^T`` may differ from its transpose in the last bit); a cost that is not
+    symmetric to round-off is solved by :func:`ot_loss` as it is.
+    """
     _check_inputs(C, a, a)
-    return _OTValue.apply(C, a, a, reg, method, tol, options, True)
+    sym = 0.5 * (C + C.T)
+    scale = float(C.detach().abs().max())
+    if float((C.detach() - sym.detach()).abs().max()) > 1e-12 * scale:
+        return _OTValue.apply(C, a, a, reg, method, tol, options)
+    return _OTValue.apply(sym, a, a, reg, method, tol, options, True)
 
 
 # --------------------------------------------------------------------- plan ---
