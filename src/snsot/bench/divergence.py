@@ -79,7 +79,7 @@ def _time(fn, x, repeats):
     return float(np.median(fwd)), float(np.median(bwd)), value, grad
 
 
-def _methods(reg, time_cap, n):
+def _methods(reg, time_cap, n, scalings=GEOMLOSS_SCALINGS):
     """(name, settings, fn(x_requires_grad) -> divergence) for every method, or a string when absent."""
     import torch
 
@@ -94,7 +94,7 @@ def _methods(reg, time_cap, n):
         out.append(("GeomLoss", "absent (pip install geomloss)", None))
     else:
         blur = (reg / 2) ** 0.5
-        for scaling in GEOMLOSS_SCALINGS:
+        for scaling in scalings:
             if scaling > 0.5 and n > 2000:  # 20 to 300 annealing steps over n^2: beyond a CPU run's budget
                 out.append(("GeomLoss tensorized", f"scaling={scaling:g}: not run above n=2000 (time)", None))
                 continue
@@ -123,7 +123,8 @@ def _methods(reg, time_cap, n):
     return out
 
 
-def run_divergence(sizes=DIVERGENCE_SIZES, regs=DIVERGENCE_REGS, *, seed=0, repeats=1, time_cap=120.0, log=None):
+def run_divergence(sizes=DIVERGENCE_SIZES, regs=DIVERGENCE_REGS, *, seed=0, repeats=1, time_cap=120.0, log=None,
+                   scalings=GEOMLOSS_SCALINGS):
     """Measure every method on every (n, reg); returns one dict per row (see the module docstring)."""
     import torch
 
@@ -140,7 +141,7 @@ def run_divergence(sizes=DIVERGENCE_SIZES, regs=DIVERGENCE_REGS, *, seed=0, repe
             _, _, ref_value, ref_grad = _time(lambda xr: st.sinkhorn_divergence(xr, y, reg=reg, tol=1e-12), x, 0)
             scale = float(np.abs(ref_grad).max())
             base = dict(n=n, reg=reg, ref_value=ref_value)
-            for name, settings, fn in _methods(reg, time_cap, n):
+            for name, settings, fn in _methods(reg, time_cap, n, scalings):
                 row = dict(base, method=name, settings=settings)
                 if fn is None:
                     rows.append(dict(row, status="not run" if "not run" in settings else "absent"))
