@@ -33,6 +33,8 @@ from ..problem import OTProblem
 from ..result import STAGE_NEWTON
 from . import linalg
 from ._common import Recorder, finalize
+from ._dense import DensePlan
+from ._marginals import BalancedMarginals
 
 __all__ = ["solve_symmetric"]
 
@@ -91,7 +93,7 @@ def solve_symmetric(problem: OTProblem, *, tol: float, max_iter: int = 200, call
         grad = a - r  # half the gradient of D
         # Forcing term as in SNS: inexact early, tighter near the optimum.
         rtol = min(0.1, np.sqrt(err / mass), 0.3 * tol / err if err > tol else 1.0)
-        x, _, res = linalg._pcg(lambda v: r * v + P @ v, reg * grad, 1.0 / (r + np.diagonal(P)), rtol,
+        x, _, res = linalg.pcg(lambda v: r * v + P @ v, reg * grad, 1.0 / (r + np.diagonal(P)), rtol,
                                 max(50, len(a)), None)
         slope = 2.0 * float(grad @ x)
         if not (np.isfinite(res) and slope > 0):
@@ -116,5 +118,6 @@ def solve_symmetric(problem: OTProblem, *, tol: float, max_iter: int = 200, call
         P, trial = trial, P
         r, value = r_new, value_new
         n_newton += 1
-    return finalize(problem, f, f.copy(), method="symmetric-newton", tol=tol, status=status, recorder=recorder,
-                    n_sinkhorn=0, n_newton=n_newton, out=P)
+    del P, trial  # the final plan is recomputed from f by the shared finaliser
+    return finalize(DensePlan(problem), BalancedMarginals(problem), f, f.copy(), method="symmetric-newton", tol=tol,
+                    status=status, recorder=recorder, n_sinkhorn=0, n_newton=n_newton)

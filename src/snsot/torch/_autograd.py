@@ -246,8 +246,7 @@ def _adjoint(P, r, c, rhs_r, rhs_c, rtol, max_iter):
 
     diag = c - np.einsum("ij,ij->j", P, P / r[:, None]) + s
     inv_diag = 1.0 / np.where(diag > 0, diag, c + s)
-    # TODO(refactor): switch to the public linalg.pcg once it lands on main.
-    mu, it, res = linalg._pcg(matvec, rhs, inv_diag, rtol, max_iter, None)
+    mu, it, res = linalg.pcg(matvec, rhs, inv_diag, rtol, max_iter)
     if not res <= rtol:
         warnings.warn(f"ot_plan backward: CG stopped at relative residual {res:.3g} > {rtol:g} after {it} "
                       "iterations; the gradient is inexact", ConvergenceWarning, stacklevel=4)
