@@ -64,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            ", ".join(SWEEP_METHODS[2:]), PEER_SWEEP_MAX_ENTRIES))
     parser.add_argument("--scaling", action="store_true",
                         help="also time SNS on random assignment with n in %s" % ", ".join(map(str, SCALING_SIZES)))
+    parser.add_argument("--torch", action="store_true",
+                        help="also time the Sinkhorn divergence with gradients (snsot.torch vs GeomLoss and POT's "
+                        "torch backend; needs torch); adds its section to RESULTS.md")
     parser.add_argument("--quick", action="store_true",
                         help="small problems, 1 repeat, 3 s cap, small sweep and scaling: under a minute")
     parser.add_argument("--seed", type=int, default=0, help="problem seed (MNIST: index of the digit pair)")
@@ -149,6 +152,14 @@ def run(args: argparse.Namespace, log=None) -> int:
     records = robustness.cells(sweep_rows or rows) if has_pair else []
     report = _report(command, info, cfg, rows, sweep_rows, scaling_rows, problems, figures, elapsed, records,
                      cache["problems"], cold_rows)
+    if getattr(args, "torch", False):
+        from .divergence import DIVERGENCE_REGS, DIVERGENCE_SIZES, markdown_divergence, run_divergence
+
+        sizes, regs = ((200,), (1e-2,)) if quick else (DIVERGENCE_SIZES, DIVERGENCE_REGS)
+        torch_rows = run_divergence(sizes, regs, seed=cfg["seed"], log=log)
+        report += "\n" + markdown_divergence(torch_rows, command)
+        (out_dir / "divergence.json").write_text(json.dumps(_jsonable(dict(command=command, rows=torch_rows)),
+                                                            indent=1))
     (out_dir / "RESULTS.md").write_text(report)
     write_csv(out_dir / "results.csv", rows + sweep_rows + scaling_rows)
     if records:

@@ -1,0 +1,339 @@
+"""Autograd functions around :func:`snsot.solve`: the OT value and the OT plan.
+
+Both solve in float64 NumPy on the CPU (the forward pass) and differentiate
+the exact optimality conditions (the backward pass), never the iterations:
+
+* the value ``OT(C, a, b)`` by the envelope theorem, ``dC = P``, ``da = f``,
+  ``db = g``;
+* the plan ``P(C, a, b)`` implicitly, through the Newton system of the dual
+  (a Schur complement solved by conjugate gradients).
+
+The potentials ``(f, g)`` are defined up to a shared constant ``(f + t, g -
+t)``, which leaves ``P`` and the value unchanged whenever ``sum a = sum b``.
+The gradients with respect to ``a`` and ``b`` inherit this freedom: only
+their sums along directions that keep the two masses equal are determined.
+We fix it by centring: ``t`` is chosen so that ``sum_i f_i = sum_j g_j``
+(for ``a = b`` on the same support this gives ``f = g``).
+
+Zero-mass bins: the derivative of the value with respect to a weight that is
+0 is ``-inf`` (the entropy's ``reg * a_i log a_i``). The gradient returned
+there is its finite part, the c-transform of the other potential
+``-reg * log sum_j exp((g_j - C_ij) / reg)``, which is the potential of the
+same problem written with the entropy relative to ``a b^T``. The divergent
+parts cancel in the Sinkhorn divergence, whose gradient is therefore exact
+on empty bins too; the plan's derivative there is finite and exact.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+
+import numpy as np
+import torch
+from scipy.special import logsumexp
+
+from .. import solve
+from .._kernels import thread_limit
+from ..problem import OTProblem
+from ..result import ConvergenceWarning
+from ..solvers import linalg
+from ..solvers.symmetric import solve_symmetric
+
+__all__ = ["ot_loss", "ot_plan"]
+
+
+def _to_numpy(t, name):
+    """float64 NumPy copy of a tensor (or array-like); ``None`` stays ``None``."""
+    if t is None:
+        return None
+    if isinstance(t, torch.Tensor):
+        if t.is_complex():
+            raise TypeError(f"{name}: complex tensors are not supported")
+        return t.detach().to(device="cpu", dtype=torch.float64).numpy()
+    return np.asarray(t, dtype=np.float64)
+
+
+def _check_reg_m(reg_m):
+    """Unbalanced OT plugs in through ``snsot.solve(..., reg_m=)`` once the solver has it."""
+    if reg_m is None:
+        return {}
+    if "reg_m" not in inspect.signature(solve).parameters:
+        raise NotImplementedError(
+            "reg_m: unbalanced OT is not available in snsot.solve yet (it lands with the unbalanced "
+            "solver); pass reg_m=None for balanced OT")
+    # TODO(unbalanced): the envelope gradients for a, b change with the KL penalty
+    # (da = reg_m * (1 - exp(-f / reg_m))); switch them on with the solver.
+    raise NotImplementedError("reg_m: gradients of unbalanced OT are not implemented yet")
+
+
+def _solve(C, a, b, reg, method, tol, options):
+    return solve(C, a, b, reg=reg, method=method, tol=tol, **options)
+
+
+def _solve_self(C, a, reg, method, tol, options):
+    """``OT(a, a)`` on a symmetric cost by the symmetric Newton solver, else by :func:`snsot.solve`.
+
+    The general solvers are slow on self-transport at small ``reg`` (see
+    :mod:`snsot.solvers.symmetric`); the fallback keeps the answer honest if
+    the symmetric solver misses ``tol``.
+    """
+    problem = OTProblem(C, a, a, reg)  # C is symmetric: _self_loss made it so
+    rows, _ = problem.support()
+    n = problem.shape[0]
+    sub = problem if len(rows) == n else problem.restrict(rows, rows)
+    with thread_limit(sub.C.size, options.get("n_threads")):
+        res = solve_symmetric(sub, tol=tol)
+    if not res.converged:
+        return _solve(C, a, a, reg, method, tol, options)
+    if len(rows) < n:
+        P = np.zeros((n, n))
+        P[np.ix_(rows, rows)] = res.plan
+        f = np.full(n, -np.inf)
+        f[rows] = res.potentials[0]
+        res.plan, res.potentials = P, (f, f.copy())
+    return res
+
+
+def _full_potentials(C, f, g, reg):
+    """Potentials with finite values on zero-mass bins: the c-transform of the other side.
+
+    ``solve`` leaves ``-inf`` there; the one-sided derivative of the value
+    with respect to such a weight is the c-transform (the potential the bin
+    would get with an infinitesimal mass).
+    """
+    f, g = f.copy(), g.copy()
+    rows, cols = np.isfinite(f), np.isfinite(g)
+    if not rows.all():
+        f[~rows] = -reg * logsumexp((g[cols][None, :] - C[np.ix_(~rows, cols)]) / reg, axis=1)
+    if not cols.all():
+        g[~cols] = -reg * logsumexp((f[rows][:, None] - C[np.ix_(rows, ~cols)]) / reg, axis=0)
+    return f, g
+
+
+def _centre(f, g):
+    """Shift ``(f + t, g - t)`` so that ``sum f = sum g`` (the documented convention)."""
+    t = (g.sum() - f.sum()) / (len(f) + len(g))
+    return f + t, g - t
+
+
+class _OTValue(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, C, a, b, reg, method, tol, options, symmetric=False):
+        Cn = _to_numpy(C, "C")
+        if symmetric:  # b is a: the self-term of a divergence
+            res = _solve_self(Cn, _to_numpy(a, "a"), reg, method, tol, options)
+        else:
+            res = _solve(Cn, _to_numpy(a, "a"), _to_numpy(b, "b"), reg, method, tol, options)
+        f, g = _centre(*_full_potentials(Cn, *res.potentials, res.reg))
+        ctx.plan, ctx.f, ctx.g = res.plan, f, g
+        ctx.result = res
+        return torch.tensor(res.objective, dtype=C.dtype, device=C.device)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        go = float(grad_out)
+        out = [torch.as_tensor(go * x).to(dtype=grad_out.dtype, device=grad_out.device) if need else None
+               for x, need in zip((ctx.plan, ctx.f, ctx.g), ctx.needs_input_grad[:3])]
+        return (*out, None, None, None, None, None)
+
+
+def _check_inputs(C, a, b):
+    if not isinstance(C, torch.Tensor):
+        raise TypeError(f"C: expected a torch.Tensor; got {type(C).__name__}")
+    if C.ndim != 2:
+        raise ValueError(f"C: cost must be a 2-D tensor (n, m); got shape {tuple(C.shape)}")
+    if not C.is_floating_point():
+        raise TypeError(f"C: expected a floating-point tensor; got dtype {C.dtype}")
+    for w, name, size in ((a, "a", C.shape[0]), (b, "b", C.shape[1])):
+        if w is None:
+            continue
+        if not isinstance(w, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor or None; got {type(w).__name__}")
+        if w.shape != (size,):
+            raise ValueError(f"{name}: expected shape ({size},) to match C {tuple(C.shape)}; got {tuple(w.shape)}")
+
+
+def ot_loss(C, a=None, b=None, *, reg, reg_m=None, method="sns", tol=1e-9, **options):
+    r"""Entropic OT value as a differentiable 0-d tensor.
+
+    The value is the solver's ``objective``, the optimum of
+
+    .. math::
+        \min_{P \ge 0,\, P 1 = a,\, P^T 1 = b} \langle C, P\rangle
+        + \varepsilon \sum_{ij} P_{ij} (\log P_{ij} - 1),
+
+    and its gradients come from the envelope theorem: ``dC = P``, ``da = f``,
+    ``db = g`` with the potentials of the solve, no unrolled iterations. The
+    shared constant of ``f`` and ``g`` is fixed so that ``sum f = sum g``
+    (module docstring of :mod:`snsot.torch._autograd`); it does not affect
+    any derivative along weights that keep ``sum a = sum b``. On a
+    zero-mass bin the true derivative is ``-inf``; its finite part is
+    returned (see the module docstring), exact for the Sinkhorn divergence.
+
+    Parameters
+    ----------
+    C : torch.Tensor, shape (n, m)
+        Cost (finite, non-negative). It may be built inside the graph, e.g.
+        ``torch.cdist(x, y) ** 2``, so gradients reach the points.
+    a, b : torch.Tensor, shape (n,) and (m,), optional
+        Weights of equal total mass; uniform (``1/n``, ``1/m``) when omitted.
+    reg : float
+        Entropic regularisation :math:`\varepsilon`.
+    reg_m : float or pair, optional
+        KL marginal relaxation (unbalanced OT). Reserved: raises
+        ``NotImplementedError`` until :func:`snsot.solve` accepts it.
+    method, tol, **options
+        Passed to :func:`snsot.solve` (``tol``: L1 marginal error).
+
+    Returns
+    -------
+    torch.Tensor
+        0-d tensor of ``C``'s dtype and device. The solve runs in float64 on
+        the CPU (no GPU backend yet); CUDA inputs get their value and
+        gradients back on their device.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On invalid input (the message names the argument).
+    NotImplementedError
+        When ``reg_m`` is given.
+    """
+    _check_inputs(C, a, b)
+    _check_reg_m(reg_m)
+    return _OTValue.apply(C, a, b, reg, method, tol, options)
+
+
+def _self_loss(C, a, *, reg, method, tol, **options):
+    """``ot_loss(C, a, a)`` for a self-transport cost, solved on the symmetric dual (same gradients).
+
+    ``C`` is symmetrised in the graph (a cost formed as ``|x|^2 + |x|^2 - 2 x
+    x^T`` may differ from its transpose in the last bit); a cost that is not
+    symmetric to round-off is solved by :func:`ot_loss` as it is.
+    """
+    _check_inputs(C, a, a)
+    sym = 0.5 * (C + C.T)
+    scale = float(C.detach().abs().max())
+    if float((C.detach() - sym.detach()).abs().max()) > 1e-12 * scale:
+        return _OTValue.apply(C, a, a, reg, method, tol, options)
+    return _OTValue.apply(sym, a, a, reg, method, tol, options, True)
+
+
+# --------------------------------------------------------------------- plan ---
+
+def _adjoint(P, r, c, rhs_r, rhs_c, rtol, max_iter):
+    """Solve ``[[diag(r), P], [P^T, diag(c)]] [lam; mu] = [rhs_r; rhs_c]`` (consistent, singular along (1, -1)).
+
+    Eliminates the larger block and runs Jacobi-preconditioned CG on the
+    Schur complement ``diag(c) - P^T diag(1/r) P`` of the smaller one, as the
+    Newton step of SNS does. That complement is positive semi-definite with
+    null vector ``1`` (``P 1 = r``); adding ``s 1 1^T`` makes it definite
+    without changing the solution of a right-hand side orthogonal to ``1``
+    (which it is: both blocks of the right-hand side have the same sum), and
+    picks the solution with ``sum mu = 0``.
+    """
+    swap = P.shape[1] > P.shape[0]
+    if swap:
+        P, r, c, rhs_r, rhs_c = P.T, c, r, rhs_c, rhs_r
+    m = len(c)
+    s = float(c.mean()) / m
+    rhs = rhs_c - P.T @ (rhs_r / r)
+    rhs = rhs - rhs.mean()  # remove the round-off component along the null vector
+
+    def matvec(y):
+        return c * y - P.T @ ((P @ y) / r) + s * y.sum()
+
+    diag = c - np.einsum("ij,ij->j", P, P / r[:, None]) + s
+    inv_diag = 1.0 / np.where(diag > 0, diag, c + s)
+    mu, it, res = linalg.pcg(matvec, rhs, inv_diag, rtol, max_iter)
+    if not res <= rtol:
+        warnings.warn(f"ot_plan backward: CG stopped at relative residual {res:.3g} > {rtol:g} after {it} "
+                      "iterations; the gradient is inexact", ConvergenceWarning, stacklevel=4)
+    lam = (rhs_r - P @ mu) / r
+    return (mu, lam) if swap else (lam, mu)
+
+
+class _OTPlan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, C, a, b, reg, method, tol, cg_rtol, options):
+        Cn = _to_numpy(C, "C")
+        res = _solve(Cn, _to_numpy(a, "a"), _to_numpy(b, "b"), reg, method, tol, options)
+        ctx.C, ctx.result, ctx.cg_rtol = Cn, res, cg_rtol
+        return torch.as_tensor(res.plan).to(dtype=C.dtype, device=C.device)
+
+    @staticmethod
+    def backward(ctx, grad_plan):
+        res, Cn = ctx.result, ctx.C
+        reg, P = res.reg, res.plan
+        G = grad_plan.detach().to(device="cpu", dtype=torch.float64).numpy()
+        f, g = res.potentials
+        rows, cols = np.flatnonzero(np.isfinite(f)), np.flatnonzero(np.isfinite(g))
+        Ps, Gs = P[np.ix_(rows, cols)], G[np.ix_(rows, cols)]
+        GP = Gs * Ps
+        # dL = <G, dP>, dP = P (df_i + dg_j - dC_ij) / reg and the marginal constraints
+        # H (df, dg) = reg (da, db) + ((P dC) 1, (P dC)^T 1) give, with H (lam, mu) = ((GP) 1, (GP)^T 1) / reg:
+        # dL/dC = P (lam_i + mu_j) - G P / reg, dL/da = reg lam, dL/db = reg mu.
+        lam_s, mu_s = _adjoint(Ps, Ps.sum(1), Ps.sum(0), GP.sum(1) / reg, GP.sum(0) / reg, ctx.cg_rtol,
+                               max_iter=max(1000, 10 * min(Ps.shape)))
+        n, m = P.shape
+        lam, mu = np.zeros(n), np.zeros(m)
+        lam[rows], mu[cols] = lam_s, mu_s
+        if len(rows) < n or len(cols) < m:
+            # A zero-mass bin's one-sided derivative: its row of the plan is a times the
+            # conditional q_ij = exp((f_i + g_j - C_ij) / reg) with f_i the c-transform, so
+            # lam_i = sum_j q_ij (G_ij / reg - mu_j).
+            ff, gg = _full_potentials(Cn, f, g, reg)
+            zr, zc = np.setdiff1d(np.arange(n), rows), np.setdiff1d(np.arange(m), cols)
+            if len(zr):
+                q = np.exp((ff[zr, None] + gg[None, cols] - Cn[np.ix_(zr, cols)]) / reg)
+                lam[zr] = (q * (G[np.ix_(zr, cols)] / reg - mu_s[None, :])).sum(1)
+            if len(zc):
+                q = np.exp((ff[rows, None] + gg[None, zc] - Cn[np.ix_(rows, zc)]) / reg)
+                mu[zc] = (q * (G[np.ix_(rows, zc)] / reg - lam_s[:, None])).sum(0)
+        gC = P * (lam[:, None] + mu[None, :]) - G * P / reg
+        ga, gb = _centre(reg * lam, reg * mu)
+        ref = grad_plan
+        out = [torch.as_tensor(x).to(dtype=ref.dtype, device=ref.device) if need else None
+               for x, need in zip((gC, ga, gb), ctx.needs_input_grad[:3])]
+        return (*out, None, None, None, None, None)
+
+
+def ot_plan(C, a=None, b=None, *, reg, reg_m=None, method="sns", tol=1e-9, cg_rtol=1e-10, **options):
+    r"""Entropic OT plan as a tensor, differentiable by implicit differentiation.
+
+    The plan :math:`P_{ij} = \exp((f_i + g_j - C_{ij})/\varepsilon)` is
+    defined by its marginal conditions ``P 1 = a``, ``P^T 1 = b``.
+    Differentiating them gives the Newton system of the dual,
+    ``[[diag(a), P], [P^T, diag(b)]]``, which the backward pass solves once
+    (for the adjoint) by conjugate gradients on its Schur complement, the
+    linear algebra of SNS's Newton step. For a loss ``L(P)`` with ``G =
+    dL/dP`` and the adjoint ``(lam, mu)`` of ``((G P) 1, (G P)^T 1) / reg``:
+
+    ``dL/dC = P (lam_i + mu_j) - G P / reg``, ``dL/da = reg lam``,
+    ``dL/db = reg mu`` (centred so that their sums agree, as in
+    :func:`ot_loss`).
+
+    Parameters
+    ----------
+    C, a, b, reg, reg_m, method, tol, **options
+        As in :func:`ot_loss`.
+    cg_rtol : float
+        Relative residual of the backward CG solve (a
+        :class:`~snsot.ConvergenceWarning` is emitted if it is not reached).
+
+    Returns
+    -------
+    torch.Tensor, shape (n, m)
+        The plan, in ``C``'s dtype and on its device (solved in float64 on
+        the CPU).
+
+    Notes
+    -----
+    The backward pass uses the whole plan (dense Schur complement, two
+    passes over ``P`` per CG iteration); it costs ``O(n m)`` memory for the
+    saved plan.
+    """
+    _check_inputs(C, a, b)
+    _check_reg_m(reg_m)
+    return _OTPlan.apply(C, a, b, reg, method, tol, float(cg_rtol), options)

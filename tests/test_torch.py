@@ -1,0 +1,298 @@
+"""snsot.torch: exact gradients of the OT value, the plan and the Sinkhorn divergence.
+
+Oracles: torch.autograd.gradcheck (central finite differences), finite
+differences of snsot.solve's objective on NumPy arrays, POT's ``ot.solve``
+(envelope gradients) and POT's Sinkhorn unrolled through autograd at a
+``reg`` where it converges, GeomLoss where installed.
+"""
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import snsot  # noqa: E402
+import snsot.torch as st  # noqa: E402
+
+F64 = torch.float64
+
+
+def _problem(n, m, seed, zero_rows=(), zero_cols=()):
+    rng = np.random.default_rng(seed)
+    C = rng.random((n, m))
+    a, b = rng.random(n) + 0.1, rng.random(m) + 0.1
+    a[list(zero_rows)] = 0
+    b[list(zero_cols)] = 0
+    return C, a / a.sum(), b / b.sum()
+
+
+def _t(x, grad=False):
+    return torch.tensor(x, dtype=F64, requires_grad=grad)
+
+
+def test_import_snsot_does_not_import_torch():
+    code = "import sys, snsot; snsot.solve([[0.0, 1.0], [1.0, 0.0]], reg=0.5); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------ ot_loss ---
+
+def test_ot_loss_gradcheck_cost_and_weights():
+    C, a, b = _problem(7, 5, 0)
+    # Weights through a softmax keep sum a = sum b = 1 under the finite differences.
+    loss = lambda C, al, be: st.ot_loss(C, torch.softmax(al, 0), torch.softmax(be, 0), reg=0.1, tol=1e-13)
+    assert torch.autograd.gradcheck(loss, (_t(C, True), _t(np.log(a), True), _t(np.log(b), True)),
+                                     eps=1e-6, atol=1e-7)
+
+
+def test_ot_loss_value_and_cost_gradient_are_solve_objective_and_plan():
+    C, a, b = _problem(9, 6, 1)
+    Ct = _t(C, True)
+    value = st.ot_loss(Ct, _t(a), _t(b), reg=0.05, tol=1e-12)
+    value.backward()
+    res = snsot.solve(C, a, b, reg=0.05, tol=1e-12)
+    assert value.item() == pytest.approx(res.objective, rel=1e-12)
+    np.testing.assert_allclose(Ct.grad.numpy(), res.plan, rtol=0, atol=1e-14)
+
+
+def test_cost_gradient_matches_central_differences_of_the_objective():
+    C, a, b = _problem(6, 8, 2)
+    reg, h = 0.05, 1e-6
+    Ct = _t(C, True)
+    st.ot_loss(Ct, _t(a), _t(b), reg=reg, tol=1e-13).backward()
+    for i, j in [(0, 0), (3, 5), (5, 7)]:
+        E = np.zeros_like(C)
+        E[i, j] = h
+        fd = (snsot.solve(C + E, a, b, reg=reg, tol=1e-13).objective
+              - snsot.solve(C - E, a, b, reg=reg, tol=1e-13).objective) / (2 * h)
+        assert Ct.grad[i, j].item() == pytest.approx(fd, abs=1e-8)
+
+
+def test_ot_loss_gradients_match_pot_envelope():
+    ot = pytest.importorskip("ot")
+    C, a, b = _problem(8, 6, 3)
+    reg = 0.5  # POT's Sinkhorn converges here to round-off
+    ours = [_t(C, True), _t(a, True), _t(b, True)]
+    st.ot_loss(*ours, reg=reg, tol=1e-13).backward()
+    pot = [_t(C, True), _t(a, True), _t(b, True)]
+    ot.solve(pot[0], pot[1], pot[2], reg=reg, reg_type="entropy", grad="envelope", max_iter=100000, tol=1e-14
+             ).value.backward()
+    np.testing.assert_allclose(ours[0].grad.numpy(), pot[0].grad.numpy(), atol=1e-10)
+    # POT centres each potential to mean 0; along weights that stay on the simplex only
+    # the centred parts matter, so compare those.
+    for mine, theirs in zip(ours[1:], pot[1:]):
+        mine = mine.grad.numpy()
+        np.testing.assert_allclose(mine - mine.mean(), theirs.grad.numpy(), atol=1e-9)
+
+
+def test_weight_gradients_follow_the_centring_convention():
+    C, a, b = _problem(5, 9, 4)
+    at, bt = _t(a, True), _t(b, True)
+    st.ot_loss(_t(C), at, bt, reg=0.1, tol=1e-12).backward()
+    assert at.grad.sum().item() == pytest.approx(bt.grad.sum().item(), abs=1e-12)
+
+
+def test_zero_mass_bin_gets_the_divergence_one_sided_derivative():
+    # d OT / d a_i is -inf on an empty bin (the entropy's a_i log a_i); ot_loss returns its
+    # finite part, and the divergent parts cancel in the divergence, which is checked here.
+    rng = np.random.default_rng(5)
+    x, y = rng.random((6, 2)), rng.random((5, 2))
+    a, b = _problem(6, 5, 5, zero_rows=[2])[1:]
+    reg, t = 0.1, 1e-7
+    at = _t(a, True)
+    st.sinkhorn_divergence(_t(x), _t(y), at, _t(b), reg=reg, tol=1e-14).backward()
+    assert np.isfinite(at.grad.numpy()).all()
+
+    def div(w):
+        ot = lambda p, q, u, v: snsot.solve(snsot.costs.pairwise(p, q), u, v, reg=reg, tol=1e-14).objective
+        return ot(x, y, w, b) - 0.5 * ot(x, x, w, w) - 0.5 * ot(y, y, b, b)
+
+    moved = a.copy()  # move mass t from bin 0 to the empty bin 2: a one-sided difference
+    moved[2] += t
+    moved[0] -= t
+    assert at.grad[2].item() - at.grad[0].item() == pytest.approx((div(moved) - div(a)) / t, abs=1e-5)
+
+
+def test_reg_m_is_reserved_for_unbalanced_ot():
+    C, a, b = _problem(3, 3, 6)
+    with pytest.raises(NotImplementedError, match="reg_m"):
+        st.ot_loss(_t(C), _t(a), _t(b), reg=0.1, reg_m=1.0)
+
+
+@pytest.mark.parametrize("bad, exc, match", [
+    (lambda: st.ot_loss(np.ones((2, 2)), reg=0.1), TypeError, "C"),
+    (lambda: st.ot_loss(torch.ones(2, 2, 2), reg=0.1), ValueError, "C"),
+    (lambda: st.ot_loss(torch.ones(2, 3), torch.ones(3) / 3, reg=0.1), ValueError, "a"),
+    (lambda: st.ot_loss(torch.ones(2, 2), reg=-1.0), ValueError, "reg"),
+    (lambda: st.ot_loss(torch.tensor([[0.0, float("nan")], [1.0, 0.0]]), reg=0.1), ValueError, "C"),
+    (lambda: st.sinkhorn_divergence(torch.ones(3, 2), torch.ones(3, 3), reg=0.1), ValueError, "dimension"),
+    (lambda: st.sinkhorn_divergence(torch.ones(3, 2), torch.ones(3, 2), reg=0.1, cost="manhattan"), ValueError,
+     "cost"),
+])
+def test_bad_input_is_named(bad, exc, match):
+    with pytest.raises(exc, match=match):
+        bad()
+
+
+# ------------------------------------------------------------------ ot_plan ---
+
+def test_ot_plan_gradcheck():
+    C, a, b = _problem(6, 4, 7)
+    plan = lambda C, al, be: st.ot_plan(C, torch.softmax(al, 0), torch.softmax(be, 0), reg=0.1, tol=1e-13)
+    assert torch.autograd.gradcheck(plan, (_t(C, True), _t(np.log(a), True), _t(np.log(b), True)),
+                                     eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.filterwarnings("ignore:Sinkhorn did not converge")  # stopThr=0 runs all iterations on purpose
+def test_ot_plan_gradient_matches_converged_unrolled_sinkhorn():
+    # An independent oracle: POT's log-domain Sinkhorn differentiated through its loop by
+    # autograd, at a reg where a few hundred iterations reach round-off.
+    ot = pytest.importorskip("ot")
+    C, a, b = _problem(7, 6, 8)
+    W = np.random.default_rng(0).standard_normal(C.shape)
+    reg = 0.5
+
+    def grads(plan_fn):
+        Ct, at, bt = _t(C, True), _t(a, True), _t(b, True)
+        (plan_fn(Ct, at, bt) * _t(W)).sum().backward()
+        return Ct.grad.numpy(), at.grad.numpy(), bt.grad.numpy()
+
+    ours = grads(lambda C, a, b: st.ot_plan(C, a, b, reg=reg, tol=1e-14))
+    pot = grads(lambda C, a, b: ot.sinkhorn(a, b, C, reg, method="sinkhorn_log", numItermax=3000, stopThr=0))
+    np.testing.assert_allclose(ours[0], pot[0], atol=1e-9)
+    for mine, theirs in zip(ours[1:], pot[1:]):  # up to the shared constant
+        np.testing.assert_allclose(mine - mine.mean(), theirs - theirs.mean(), atol=1e-8)
+
+
+def test_ot_plan_zero_mass_row_one_sided_derivative():
+    C, a, b = _problem(5, 4, 9, zero_rows=[1])
+    W = np.random.default_rng(1).standard_normal(C.shape)
+    reg, t = 0.1, 1e-7
+    at = _t(a, True)
+    (st.ot_plan(_t(C), at, _t(b), reg=reg, tol=1e-14) * _t(W)).sum().backward()
+    moved = a.copy()
+    moved[1] += t
+    moved[3] -= t
+    loss = lambda w: (snsot.solve(C, w, b, reg=reg, tol=1e-14).plan * W).sum()
+    fd = (loss(moved) - loss(a)) / t
+    assert at.grad[1].item() - at.grad[3].item() == pytest.approx(fd, abs=1e-5)
+
+
+# ----------------------------------------------------- sinkhorn_divergence ---
+
+def test_divergence_gradcheck_points_and_weights():
+    rng = np.random.default_rng(10)
+    x, y = _t(rng.random((6, 2)), True), _t(rng.random((5, 2)), True)
+    al, be = _t(rng.standard_normal(6), True), _t(rng.standard_normal(5), True)
+    div = lambda x, y, al, be: st.sinkhorn_divergence(x, y, torch.softmax(al, 0), torch.softmax(be, 0), reg=0.05,
+                                                      tol=1e-13)
+    assert torch.autograd.gradcheck(div, (x, y, al, be), eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("cost, metric", [("sqeuclidean", "sqeuclidean"), ("euclidean", "euclidean"), (1.5, 1.5)])
+def test_divergence_is_its_three_ot_terms(cost, metric):
+    rng = np.random.default_rng(11)
+    x, y = rng.random((8, 2)), rng.random((6, 2))
+    a, b = _problem(8, 6, 11)[1:]
+    reg = 0.05
+    ot = lambda p, q, u, v: snsot.solve(snsot.costs.pairwise(p, q, metric), u, v, reg=reg, tol=1e-13).objective
+    expected = ot(x, y, a, b) - 0.5 * ot(x, x, a, a) - 0.5 * ot(y, y, b, b)
+    value = st.sinkhorn_divergence(_t(x), _t(y), _t(a), _t(b), reg=reg, cost=cost, tol=1e-13)
+    assert value.item() == pytest.approx(expected, abs=1e-12)
+
+
+def test_point_gradient_matches_central_differences():
+    rng = np.random.default_rng(12)
+    x, y = rng.random((7, 2)), rng.random((5, 2))
+    reg, h = 0.02, 1e-6
+    xt = _t(x, True)
+    st.sinkhorn_divergence(xt, _t(y), reg=reg, tol=1e-13).backward()
+
+    def div(p):
+        ot = lambda u, v: snsot.solve(snsot.costs.pairwise(u, v), reg=reg, tol=1e-13).objective
+        return ot(p, y) - 0.5 * ot(p, p) - 0.5 * ot(y, y)
+
+    for i, k in [(0, 0), (4, 1), (6, 0)]:
+        E = np.zeros_like(x)
+        E[i, k] = h
+        assert xt.grad[i, k].item() == pytest.approx((div(x + E) - div(x - E)) / (2 * h), abs=1e-7)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_divergence_is_nonnegative_and_zero_on_equal_clouds(seed):
+    rng = np.random.default_rng(seed)
+    x = _t(rng.random((12, 2)))
+    y = _t(rng.random((9, 2)) * (seed + 1) * 0.3)
+    for reg in (1e-1, 1e-2):
+        assert st.sinkhorn_divergence(x, y, reg=reg).item() >= -1e-12
+        assert st.sinkhorn_divergence(x, x, reg=reg).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_batch_gives_one_divergence_per_item():
+    rng = np.random.default_rng(13)
+    x, y = _t(rng.random((3, 6, 2)), True), _t(rng.random((3, 5, 2)))
+    a = torch.softmax(_t(rng.standard_normal((3, 6))), 1)
+    values = st.sinkhorn_divergence(x, y, a, reg=0.05)
+    assert values.shape == (3,)
+    values.sum().backward()
+    for k in range(3):
+        xk = x[k].detach().clone().requires_grad_()
+        single = st.sinkhorn_divergence(xk, y[k], a[k], reg=0.05)
+        single.backward()
+        assert values[k].item() == pytest.approx(single.item(), abs=1e-14)
+        np.testing.assert_allclose(x.grad[k].numpy(), xk.grad.numpy(), atol=1e-14)
+
+
+def test_float32_keeps_its_dtype_and_gets_gradients():
+    rng = np.random.default_rng(14)
+    x = torch.tensor(rng.random((10, 2)), dtype=torch.float32, requires_grad=True)
+    y = torch.tensor(rng.random((8, 2)), dtype=torch.float32)
+    value = st.SinkhornLoss(reg=0.05)(x, y)
+    assert value.dtype == torch.float32 and value.requires_grad
+    value.backward()
+    assert x.grad.dtype == torch.float32 and torch.isfinite(x.grad).all()
+    x64 = x.detach().double().requires_grad_()
+    st.sinkhorn_divergence(x64, y.double(), reg=0.05).backward()
+    np.testing.assert_allclose(x.grad.numpy(), x64.grad.numpy(), rtol=1e-4, atol=1e-6)
+    C = torch.rand(4, 3, dtype=torch.float32, requires_grad=True)
+    plan = st.ot_plan(C, reg=0.1)
+    assert plan.dtype == torch.float32 and plan.requires_grad
+
+
+def test_sinkhorn_loss_takes_geomloss_call_forms():
+    rng = np.random.default_rng(15)
+    x, y = _t(rng.random((6, 2))), _t(rng.random((5, 2)))
+    a, b = torch.full((6,), 1 / 6, dtype=F64), torch.full((5,), 1 / 5, dtype=F64)
+    loss = st.SinkhornLoss(reg=0.05)
+    assert loss(a, x, b, y).item() == pytest.approx(loss(x, y).item(), abs=1e-14)
+    with pytest.raises(TypeError, match="SinkhornLoss"):
+        loss(x)
+
+
+def test_sinkhorn_loss_matches_geomloss_through_the_table():
+    geomloss = pytest.importorskip("geomloss")
+    rng = np.random.default_rng(16)
+    x, y = _t(rng.random((40, 2))), _t(rng.random((30, 2)))
+    blur = 0.5  # large enough that GeomLoss's annealed loop is converged
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = geomloss.SamplesLoss("sinkhorn", p=2, blur=blur, scaling=0.99, backend="tensorized")(x, y).item()
+    ours = 0.5 * st.SinkhornLoss(reg=2 * blur ** 2, cost="sqeuclidean")(x, y).item()
+    same = st.SinkhornLoss(reg=blur ** 2, cost=lambda p, q: st.pairwise_cost(p, q) / 2)(x, y).item()
+    assert ours == pytest.approx(same, rel=1e-10)
+    assert ours == pytest.approx(theirs, rel=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_inputs_come_back_on_their_device():
+    x = torch.rand(8, 2, device="cuda", requires_grad=True)
+    y = torch.rand(6, 2, device="cuda")
+    value = st.sinkhorn_divergence(x, y, reg=0.05)
+    assert value.device.type == "cuda"
+    value.backward()
+    assert x.grad.device.type == "cuda"
