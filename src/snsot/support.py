@@ -173,15 +173,16 @@ def from_sparse_cost(C) -> Support:
         raise ValueError(f"C: sparse cost must be a non-empty 2-D matrix; got shape {C.shape}")
     if np.iscomplexobj(C.data) or not np.issubdtype(C.dtype, np.number):
         raise ValueError(f"C: sparse cost must be real and numeric; got dtype {C.dtype}")
-    csr = sp.csr_matrix(C, dtype=np.float64, copy=True)
-    # Duplicates: a COO or an unsorted CSR can hold the same pair twice; the
-    # sum scipy would form is not a cost anyone meant, so refuse it.
-    before = csr.nnz
-    csr.sum_duplicates()
-    if csr.nnz != before:
+    # Duplicates: a COO (or an unsorted CSR) can hold the same pair twice, and
+    # converting would sum them, a cost nobody meant; refuse instead.
+    coo = C.tocoo()
+    n_pairs = np.unique(coo.row.astype(np.int64) * C.shape[1] + coo.col).size
+    if n_pairs != coo.nnz:
         raise ValueError(
-            f"C: sparse cost holds {before - csr.nnz} duplicate entries; give each pair once"
+            f"C: sparse cost holds {coo.nnz - n_pairs} duplicate entries; give each pair once"
         )
+    csr = sp.csr_matrix(C, dtype=np.float64, copy=True)
+    csr.sort_indices()
     data = csr.data
     if data.size:
         bad = ~np.isfinite(data) | (data < 0)
@@ -189,7 +190,7 @@ def from_sparse_cost(C) -> Support:
             t = int(np.flatnonzero(bad)[0])
             i = int(np.searchsorted(csr.indptr, t, side="right") - 1)
             raise ValueError(
-                f"C: stored costs must be finite and non-negative; found {data[t]!r} at "
+                f"C: stored costs must be finite and non-negative; found {float(data[t])!r} at "
                 f"({i}, {int(csr.indices[t])}) (leave a forbidden pair out instead of storing inf)"
             )
     indices = csr.indices.astype(np.int32) if csr.shape[1] < 2**31 else csr.indices.astype(np.int64)
