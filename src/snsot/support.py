@@ -373,3 +373,39 @@ def truncate(cloud: PointCloud, f0, g0, reg, max_outside, max_nnz=int(2e8)) -> S
         indptr, cols.astype(idx_dtype), np.ascontiguousarray(cost), (n, m),
         row_bound=R, theta=theta, f0=f0.copy(), g0=g0.copy(), reg=float(reg),
     )
+
+
+# ---------------------------------------------------------------------------
+# A problem on a support
+# ---------------------------------------------------------------------------
+
+
+class SupportProblem:
+    """An entropic OT problem restricted to a :class:`Support`: what the solver loops see.
+
+    It answers what the loops ask of :class:`~snsot.OTProblem` (``a``, ``b``,
+    ``reg``, ``shape``, ``mass``, ``cost_range``, :meth:`with_reg`) without a
+    dense cost. The weights are trusted (validated by the caller, all positive).
+    """
+
+    def __init__(self, support: Support, a, b, reg):
+        self.support = support
+        self.a = np.asarray(a, dtype=np.float64)
+        self.b = np.asarray(b, dtype=np.float64)
+        self.reg = float(reg)
+
+    @property
+    def shape(self):
+        return self.support.shape
+
+    @property
+    def mass(self) -> float:
+        return float(self.a.sum())
+
+    @property
+    def cost_range(self):
+        c = self.support.cost
+        return (float(c.min()), float(c.max())) if c.size else (0.0, 0.0)
+
+    def with_reg(self, reg) -> "SupportProblem":
+        return SupportProblem(self.support, self.a, self.b, reg)
