@@ -71,8 +71,9 @@ def test_truncated_support_certifies_the_mass_it_leaves_out(kind, dim, cost, reg
     sup = truncate(cloud, f, g, reg, max_outside=target)
     C, E, P = dense_truth(cloud, f, g, reg)
     mask = support_mask(sup)
-    # every pair above -theta is in, with its exact cost
-    assert mask[E > -sup.theta].all()
+    # every pair above -theta is in, with its exact cost (the margin: the dropped pair
+    # that sets theta has its cost rounded differently by cdist and by the support)
+    assert mask[E > -sup.theta + 1e-9].all()
     np.testing.assert_allclose(sup.cost, C[mask], rtol=1e-12, atol=1e-15)
     # no duplicates, rows sorted (CSR canonical)
     assert sp.csr_matrix((sup.cost, sup.indices, sup.indptr), shape=(n, m)).has_canonical_format
@@ -119,7 +120,7 @@ def test_truncation_at_unconverged_potentials_is_still_certified():
     sup = truncate(cloud, f, g, reg, max_outside=1e-7)
     _, E, P = dense_truth(cloud, f, g, reg)
     mask = support_mask(sup)
-    assert mask[E > -sup.theta].all()
+    assert mask[E > -sup.theta + 1e-9].all()
     assert np.where(mask, 0.0, P).sum() <= sup.outside_mass(f, g) <= 1e-7
 
 

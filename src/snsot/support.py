@@ -14,20 +14,22 @@ outside.
 
 The certified bound
 -------------------
-Let ``N_i(t) = #{j : e_ij > -t}`` and ``S_i`` the number of support entries of
-row ``i`` with ``e_ij > -theta`` (all of ``N_i(theta)``). For levels
-``theta = t_0 < t_1 < ... < t_K`` every pair outside the support with
-``-t_{k+1} < e_ij <= -t_k`` weighs at most ``exp(-t_k)``, and pairs beyond
-``t_K`` at most ``exp(-t_K)``, so the mass of row ``i`` outside is at most
+Let ``N_i(t) = #{j : e_ij > -t}``. One tree query finds every pair with
+``e_ij > -t_top`` and their plan mass is summed exactly; a count query gives
+an upper bound ``U_i >= N_i(t_max)`` at a level ``t_max`` where even
+``n m exp(-t_max)`` is negligible. Every pair between the levels weighs at
+most ``exp(-t_top)`` and every pair beyond ``t_max`` at most ``exp(-t_max)``,
+so the mass of row ``i`` beyond ``t_top`` is at most
 
 .. math::
-    R_i = e^{-t_0} (N_i(t_1) - S_i) + \sum_{k=1}^{K-1} e^{-t_k} (N_i(t_{k+1}) - N_i(t_k))
-          + e^{-t_K} (m - N_i(t_K)).
+    e^{-t_{top}} (U_i - N_i(t_{top})) + e^{-t_{max}} (m - U_i),
 
-Regrouping, each ``N_i(t_k)`` (k >= 1) enters with the coefficient
-``e^{-t_{k-1}} - e^{-t_k} >= 0``, so upper bounds on these counts (tree counts
-with a slightly enlarged radius) keep ``R_i`` an upper bound. This per-row
-bound is far tighter than the count bound ``n m e^{-theta}``: in dimension d
+where ``U_i`` enters with the coefficient ``e^{-t_top} - e^{-t_max} >= 0`` (so an
+upper bound, a tree count with a slightly enlarged radius, is enough) and
+``N_i(t_top)`` is exact. The support then drops the lightest of the found
+pairs while their exact mass plus this tail stays within the target: the
+per-row bound ``R_i`` is the dropped pairs' exact mass plus the tail. This is
+far tighter than the count bound ``n m e^{-theta}``: in dimension d,
 ``N_i(t)`` grows like ``t^{d/2}``, not like ``m``.
 
 At other potentials ``(f, g)`` every entry is multiplied by
@@ -288,20 +290,13 @@ def _best_partners(cloud: PointCloud, f0, g0):
     return np.concatenate([rows, rows[ic]]), np.concatenate([cols[jr], cols])
 
 
-def _bound_terms(levels, counts, S, m_live):
-    """Per-row ``R_i`` (module docstring) from the levels, counts ``N(t_k)`` (k >= 1) and ``S``."""
-    R = math.exp(-levels[0]) * (counts[0] - S)
-    for k in range(1, len(levels) - 1):
-        R = R + math.exp(-levels[k]) * (counts[k] - counts[k - 1])
-    R = R + math.exp(-levels[-1]) * (m_live - counts[-1])
-    return np.maximum(R, 0.0)
-
-
 def truncate(cloud: PointCloud, f0, g0, reg, max_outside, max_nnz=int(2e8)) -> Support:
     """The truncated support of a point-cloud problem at potentials ``(f0, g0)``.
 
-    ``theta`` is the smallest level of a ladder whose certified outside mass
-    (module docstring) is at most ``max_outside``.
+    Finds the pairs above a level ``t_top`` with one tree query, measures
+    their plan mass exactly, and drops the lightest of them while the dropped
+    mass plus the certified tail beyond ``t_top`` (module docstring) stays
+    within ``max_outside``; ``theta`` is the resulting cut.
 
     Parameters
     ----------
@@ -313,7 +308,7 @@ def truncate(cloud: PointCloud, f0, g0, reg, max_outside, max_nnz=int(2e8)) -> S
         Target for the certified plan mass left outside (absolute, same units
         as the weights).
     max_nnz : int
-        Refuse (ValueError) when the support would have more entries.
+        Refuse (ValueError, with the size) when the pairs would be more.
 
     Returns
     -------
@@ -324,40 +319,36 @@ def truncate(cloud: PointCloud, f0, g0, reg, max_outside, max_nnz=int(2e8)) -> S
     f0 = np.asarray(f0, dtype=np.float64)
     g0 = np.asarray(g0, dtype=np.float64)
     finder = _Finder(cloud, f0, g0, reg)
-    m_live = finder.n_live_cols
-    n_live = finder.rows.size
-    # Beyond t_max even the count bound n m exp(-t) is negligible against the target.
+    m_live, n_live = finder.n_live_cols, finder.rows.size
+    # Beyond t_max even the count bound n m exp(-t) is 1% of the target.
     t_max = math.log(max(n_live * m_live, 1) / max_outside) + math.log(100.0)
-    ladder = [t for t in (2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 15.0, 18.0, 22.0, 26.0, 30.0, 36.0, 44.0, 52.0, 64.0)
-              if t < t_max] + [t_max]
-    counts = [finder.count(t) for t in ladder]
-    totals = [int(c.sum()) for c in counts]
-    # Smallest theta whose estimated bound (counts standing in for S) meets the target.
-    k = len(ladder) - 1
-    for kk in range(len(ladder) - 1):
-        est = _bound_terms(ladder[kk:], counts[kk + 1:], counts[kk], m_live).sum()
-        if est <= max_outside:
-            k = kk
-            break
-    while True:
-        theta = ladder[k]
-        if totals[k] > max_nnz:
-            need = totals[k] * BYTES_PER_ENTRY
-            raise ValueError(
-                f"reg: the truncated support at reg={reg:g} would hold about {totals[k]:.3g} pairs "
-                f"({need / 1e9:.3g} GB, limit max_nnz={max_nnz:.3g}); use a smaller reg, fewer points "
-                "(or coarser clusters), or a looser tol"
-            )
-        rows, cols, cost = finder.pairs(theta)
-        S = np.bincount(rows, minlength=n)
-        if k == len(ladder) - 1:
-            R = math.exp(-theta) * np.maximum(m_live - S, 0)
-        else:
-            R = _bound_terms(ladder[k:], counts[k + 1:], S, m_live)
-        R[~np.isfinite(f0)] = 0.0
-        if R.sum() <= max_outside or k == len(ladder) - 1:
-            break
-        k += 1
+    n_max = finder.count(t_max)
+    # The tail beyond t_top weighs at most exp(-t_top) N(t_max) + 1% of the target: half of it at most.
+    t_top = min(t_max, math.log(2.0 * max(int(n_max.sum()), 1) / max_outside))
+    n_top = int(finder.count(t_top).sum())
+    if n_top > max_nnz:
+        raise ValueError(
+            f"reg: the truncated support at reg={reg:g} would hold about {n_top:.3g} pairs "
+            f"({n_top * BYTES_PER_ENTRY / 1e9:.3g} GB, limit max_nnz={max_nnz:.3g}); use a smaller reg, "
+            "fewer points (or coarser clusters), or a looser tol"
+        )
+    rows, cols, cost = finder.pairs(t_top)
+    e = (f0[rows] + g0[cols] - cost) / reg
+    n_in_top = np.bincount(rows, minlength=n)
+    tail = math.exp(-t_top) * np.maximum(n_max - n_in_top, 0)
+    if t_top < t_max:
+        tail = tail + math.exp(-t_max) * np.maximum(m_live - n_max, 0)
+    tail[~np.isfinite(f0)] = 0.0
+    # Drop the lightest pairs while their exact mass fits in what the tail leaves of the target.
+    order = np.argsort(e, kind="stable")
+    dropped_mass = np.cumsum(np.exp(e[order]))
+    k = int(np.searchsorted(dropped_mass, max_outside - tail.sum(), side="right"))
+    drop = order[:k]
+    theta = float(-e[order[k - 1]]) if k else t_top
+    R = tail + np.bincount(rows[drop], weights=np.exp(e[drop]), minlength=n)
+    keep = np.ones(rows.size, dtype=bool)
+    keep[drop] = False
+    rows, cols, cost = rows[keep], cols[keep], cost[keep]
     # Guard partners (may lie below -theta: harmless, they only enlarge the support).
     br, bc = _best_partners(cloud, f0, g0)
     rows = np.concatenate([rows, br])
