@@ -6,11 +6,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["OTResult", "History", "ConvergenceWarning", "STAGE_SINKHORN", "STAGE_NEWTON"]
+__all__ = ["OTResult", "History", "ConvergenceWarning", "STAGE_SINKHORN", "STAGE_NEWTON", "STATUS_MESSAGES"]
 
 #: Stage codes used in :attr:`History.stage`.
 STAGE_SINKHORN = 0
 STAGE_NEWTON = 1
+
+
+#: Why a solver stopped: the keys of :attr:`OTResult.status` and their messages (one table, as scipy.optimize keeps).
+STATUS_MESSAGES = {
+    "success": "marginal error below tol",
+    "max_iter": "maximum number of iterations reached before tol",
+    "stalled": "no further progress possible in floating point before tol",
+    "nonfinite": "non-finite values met; returning the last finite iterate",
+    "callback": "stopped by the callback",
+}
 
 
 class ConvergenceWarning(UserWarning):
@@ -76,11 +86,16 @@ class OTResult:
     tol : float
         The tolerance asked for.
     message : str
-        Why the solver stopped.
+        Why the solver stopped, in words (from the table keyed by :attr:`status`).
     time : float
         Wall-clock seconds of the solve.
     history : History
         Per-iteration marginal error, dual value, time and stage.
+    status : str
+        Why the solver stopped, as a key to compare against (as scipy's
+        ``OptimizeResult.status`` sits beside ``message``): ``"success"``,
+        ``"max_iter"``, ``"stalled"``, ``"nonfinite"`` or ``"callback"``
+        (see :data:`STATUS_MESSAGES`).
     """
 
     plan: np.ndarray
@@ -98,6 +113,7 @@ class OTResult:
     message: str
     time: float
     history: History = field(default_factory=History, repr=False)
+    status: str = "success"
 
     def __repr__(self) -> str:
         return (
@@ -120,6 +136,7 @@ class OTResult:
             "n_sinkhorn": self.n_sinkhorn,
             "n_newton": self.n_newton,
             "converged": bool(self.converged),
+            "status": self.status,
             "message": self.message,
             "time": self.time,
             "shape": list(self.plan.shape),
