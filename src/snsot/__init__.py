@@ -7,6 +7,7 @@
 
 from . import costs
 from .compat import sinkhorn, sinkhorn2
+from .geometry import PointCloud
 from .problem import OTProblem
 from .result import ConvergenceWarning, History, OTResult
 from .solvers import available_methods, register, solve
@@ -18,6 +19,7 @@ __all__ = [
     "sinkhorn",
     "sinkhorn2",
     "OTProblem",
+    "PointCloud",
     "OTResult",
     "History",
     "ConvergenceWarning",

@@ -96,6 +96,14 @@ class OTResult:
         ``OptimizeResult.status`` sits beside ``message``): ``"success"``,
         ``"max_iter"``, ``"stalled"``, ``"nonfinite"`` or ``"callback"``
         (see :data:`STATUS_MESSAGES`).
+    support_size : int or None
+        Pairs the solver's plan was held on: None for a dense cost (all
+        ``n * m``); for a sparse cost or point clouds, the number of stored
+        entries of :attr:`plan` (a ``scipy.sparse`` CSR matrix).
+    outside_mass : float
+        Certified upper bound on the plan mass outside that support (0 for
+        dense and user-given sparse costs); :attr:`marginal_error` includes
+        twice this bound.
     """
 
     plan: np.ndarray
@@ -114,6 +122,8 @@ class OTResult:
     time: float
     history: History = field(default_factory=History, repr=False)
     status: str = "success"
+    support_size: int | None = None
+    outside_mass: float = 0.0
 
     def __repr__(self) -> str:
         return (
@@ -140,4 +150,6 @@ class OTResult:
             "message": self.message,
             "time": self.time,
             "shape": list(self.plan.shape),
+            **({} if self.support_size is None else
+               {"support_size": int(self.support_size), "outside_mass": float(self.outside_mass)}),
         }

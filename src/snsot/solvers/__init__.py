@@ -14,11 +14,15 @@ from typing import Callable
 
 import numpy as np
 
+import scipy.sparse as sp
+
 from .._kernels import thread_limit
+from ..geometry import PointCloud
 from ..problem import OTProblem, positive_float
 from ..result import ConvergenceWarning, OTResult
 from .sinkhorn import solve_sinkhorn
 from .sns import solve_sns
+from .pointcloud import solve_without_dense_cost
 
 __all__ = ["solve", "register", "available_methods", "DEFAULT_MAX_ITER"]
 
@@ -49,9 +53,14 @@ def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9
 
     Parameters
     ----------
-    C : array_like, shape (n, m), or OTProblem
+    C : array_like, shape (n, m), OTProblem, PointCloud or scipy.sparse matrix
         Cost matrix (finite, non-negative); float32 is kept as float32. An
-        :class:`~snsot.OTProblem` carries its own weights and ``reg``.
+        :class:`~snsot.OTProblem` carries its own weights and ``reg``. A
+        :class:`~snsot.PointCloud` is solved on an adaptively truncated
+        support (dimensions 1 to 3; see :mod:`snsot.solvers.pointcloud`), a
+        ``scipy.sparse`` cost on its stored entries (absent entries are
+        forbidden pairs); both return the plan as ``scipy.sparse`` CSR, with
+        ``support_size`` and ``outside_mass`` on the result.
     a, b : array_like, shape (n,) and (m,), optional
         Weights (non-negative, equal totals); uniform when omitted.
     reg : float
@@ -99,6 +108,10 @@ def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9
     >>> res.converged
     True
     """
+    if isinstance(C, PointCloud) or sp.issparse(C):
+        # no dense cost: a truncated (point clouds) or given (scipy.sparse) support, memory O(nnz)
+        return solve_without_dense_cost(C, a, b, reg=reg, method=method, tol=tol, max_iter=max_iter, init=init,
+                                        callback=callback, warn=warn, n_threads=n_threads, **options)
     if isinstance(C, OTProblem):
         if a is not None or b is not None:
             raise ValueError("a, b: give weights inside the OTProblem, not beside it")

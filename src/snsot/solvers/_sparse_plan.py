@@ -76,17 +76,21 @@ class SparsePlan(Plan):
     def sinkhorn_cols(self, f, marginals):
         g = np.empty(self.shape[1])
         SK.csr_lse_update(self.t_indptr, self.t_rows, self.t_cost, f, marginals.log_b, self.problem.reg, g)
+        if marginals.col_exponent != 1.0:
+            g *= marginals.col_exponent
         return g
 
     def sinkhorn_step(self, f, g, marginals) -> SinkhornStep:
         reg = self.problem.reg
-        f_new = np.empty(self.shape[0])
-        SK.csr_lse_update(self.indptr, self.indices, self.cost, g, marginals.log_a, reg, f_new)
-        # Row sums at (f, g) are a_i exp((f_i - f_new_i)/reg): the row error without a plan pass.
+        f_full = np.empty(self.shape[0])  # the balanced update: rows of P(f_full, g) equal a
+        SK.csr_lse_update(self.indptr, self.indices, self.cost, g, marginals.log_a, reg, f_full)
+        # Rows of P(f, g) are a_i exp((f_i - f_full_i)/reg): the row error without a plan pass.
         with np.errstate(over="ignore", invalid="ignore"):
-            err = float(np.abs(marginals.a * np.expm1((f - f_new) / reg)).sum())
+            row = marginals.a * np.exp((f - f_full) / reg)
+            err = float(marginals.row_error(f, row))
         if not np.isfinite(err):
             err = np.inf
+        f_new = f_full if marginals.row_exponent == 1.0 else marginals.row_exponent * f_full
         return SinkhornStep(err, lambda: (f_new, self.sinkhorn_cols(f_new, marginals)))
 
     def new_point(self, quota: int) -> PlanPoint:

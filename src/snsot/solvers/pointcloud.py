@@ -45,8 +45,9 @@ __all__ = ["solve_pointcloud", "solve_sparse_cost"]
 _THETA_TYPICAL = 30.0
 
 
-def _finish(res, plan_shape, rows, cols, bound, support_size, tol):
-    """Embed the solved sub-problem, add the outside mass to the error, decide ``converged``."""
+def _finish(res, plan_shape, rows, cols, bound, support_size):
+    """Embed the solved sub-problem and report the support (``finalize`` already added
+    twice the outside-mass bound to ``marginal_error`` and decided ``converged`` on it)."""
     n, m = plan_shape
     P = res.plan.tocoo()
     res.plan = sp.csr_matrix((P.data, (rows[P.row], cols[P.col])), shape=(n, m))
@@ -54,12 +55,6 @@ def _finish(res, plan_shape, rows, cols, bound, support_size, tol):
     g = np.full(m, -np.inf)
     f[rows], g[cols] = res.potentials
     res.potentials = (f, g)
-    res.marginal_error = float(res.marginal_error + 2.0 * bound)
-    was = res.converged
-    res.converged = bool(np.isfinite(res.marginal_error) and res.marginal_error < tol)
-    if was and not res.converged:
-        res.message = (f"stopped with the marginal error on the support below tol, but the bound on the mass "
-                       f"outside it ({bound:.3g}) leaves the total above tol")
     res.support_size = int(support_size)
     res.outside_mass = float(bound)
     return res
@@ -83,7 +78,7 @@ def solve_sparse_cost(C, a, b, *, reg, tol, max_iter, init=None, callback=None, 
         init = (np.asarray(init[0])[rows], np.asarray(init[1])[cols])
     res = solve_sns(problem, tol=tol, max_iter=max_iter, init=init, callback=callback,
                     _plan=SparsePlan(problem), **options)
-    return _finish(res, (a.size, b.size), rows, cols, 0.0, support.nnz, tol)
+    return _finish(res, (a.size, b.size), rows, cols, 0.0, support.nnz)
 
 
 # ---------------------------------------------------------------------------
@@ -234,4 +229,98 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
                 break
         if used >= max_iter:
             break
-    return _finish(res, (a.size, b.size), rows, cols, bound, support.nnz, tol)
+    return _finish(res, (a.size, b.size), rows, cols, bound, support.nnz)
+
+
+def _weights(a, b, n, m):
+    """Validated weights for a problem without a dense cost (as :class:`~snsot.OTProblem` does them)."""
+    from ..problem import MASS_RTOL, _as_weights
+
+    a = _as_weights(a, "a", n)
+    b = _as_weights(b, "b", m)
+    ta, tb = a.sum(), b.sum()
+    if abs(ta - tb) > MASS_RTOL * max(ta, tb):
+        raise ValueError(
+            f"b: total mass {tb!r} differs from the total of a {ta!r} "
+            f"(relative difference {abs(ta - tb) / max(ta, tb):.3g} > {MASS_RTOL:g}); "
+            "normalise a and b to the same total"
+        )
+    return a, b * (ta / tb)
+
+
+def solve_without_dense_cost(C, a, b, *, reg, method, tol, max_iter, init, callback, warn, n_threads, **options):
+    """:func:`snsot.solve` for a :class:`~snsot.geometry.PointCloud` or a ``scipy.sparse`` cost.
+
+    A point cloud of dimension above :data:`~snsot.geometry.MAX_TREE_DIM` is
+    solved with its dense cost when that fits in ``max_dense_bytes`` (option,
+    default 4 GB), else refused with a ValueError naming the size.
+    """
+    import inspect
+    import warnings
+
+    from .._kernels import thread_limit
+    from ..geometry import MAX_TREE_DIM
+    from ..problem import positive_float
+    from ..result import ConvergenceWarning
+    from . import DEFAULT_MAX_ITER, solve
+
+    if isinstance(C, PointCloud) and C.dim > MAX_TREE_DIM:
+        max_dense = options.pop("max_dense_bytes", 4e9)
+        return solve(C.dense_cost(max_bytes=max_dense), a, b, reg=reg, method=method, tol=tol,
+                     max_iter=max_iter, init=init, callback=callback, warn=warn, n_threads=n_threads, **options)
+    kind = "point clouds" if isinstance(C, PointCloud) else "a sparse cost"
+    methods = ("sns",) if isinstance(C, PointCloud) else ("sns", "sinkhorn")
+    if method not in methods:
+        raise ValueError(f"method: {kind} are solved by {' or '.join(map(repr, methods))}; got {method!r}")
+    if reg is None:
+        raise ValueError("reg: the entropic regularisation is required")
+    reg = positive_float(reg, "reg")
+    tol = positive_float(tol, "tol")
+    if max_iter is None:
+        max_iter = DEFAULT_MAX_ITER[method]
+    if isinstance(max_iter, (bool, np.bool_)) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise ValueError(f"max_iter: must be a positive integer; got {max_iter!r}")
+    n, m = C.shape
+    a, b = _weights(a, b, n, m)
+    if init is not None:
+        f0, g0 = (np.asarray(v, dtype=np.float64) for v in init)
+        if f0.shape != (n,) or g0.shape != (m,):
+            raise ValueError(f"init: potentials must have shapes ({n},) and ({m},); got {f0.shape} and {g0.shape}")
+        init = (f0, g0)
+    if isinstance(C, PointCloud):
+        solver, args = solve_pointcloud, (C, a, b)
+    elif method == "sns":
+        solver, args = solve_sparse_cost, (C, a, b)
+    else:
+        solver, args = _sparse_sinkhorn, (C, a, b)
+    accepted = set(inspect.signature(solver).parameters) | set(inspect.signature(solve_sns).parameters)
+    accepted -= {"problem", "tol", "max_iter", "init", "callback", "_plan", "cloud", "C", "a", "b", "reg"}
+    unknown = sorted(k for k in options if k not in accepted)
+    if unknown:
+        raise ValueError(f"{unknown[0]}: not an option for {kind}; options: {', '.join(sorted(accepted))}")
+    with thread_limit(2**30, n_threads):  # sparse passes are long enough to use every thread
+        res = solver(*args, reg=reg, tol=tol, max_iter=int(max_iter), init=init, callback=callback, **options)
+    if warn and not res.converged:
+        warnings.warn(
+            f"{method}: stopped after {res.n_iter} iterations with marginal error "
+            f"{res.marginal_error:.3g} >= tol {tol:g} ({res.message})",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    return res
+
+
+def _sparse_sinkhorn(C, a, b, *, reg, tol, max_iter, init=None, callback=None):
+    """Log-domain Sinkhorn on the support of a ``scipy.sparse`` cost (the same loop as the dense one)."""
+    from .sinkhorn import solve_sinkhorn
+
+    support = from_sparse_cost(C)
+    support.check_feasible(a, b)
+    rows, cols = np.flatnonzero(a > 0), np.flatnonzero(b > 0)
+    if rows.size < a.size or cols.size < b.size:
+        support = from_sparse_cost(support.to_scipy()[rows][:, cols])
+    problem = SupportProblem(support, a[rows], b[cols], reg)
+    if init is not None:
+        init = (init[0][rows], init[1][cols])
+    res = solve_sinkhorn(problem, tol=tol, max_iter=max_iter, init=init, callback=callback, _plan=SparsePlan(problem))
+    return _finish(res, (a.size, b.size), rows, cols, 0.0, support.nnz)
