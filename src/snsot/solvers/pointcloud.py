@@ -271,7 +271,7 @@ def solve_without_dense_cost(C, a, b, *, reg, method, tol, max_iter, init, callb
     kind = "point clouds" if isinstance(C, PointCloud) else "a sparse cost"
     methods = ("sns",) if isinstance(C, PointCloud) else ("sns", "sinkhorn")
     if method not in methods:
-        raise ValueError(f"method: {kind} are solved by {' or '.join(map(repr, methods))}; got {method!r}")
+        raise ValueError(f"method: {kind} can be solved with {' or '.join(map(repr, methods))}; got {method!r}")
     if reg is None:
         raise ValueError("reg: the entropic regularisation is required")
     reg = positive_float(reg, "reg")
