@@ -30,6 +30,7 @@ much in L1), and ``converged`` is True only when that total is below ``tol``.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import scipy.sparse as sp
@@ -41,6 +42,14 @@ from .sns import solve_sns
 
 __all__ = ["solve_pointcloud", "solve_sparse_cost"]
 
+#: Iterations of one solve on a support before its bound is checked (and the support refreshed).
+_CHUNK_ITER = 300
+#: Iterations settling the potentials of a new reg on the previous (wider) support.
+_SETTLE_ITER = 100
+#: Supports tried per reg before giving up (converged stays False then).
+_MAX_REFRESH = 12
+#: Most refinement levels (factors eps_factor) between the coarse solve and the target reg.
+_MAX_LEVELS = 4
 #: Truncation levels theta about this large are typical at tol ~ 1e-9 (used only to size the schedule).
 _THETA_TYPICAL = 30.0
 
@@ -134,7 +143,7 @@ def _start_reg(cloud, reg, eps_factor, start_partners):
         return m * min(1.0, ball / float(np.prod(np.maximum(extent, radius))))
 
     r = reg
-    while partners(r * eps_factor) <= start_partners and r * eps_factor < 1e6 * reg:
+    while partners(r * eps_factor) <= start_partners and r * eps_factor < eps_factor**_MAX_LEVELS * reg * 1.0001:
         r *= eps_factor
     return r
 
@@ -164,6 +173,7 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
     """
     from .. import solve
 
+    t_start = time.perf_counter()
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     rows, cols = np.flatnonzero(a > 0), np.flatnonzero(b > 0)
@@ -204,6 +214,7 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
     regs.append(reg)
 
     used = 0
+    counts = np.zeros(2, dtype=np.int64)  # Sinkhorn and Newton steps over every stage and refresh
     res = support = None
     bound = math.inf
     log_a, log_b = np.log(a_s), np.log(b_s)
@@ -217,18 +228,38 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
         r_prev = r
         stage_tol = tol if last else max(tol, 1e-3 * mass)
         target = outside_fraction * stage_tol
-        for _refresh in range(8):
+        if support is not None:
+            # Settle the potentials at the new reg on the previous support first: it is
+            # wider (the plan narrows as reg shrinks), so the truncation that follows
+            # sees potentials of this reg, not the carried ones.
+            problem = SupportProblem(support, a_s, b_s, r)
+            pre = solve_sns(problem, tol=max(stage_tol, 1e-3 * mass), max_iter=max(min(_SETTLE_ITER, max_iter - used), 1),
+                            init=(f, g), callback=callback, _plan=SparsePlan(problem), eps_scaling=False, **options)
+            used += pre.n_iter
+            counts += (pre.n_sinkhorn, pre.n_newton)
+            if np.isfinite(pre.potentials[0]).all() and np.isfinite(pre.potentials[1]).all():
+                f, g = pre.potentials
+        for _refresh in range(_MAX_REFRESH):
             support = truncate(sub, f, g, r, target, max_nnz=max_nnz)
             problem = SupportProblem(support, a_s, b_s, r)
-            res = solve_sns(problem, tol=stage_tol * (1.0 - 2.0 * outside_fraction), max_iter=max(max_iter - used, 1),
+            # In chunks: a support that misses mass the solution needs shows as a bound
+            # that grows while the error stalls; re-truncating then beats iterating on.
+            res = solve_sns(problem, tol=stage_tol * (1.0 - 2.0 * outside_fraction),
+                            max_iter=max(min(_CHUNK_ITER, max_iter - used), 1),
                             init=(f, g), callback=callback, _plan=SparsePlan(problem), eps_scaling=False, **options)
             used += res.n_iter
-            f, g = res.potentials
+            counts += (res.n_sinkhorn, res.n_newton)
+            if np.isfinite(res.potentials[0]).all() and np.isfinite(res.potentials[1]).all():
+                f, g = res.potentials
             bound = support.outside_mass(f, g)
-            if bound <= target or used >= max_iter or res.message.startswith("stopped by the callback"):
+            if (bound <= target and res.converged) or used >= max_iter or res.status == "callback":
                 break
-        if used >= max_iter:
+        if used >= max_iter or res.status == "callback":
             break
+    # The result's history is the last solve's; its counts and time cover the whole schedule.
+    res.n_sinkhorn, res.n_newton = int(counts[0]), int(counts[1])
+    res.n_iter = res.n_sinkhorn + res.n_newton
+    res.time = time.perf_counter() - t_start
     return _finish(res, (a.size, b.size), rows, cols, bound, support.nnz)
 
 
