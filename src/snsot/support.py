@@ -270,24 +270,31 @@ class _Finder:
         return rows, cols, cost
 
 
-def _best_partners(cloud: PointCloud, f0, g0):
-    """For every live row and column, one partner maximising ``f0_i + g0_j - C_ij``
-    (exactly for the squared Euclidean cost, a nearest point otherwise), so that
-    no point with mass ends up with an empty row or column."""
-    rows = np.flatnonzero(np.isfinite(f0))
-    cols = np.flatnonzero(np.isfinite(g0))
-    if not rows.size or not cols.size:
+def _best_partners(cloud: PointCloud, f0, g0, rows, cols):
+    """For the given rows and columns (of finite potential), one partner maximising
+    ``f0_i + g0_j - C_ij`` (exactly for the squared Euclidean cost, a nearest point
+    otherwise), so that no point with mass ends up with an empty row or column."""
+    live_r = np.flatnonzero(np.isfinite(f0))
+    live_c = np.flatnonzero(np.isfinite(g0))
+    if not live_r.size or not live_c.size or not (rows.size or cols.size):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    jr = ic = np.zeros(0, np.int64)
     if cloud.p == 2.0:
-        G, F = g0[cols].max(), f0[rows].max()
-        ty = cKDTree(np.hstack([cloud.y[cols], np.sqrt(np.maximum(G - g0[cols], 0))[:, None]]))
-        _, jr = ty.query(np.hstack([cloud.x[rows], np.zeros((rows.size, 1))]))
-        tx = cKDTree(np.hstack([cloud.x[rows], np.sqrt(np.maximum(F - f0[rows], 0))[:, None]]))
-        _, ic = tx.query(np.hstack([cloud.y[cols], np.zeros((cols.size, 1))]))
+        if rows.size:
+            G = g0[live_c].max()
+            ty = cKDTree(np.hstack([cloud.y[live_c], np.sqrt(np.maximum(G - g0[live_c], 0))[:, None]]))
+            jr = ty.query(np.hstack([cloud.x[rows], np.zeros((rows.size, 1))]))[1]
+        if cols.size:
+            F = f0[live_r].max()
+            tx = cKDTree(np.hstack([cloud.x[live_r], np.sqrt(np.maximum(F - f0[live_r], 0))[:, None]]))
+            ic = tx.query(np.hstack([cloud.y[cols], np.zeros((cols.size, 1))]))[1]
     else:
-        _, jr = cKDTree(cloud.y[cols]).query(cloud.x[rows])
-        _, ic = cKDTree(cloud.x[rows]).query(cloud.y[cols])
-    return np.concatenate([rows, rows[ic]]), np.concatenate([cols[jr], cols])
+        if rows.size:
+            jr = cKDTree(cloud.y[live_c]).query(cloud.x[rows])[1]
+        if cols.size:
+            ic = cKDTree(cloud.x[live_r]).query(cloud.y[cols])[1]
+    return (np.concatenate([rows, live_r[ic]]).astype(np.int64),
+            np.concatenate([live_c[jr], cols]).astype(np.int64))
 
 
 def truncate(cloud: PointCloud, f0, g0, reg, max_outside, max_nnz=int(2e8)) -> Support:
@@ -349,8 +356,11 @@ def truncate(cloud: PointCloud, f0, g0, reg, max_outside, max_nnz=int(2e8)) -> S
     keep = np.ones(rows.size, dtype=bool)
     keep[drop] = False
     rows, cols, cost = rows[keep], cols[keep], cost[keep]
-    # Guard partners (may lie below -theta: harmless, they only enlarge the support).
-    br, bc = _best_partners(cloud, f0, g0)
+    # Guard partners for live rows and columns left empty (they may lie below -theta:
+    # harmless, they only enlarge the support).
+    empty_r = np.flatnonzero((np.bincount(rows, minlength=n) == 0) & np.isfinite(f0))
+    empty_c = np.flatnonzero((np.bincount(cols, minlength=m) == 0) & np.isfinite(g0))
+    br, bc = _best_partners(cloud, f0, g0, empty_r, empty_c)
     rows = np.concatenate([rows, br])
     cols = np.concatenate([cols, bc])
     cost = np.concatenate([cost, cloud.pair_costs(br, bc)])
