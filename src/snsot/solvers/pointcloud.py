@@ -35,6 +35,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from .._kernels import thread_limit
 from ..geometry import PointCloud
 from ..support import SupportProblem, from_sparse_cost, truncate
 from ._sparse_plan import SparsePlan
@@ -45,7 +46,9 @@ __all__ = ["solve_pointcloud", "solve_sparse_cost"]
 #: Iterations of one solve on a support before its bound is checked (and the support refreshed).
 _CHUNK_ITER = 300
 #: Iterations settling the potentials of a new reg on the previous (wider) support.
-_SETTLE_ITER = 100
+_SETTLE_ITER = 10
+#: A support is built for this fraction of the outside-mass target (see the refresh loop).
+_REFRESH_ROOM = 0.1
 #: Supports tried per reg before giving up (converged stays False then).
 _MAX_REFRESH = 12
 #: Most refinement levels (factors eps_factor) between the coarse solve and the target reg.
@@ -149,8 +152,8 @@ def _start_reg(cloud, reg, eps_factor, start_partners):
 
 
 def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, callback=None,
-                     outside_fraction=0.01, max_nnz=int(2e8), n_coarse=2048, eps_factor=4.0,
-                     start_partners=400, **options):
+                     outside_fraction=0.01, max_nnz=int(2e8), n_coarse=1024, eps_factor=4.0,
+                     start_partners=400, n_threads=None, **options):
     """SNS between two point clouds on an adaptively truncated sparse support.
 
     See the module docstring for the algorithm.
@@ -190,7 +193,7 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
         lx, X, A = _clusters(sub.x, a_s, n_coarse)
         ly, Y, B = _clusters(sub.y, b_s, n_coarse)
         C = PointCloud(X, Y, p).dense_cost()
-        coarse = solve(C, A, B, reg=reg0, tol=max(tol, 1e-6 * mass), warn=False, method="sns")
+        coarse = solve(C, A, B, reg=reg0, tol=max(tol, 1e-6 * mass), warn=False, method="sns", n_threads=n_threads)
         F, G = coarse.potentials
         P = coarse.plan
         if p == 2.0:  # 2 (X_I - T(X_I)) with the barycentric map T, without the (n, m, d) array
@@ -233,26 +236,32 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
             # wider (the plan narrows as reg shrinks), so the truncation that follows
             # sees potentials of this reg, not the carried ones.
             problem = SupportProblem(support, a_s, b_s, r)
-            pre = solve_sns(problem, tol=max(stage_tol, 1e-3 * mass), max_iter=max(min(_SETTLE_ITER, max_iter - used), 1),
-                            init=(f, g), callback=callback, _plan=SparsePlan(problem), eps_scaling=False, **options)
+            with thread_limit(support.nnz, n_threads):
+                pre = solve_sns(problem, tol=max(stage_tol, 1e-3 * mass),
+                                max_iter=max(min(_SETTLE_ITER, max_iter - used), 1), init=(f, g), callback=callback,
+                                _plan=SparsePlan(problem), eps_scaling=False, **options)
             used += pre.n_iter
             counts += (pre.n_sinkhorn, pre.n_newton)
             if np.isfinite(pre.potentials[0]).all() and np.isfinite(pre.potentials[1]).all():
                 f, g = pre.potentials
         for _refresh in range(_MAX_REFRESH):
-            support = truncate(sub, f, g, r, target, max_nnz=max_nnz)
+            # A tenth of the target: room for the potentials to move (the bound grows like
+            # exp(drift / reg)) before a refresh is needed, for about 2.3 more units of theta.
+            support = truncate(sub, f, g, r, _REFRESH_ROOM * target, max_nnz=max_nnz)
             problem = SupportProblem(support, a_s, b_s, r)
             # In chunks: a support that misses mass the solution needs shows as a bound
             # that grows while the error stalls; re-truncating then beats iterating on.
-            res = solve_sns(problem, tol=stage_tol * (1.0 - 2.0 * outside_fraction),
-                            max_iter=max(min(_CHUNK_ITER, max_iter - used), 1),
-                            init=(f, g), callback=callback, _plan=SparsePlan(problem), eps_scaling=False, **options)
+            with thread_limit(support.nnz, n_threads):
+                res = solve_sns(problem, tol=stage_tol * (1.0 - 2.0 * outside_fraction),
+                                max_iter=max(min(_CHUNK_ITER, max_iter - used), 1), init=(f, g), callback=callback,
+                                _plan=SparsePlan(problem), eps_scaling=False, **options)
             used += res.n_iter
             counts += (res.n_sinkhorn, res.n_newton)
             if np.isfinite(res.potentials[0]).all() and np.isfinite(res.potentials[1]).all():
                 f, g = res.potentials
             bound = support.outside_mass(f, g)
-            if (bound <= target and res.converged) or used >= max_iter or res.status == "callback":
+            # converged already counts twice the bound at the final potentials (finalize)
+            if res.converged or used >= max_iter or res.status == "callback":
                 break
         if used >= max_iter or res.status == "callback":
             break
@@ -289,7 +298,6 @@ def solve_without_dense_cost(C, a, b, *, reg, method, tol, max_iter, init, callb
     import inspect
     import warnings
 
-    from .._kernels import thread_limit
     from ..geometry import MAX_TREE_DIM
     from ..problem import positive_float
     from ..result import ConvergenceWarning
@@ -329,8 +337,12 @@ def solve_without_dense_cost(C, a, b, *, reg, method, tol, max_iter, init, callb
     unknown = sorted(k for k in options if k not in accepted)
     if unknown:
         raise ValueError(f"{unknown[0]}: not an option for {kind}; options: {', '.join(sorted(accepted))}")
-    with thread_limit(2**30, n_threads):  # sparse passes are long enough to use every thread
-        res = solver(*args, reg=reg, tol=tol, max_iter=int(max_iter), init=init, callback=callback, **options)
+    if isinstance(C, PointCloud):  # threads chosen per stage, by the size of its support
+        res = solver(*args, reg=reg, tol=tol, max_iter=int(max_iter), init=init, callback=callback,
+                     n_threads=n_threads, **options)
+    else:
+        with thread_limit(C.nnz, n_threads):  # the dense rule, applied to the entries actually read
+            res = solver(*args, reg=reg, tol=tol, max_iter=int(max_iter), init=init, callback=callback, **options)
     if warn and not res.converged:
         warnings.warn(
             f"{method}: stopped after {res.n_iter} iterations with marginal error "
