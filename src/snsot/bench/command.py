@@ -69,6 +69,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="problem seed (MNIST: index of the digit pair)")
     parser.add_argument("--threads", type=int, default=None, help="n_threads for snsot (default: its own choice)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--pointcloud", action="store_true",
+                        help="instead: 2-D point clouds on a truncated support vs dense SNS and POT's lazy solvers "
+                        "(writes POINTCLOUD.md, pointcloud.json, pointcloud_scaling.png)")
+    parser.add_argument("--pointcloud-sizes", type=lambda t: [int(v) for v in t.split(",")], default=[4000, 10000],
+                        help="comma-separated n for --pointcloud (default: 4000,10000)")
+    parser.add_argument("--pointcloud-regs", type=lambda t: [float(v) for v in t.split(",")], default=None,
+                        help="comma-separated reg per size for --pointcloud (default: 1e-4 each)")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks"),
                         help="where RESULTS.md, results.csv, results.json and the PNGs go (default: %(default)s)")
 
@@ -76,6 +83,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, log=None) -> int:
     """Run the benchmark described by parsed ``args``; returns the exit code."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if getattr(args, "pointcloud", False):
+        from . import pointcloud
+
+        sizes = args.pointcloud_sizes
+        regs = args.pointcloud_regs or [1e-4] * len(sizes)
+        if len(regs) != len(sizes):
+            log("bench: --pointcloud-regs needs one reg per size")
+            return 2
+        pointcloud.run(sizes, regs, args.tol, Path(args.out_dir), seed=args.seed, plots=not args.no_plots, log=log)
+        return 0
     quick = bool(getattr(args, "quick", False))
     cfg = dict(
         problems=args.problems or list(_QUICK["problems"] if quick else HEADLINE_PROBLEMS),
