@@ -110,3 +110,30 @@ def test_pcg_edge_cases():
     assert it == 2 and res > 1e-15
     _, _, res = pcg(lambda p: -A @ p, rhs, inv_diag, 1e-10, 100)  # not positive definite
     assert np.isnan(res)
+
+
+@pytest.mark.parametrize("shape", [(40, 25), (60, 60)])
+@pytest.mark.parametrize("warm", [False, True])
+def test_the_compiled_csr_cg_is_the_generic_pcg(shape, warm):
+    """One CG: the CSR block's compiled solver takes the same iterates as pcg over its matvec."""
+    from snsot.solvers.linalg import SchurComplement
+
+    reg, delta = 0.05, 1e-3
+    B, u, v, P, a, b, r, c, H, rhs = _system(10, *shape, reg=reg, delta=delta)
+    kept = np.where(P >= np.quantile(P, 0.7), P, 0.0)
+    d_row, d_col = r * (1 + delta), c * (1 + delta)
+    schur, elim = _csr(kept).schur(d_row, d_col, rng_vector(shape[0]))
+    np.testing.assert_allclose(schur.matvec(np.ones(shape[1])), d_col - kept.T @ (kept @ np.ones(shape[1]) / d_row),
+                               rtol=1e-12)
+    rhs_c = rng_vector(shape[1], seed=1)
+    y0 = rng_vector(shape[1], seed=2) * 1e-3 if warm else None
+    for rtol in (1e-2, 1e-10):
+        fast = schur.solve(rhs_c, rtol, 500, y0)
+        generic = SchurComplement.solve(schur, rhs_c, rtol, 500, y0)
+        assert fast[1] == generic[1] > 0
+        np.testing.assert_allclose(fast[0], generic[0], rtol=1e-8, atol=1e-12 * np.abs(generic[0]).max())
+        assert fast[2] == pytest.approx(generic[2], rel=1e-6)
+
+
+def rng_vector(n, seed=0):
+    return np.random.default_rng(seed).normal(size=n)

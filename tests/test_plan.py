@@ -135,3 +135,30 @@ def test_a_numpy_plan_through_the_same_loop_gives_the_same_iterates(case):
     np.testing.assert_allclose(h2[big], h1[big], rtol=1e-4)
     np.testing.assert_allclose(numpy_run.plan, dense.plan, rtol=0, atol=1e-12)
     assert numpy_run.objective == pytest.approx(dense.objective, rel=1e-12)
+
+
+class CsrFinalPlan(NumpyPlan):
+    """A plan that hands back its final plan in CSR form, as a sparse-support plan does."""
+
+    def final(self, f, g):
+        import scipy.sparse as sp
+
+        out = super().final(f, g)
+        out.plan = sp.csr_matrix(np.where(out.plan >= 1e-300, out.plan, 0.0))
+        return out
+
+
+@pytest.mark.parametrize("method", snsot.available_methods())
+def test_a_sparse_final_plan_reaches_the_result_with_zero_mass_bins_put_back(method):
+    import scipy.sparse as sp
+
+    from checks import check_result
+
+    p = make_problem(48, 25, 30, 5e-2, cost="sqeuclidean", weights="random", zero_a=3, zero_b=2)
+    problem = OTProblem(p.C, p.a, p.b, p.reg)
+    res = snsot.solve(problem, method=method, tol=1e-10, _plan=CsrFinalPlan(problem))
+    dense = snsot.solve(problem, method=method, tol=1e-10)
+    assert sp.issparse(res.plan) and res.plan.shape == (25, 30)
+    check_result(res, p.C, p.a, p.b, 1e-10, method=method)
+    np.testing.assert_allclose(res.plan.toarray(), dense.plan, rtol=0, atol=1e-12)
+    assert res.summary()["shape"] == [25, 30]

@@ -62,9 +62,12 @@ class OTResult:
 
     Attributes
     ----------
-    plan : ndarray, shape (n, m)
+    plan : ndarray or scipy.sparse.csr_matrix, shape (n, m)
         Transport plan :math:`P_{ij} = \exp((f_i + g_j - C_{ij})/\varepsilon)`.
-        Rows and columns of zero-mass bins are exactly zero.
+        Rows and columns of zero-mass bins are exactly zero. A solver working
+        on a sparse support returns the plan on that support in CSR form
+        (POT's ``OTResult`` keeps ``plan`` and ``sparse_plan``; here one field
+        holds either, and ``scipy.sparse.issparse(res.plan)`` tells which).
     potentials : tuple of ndarray
         Dual potentials ``(f, g)`` in the convention above; ``-inf`` on
         zero-mass bins.

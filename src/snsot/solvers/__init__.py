@@ -193,10 +193,16 @@ def _check_init(init, n, m, rows, cols):
 
 
 def _embed(res: OTResult, problem: OTProblem, rows, cols) -> OTResult:
-    """Put zero-mass bins back: zero rows/columns in the plan, -inf potentials."""
+    """Put zero-mass bins back: zero rows/columns in the plan (dense or CSR), -inf potentials."""
+    import scipy.sparse as sp  # only a sparse plan needs it
+
     n, m = problem.shape
-    P = np.zeros((n, m))
-    P[np.ix_(rows, cols)] = res.plan
+    if sp.issparse(res.plan):
+        Q = res.plan.tocoo()
+        P = sp.csr_matrix((Q.data, (rows[Q.row], cols[Q.col])), shape=(n, m))
+    else:
+        P = np.zeros((n, m))
+        P[np.ix_(rows, cols)] = res.plan
     f = np.full(n, -np.inf)
     g = np.full(m, -np.inf)
     f[rows], g[cols] = res.potentials

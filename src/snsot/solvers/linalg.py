@@ -120,10 +120,31 @@ class CsrOffDiagonal(OffDiagonal):
 
 
 class _CsrSchur(SchurComplement):
-    """Schur complement of a CSR block; :meth:`solve` is the compiled :func:`snsot._kernels.schur_cg`."""
+    """Schur complement of a CSR block.
+
+    :meth:`solve` is :func:`snsot._kernels.schur_cg`, a compiled twin of
+    :func:`pcg` (the same iterates up to round-off; ``tests/test_linalg.py``
+    checks it). It is kept because on small problems the Python loop's
+    overhead per CG iteration is not negligible next to a sparse matvec:
+    SNS with the sparse Hessian took 1.06x (n = 1000) to 1.54x (n = 100)
+    longer with :func:`pcg` over the same compiled matvec (medians of 5,
+    random assignment at reg 1/1200).
+    """
 
     def __init__(self, S: CsrOffDiagonal, d_row, d_col):
         self.S, self.d_row, self.d_col = S, d_row, d_col
+
+    @property
+    def inv_diag(self):
+        S = self.S
+        diag = self.d_col - K.csr_rmatvec(S.indptr, S.indices, S.data * S.data, 1.0 / self.d_row, S.shape[1])
+        return 1.0 / np.where(diag > 0, diag, self.d_col)
+
+    def matvec(self, y):
+        S = self.S
+        out = np.empty(S.shape[1])
+        K._schur_matvec(S.indptr, S.indices, S.data, self.d_row, self.d_col, y, out)
+        return out
 
     def solve(self, rhs, rtol, max_iter, y0=None):
         S = self.S
