@@ -348,7 +348,8 @@ def truncate(cloud: PointCloud, f0, g0, reg, max_outside, max_nnz=int(2e8)) -> S
     tail[~np.isfinite(f0)] = 0.0
     # Drop the lightest pairs while their exact mass fits in what the tail leaves of the target.
     order = np.argsort(e, kind="stable")
-    dropped_mass = np.cumsum(np.exp(e[order]))
+    with np.errstate(over="ignore"):  # far-off potentials: an infinite total simply drops nothing
+        dropped_mass = np.cumsum(np.exp(e[order]))
     k = int(np.searchsorted(dropped_mass, max_outside - tail.sum(), side="right"))
     drop = order[:k]
     theta = float(-e[order[k - 1]]) if k else t_top

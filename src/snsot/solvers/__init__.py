@@ -18,8 +18,10 @@ import scipy.sparse as sp
 
 from .._kernels import thread_limit
 from ..geometry import PointCloud
+from .._validate import check, check_options
 from ..problem import OTProblem, positive_float
 from ..result import ConvergenceWarning, OTResult
+from ._scale import solve_scaled
 from .sinkhorn import solve_sinkhorn
 from .sns import solve_sns
 from .pointcloud import solve_without_dense_cost
@@ -48,13 +50,16 @@ register("sinkhorn", solve_sinkhorn)
 
 
 def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9, max_iter: int | None = None,
-          init=None, callback=None, warn: bool = True, n_threads: int | None = None, **options) -> OTResult:
+          init=None, callback=None, warn: bool = True, n_threads: int | None = None, stop_at_floor: bool = True,
+          **options) -> OTResult:
     r"""Solve an entropic optimal transport problem.
 
     Parameters
     ----------
     C : array_like, shape (n, m), OTProblem, PointCloud or scipy.sparse matrix
-        Cost matrix (finite, non-negative); float32 is kept as float32. An
+        Cost matrix; float32 is kept as float32. Negative entries are fine
+        (the solvers work on ``C - min C``; everything reported is for
+        ``C``); ``+inf`` forbids a pair (the plan is exactly 0 there). An
         :class:`~snsot.OTProblem` carries its own weights and ``reg``. A
         :class:`~snsot.PointCloud` is solved on an adaptively truncated
         support (dimensions 1 to 3; see :mod:`snsot.solvers.pointcloud`), a
@@ -70,7 +75,11 @@ def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9
         A name from :func:`available_methods`: ``"sns"`` (Sinkhorn-Newton-Sparse,
         default) or ``"sinkhorn"`` (log-domain Sinkhorn).
     tol : float
-        Stop when the L1 marginal error ``||P 1 - a||_1 + ||P^T 1 - b||_1 < tol``.
+        Relative tolerance: stop when the L1 marginal error
+        ``||P 1 - a||_1 + ||P^T 1 - b||_1 < tol * sum(a)``. The error itself
+        is reported absolute (:attr:`OTResult.marginal_error`). Weights of
+        any total mass (1e-300 to 1e300) are solved at unit mass internally
+        (an exact power-of-two rescaling) and the result mapped back.
     max_iter : int, optional
         Cap on iterations (Sinkhorn and Newton steps together).
     init : tuple (f, g), optional
@@ -84,7 +93,18 @@ def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9
     n_threads : int, optional
         Threads for the kernels. Default: all of numba's threads for costs of
         at least :data:`snsot._kernels.PARALLEL_MIN_SIZE` (2**20) entries, one
-        below that, where a pass is too short to repay thread hand-offs.
+        below that, where a pass is too short to repay thread hand-offs. On
+        one thread the kernels run a serial build that releases the GIL, so
+        independent solves in a thread pool run in parallel. In a process
+        forked after import (a ``multiprocessing`` fork pool), and off the
+        main thread under numba's ``workqueue`` layer, kernels always run
+        serially (there a parallel kernel would abort the process).
+    stop_at_floor : bool
+        Stop, with ``converged=False`` and a message saying so, when the
+        marginal error has stalled at its round-off floor above ``tol``
+        (no new low for 100 Sinkhorn iterations, or 4 Newton steps, while already
+        below ``eps * sum(a) * sqrt(n m)``). False runs to ``max_iter``
+        (e.g. to run exactly ``max_iter`` iterations).
     **options
         Solver-specific options (see :func:`snsot.solvers.sns.solve_sns`).
 
@@ -98,7 +118,13 @@ def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9
     ------
     ValueError
         On invalid input (the message names the argument), an unknown
-        method or an unknown option.
+        method or an unknown option, or forbidden pairs that leave no
+        feasible plan (the message names ``C`` and the first offending row
+        or column). Every argument is checked before any solving, from the
+        rules in :data:`snsot._validate.RULES`.
+    TypeError
+        On an argument of the wrong type (also a ``ValueError``: see
+        :class:`snsot._validate.ArgumentTypeError`).
 
     Examples
     --------
@@ -112,13 +138,11 @@ def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9
         # no dense cost: a truncated (point clouds) or given (scipy.sparse) support, memory O(nnz)
         return solve_without_dense_cost(C, a, b, reg=reg, method=method, tol=tol, max_iter=max_iter, init=init,
                                         callback=callback, warn=warn, n_threads=n_threads, **options)
-    if isinstance(C, OTProblem):
-        if a is not None or b is not None:
-            raise ValueError("a, b: give weights inside the OTProblem, not beside it")
-        problem = C if reg is None else C.with_reg(positive_float(reg, "reg"))
-    else:
-        problem = OTProblem(C, a, b, reg)
-    if method not in _REGISTRY:
+    # every argument checked once, here, from the one table of rules (snsot._validate.RULES)
+    tol, max_iter, callback = check("tol", tol), check("max_iter", max_iter), check("callback", callback)
+    warn, n_threads, options = check("warn", warn), check("n_threads", n_threads), check_options(options)
+    stop_at_floor = check("stop_at_floor", stop_at_floor)
+    if not isinstance(method, str) or method not in _REGISTRY:
         raise ValueError(f"method: unknown method {method!r}; available: {', '.join(available_methods())}")
     solver = _REGISTRY[method]
     accepted = set(inspect.signature(solver).parameters) - {"problem", "tol", "max_iter", "init", "callback"}
@@ -127,32 +151,35 @@ def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9
         raise ValueError(
             f"{unknown[0]}: not an option of method {method!r}; options: {', '.join(sorted(a for a in accepted if not a.startswith('_')))}"
         )
-    tol = positive_float(tol, "tol")
+    if isinstance(C, OTProblem):
+        if a is not None or b is not None:
+            raise ValueError("a, b: give weights inside the OTProblem, not beside it")
+        problem = C if reg is None else C.with_reg(positive_float(reg, "reg"))
+    else:
+        problem = OTProblem(C, a, b, reg)
     if max_iter is None:
         max_iter = DEFAULT_MAX_ITER[method]
-    elif isinstance(max_iter, (bool, np.bool_)) or not (
-        isinstance(max_iter, (int, np.integer)) or (isinstance(max_iter, float) and max_iter.is_integer())
-    ) or max_iter < 1:
-        raise ValueError(f"max_iter: must be a positive integer; got {max_iter!r}")
-    max_iter = int(max_iter)
 
     n, m = problem.shape
     rows, cols = problem.support()
     full = len(rows) == n and len(cols) == m
-    sub = problem if full else problem.restrict(rows, cols)
+    offset = problem.cost_offset  # negative costs: solvers see C - offset >= 0
+    sub = problem.shifted() if full else problem.shifted().restrict(rows, cols)
     if init is not None:
         init = _check_init(init, n, m, rows, cols)
+        init = (init[0] - offset, init[1]) if offset else init
 
-    if n_threads is not None and not (isinstance(n_threads, (int, np.integer)) and n_threads >= 1):
-        raise ValueError(f"n_threads: must be a positive integer; got {n_threads!r}")
     with thread_limit(sub.C.size, n_threads):
-        res = solver(sub, tol=tol, max_iter=max_iter, init=init, callback=callback, **options)
+        res = solve_scaled(solver, sub, tol=tol, stop_at_floor=stop_at_floor, max_iter=max_iter, init=init,
+                           callback=callback, **options)
     if not full:
         res = _embed(res, problem, rows, cols)
+    if offset:
+        _unshift(res, offset, problem.mass)
     if warn and not res.converged:
         warnings.warn(
             f"{method}: stopped after {res.n_iter} iterations with marginal error "
-            f"{res.marginal_error:.3g} >= tol {tol:g} ({res.message})",
+            f"{res.marginal_error:.3g} >= tol {tol:g} x mass {problem.mass:.3g} ({res.message})",
             ConvergenceWarning,
             stacklevel=2,
         )
@@ -190,6 +217,20 @@ def _check_init(init, n, m, rows, cols):
     if not (np.isfinite(f).all() and np.isfinite(g).all()):
         raise ValueError("init: potentials must be finite on bins that carry mass")
     return f, g
+
+
+def _unshift(res: OTResult, offset: float, mass: float) -> None:
+    """Report a solve on ``C - offset`` for the original ``C``.
+
+    The plan is unchanged; ``f`` moves by ``offset``, so the dual value
+    ``<a, f> + <b, g> - reg sum P`` (every iterate's, too) moves by
+    ``offset * mass``, and the cost ``<C, P>`` by ``offset * sum(P)``.
+    """
+    f, g = res.potentials
+    res.potentials = (f + offset, g)
+    res.cost += offset * float(res.plan.sum())
+    res.objective += offset * mass
+    res.history.objective = res.history.objective + offset * mass
 
 
 def _embed(res: OTResult, problem: OTProblem, rows, cols) -> OTResult:
