@@ -522,3 +522,19 @@ def test_progress_is_silent_off_a_terminal_and_stops_at_the_time_budget(monkeypa
     assert progress(2, 0, 0.4, 0.0) is True  # past 10 s: asks the solver to stop
     progress.close()
     assert stream.getvalue() == ""
+
+
+def test_large_point_clouds_take_the_truncated_sparse_path(folder, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "DENSE_COST_LIMIT", 100.0)  # 12 x 9 points: 864 bytes of dense cost
+    status, out, err = main_in(folder, monkeypatch, capsys, "solve", "x.npy", "y.npy", "--reg", "0.01",
+                               "--tol", "1e-9", "--plan", "truncated.npz", "--json")
+    assert status == 0, err
+    assert "solving on a truncated sparse support" in err
+    record = json.loads(out)
+    assert record["support_size"] <= 12 * 9 and record["outside_mass"] < 1e-10
+    import scipy.sparse as sp
+
+    P = sp.load_npz(folder / "truncated.npz").toarray()
+    x, y = np.load(folder / "x.npy"), np.load(folder / "y.npy")
+    dense = snsot.solve(costs.pairwise(x, y), reg=0.01, tol=1e-9)
+    np.testing.assert_allclose(P, dense.plan, atol=1e-9)

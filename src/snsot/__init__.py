@@ -9,6 +9,7 @@ from . import costs
 from .batch import BatchResult, solve_batch
 from .compat import sinkhorn, sinkhorn2
 from .distances import DistanceInfo, distances
+from .geometry import PointCloud
 from .problem import OTProblem
 from .result import ConvergenceWarning, History, OTResult
 from .solvers import available_methods, register, solve
@@ -24,6 +25,7 @@ __all__ = [
     "sinkhorn",
     "sinkhorn2",
     "OTProblem",
+    "PointCloud",
     "OTResult",
     "History",
     "ConvergenceWarning",

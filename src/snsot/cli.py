@@ -19,6 +19,7 @@ import time
 
 from . import __version__
 from . import io as sio
+from .geometry import PointCloud
 from ._validate import check
 from .problem import OTProblem
 from .result import STAGE_NEWTON
@@ -319,9 +320,28 @@ def _read_inputs(args):
         b = None if args.weights_b is None else sio.read_weights(args.weights_b, f"--weights-b ({args.weights_b})")
     if args.cost_matrix:
         C = sio.read_cost_matrix(args.cost_matrix, f"--cost-matrix ({args.cost_matrix})")
+    elif _truncated_path(source, target, metric):
+        n, m = source.points.shape[0], target.points.shape[0]
+        print(f"snsot: the dense {n} x {m} cost would take {8e-9 * n * m:.3g} GB; solving on a truncated "
+              "sparse support instead (the plan comes back sparse)", file=sys.stderr)
+        C = PointCloud(source.points, target.points, metric)
     else:
         C = sio.build_cost(source, target, metric)
     return source, target, C, a, b, metric
+
+
+#: Above this many bytes of dense cost, point clouds of dimension 1 to 3 take the truncated sparse path.
+DENSE_COST_LIMIT = 2e8
+
+
+def _truncated_path(source, target, metric) -> bool:
+    """Whether ``snsot solve`` should solve these point clouds on a truncated support."""
+    from .geometry import MAX_TREE_DIM
+
+    if source.kind != "points" or target.kind != "points" or metric == "cityblock":
+        return False
+    n, m = source.points.shape[0], target.points.shape[0]
+    return source.points.shape[1] <= MAX_TREE_DIM and 8.0 * n * m > DENSE_COST_LIMIT
 
 
 def _weights_label(measure, option, path):
@@ -360,13 +380,18 @@ def cmd_solve(args) -> int:
     progress = Progress(f"{args.method}: ", enabled=None if not args.quiet else False)
     try:
         with _argument_names(names):
-            problem = OTProblem(C, a, b, reg=args.reg)
+            if not isinstance(C, PointCloud):
+                problem = OTProblem(C, a, b, reg=args.reg)
             if not args.quiet:  # inputs are valid: say how each file was read (errors stay one line)
                 for measure in (source, target):
                     if measure is not None:
                         print(f"snsot: note: {measure.label}: {measure.note}", file=sys.stderr)
-            result = solve(problem, reg=problem.reg, method=args.method, tol=args.tol, max_iter=args.max_iter,
-                           callback=progress, warn=False)
+            if not isinstance(C, PointCloud):
+                result = solve(problem, reg=problem.reg, method=args.method, tol=args.tol, max_iter=args.max_iter,
+                               callback=progress, warn=False)
+            else:  # a PointCloud: the truncated sparse path
+                result = solve(C, a, b, reg=args.reg, method=args.method, tol=args.tol, max_iter=args.max_iter,
+                               callback=progress, warn=False)
     finally:
         progress.close()
 
@@ -376,7 +401,9 @@ def cmd_solve(args) -> int:
         layout = sio.save_plan(args.plan, result.plan)
         record["outputs"] = {"plan": {"path": args.plan, "format": layout}}
         written.append(f"{args.plan} ({layout})")
-    if args.plot:
+    if args.plot and isinstance(C, PointCloud):
+        print(f"snsot: --plot skipped: no picture of a {C.shape[0]} x {C.shape[1]} sparse plan", file=sys.stderr)
+    elif args.plot:
         from . import plotting
 
         plotting.save(_solve_picture(source, target, result), args.plot)

@@ -485,6 +485,11 @@ def save_plan(path, plan: np.ndarray) -> str:
     path = str(path)
     if _suffix(path) != ".npz":
         raise ValueError(f"--plan: the file name must end in .npz; got {path!r}")
+    from scipy import sparse
+
+    if sparse.issparse(plan):  # already sparse (a truncated-support solve): saved as it is
+        sparse.save_npz(path, sparse.csr_matrix(plan), compressed=True)
+        return "sparse"
     plan = np.asarray(plan)
     keep = plan > SPARSE_THRESHOLD * (plan.max() if plan.size else 0.0)
     if keep.sum() < SPARSE_FRACTION * plan.size:

@@ -105,6 +105,14 @@ class OTResult:
         or ``"underflow"`` (weights so small or large that the plan has no
         float64 representation) (see :data:`STATUS_MESSAGES`; a message may
         add details after the table's text).
+    support_size : int or None
+        Pairs the solver's plan was held on: None for a dense cost (all
+        ``n * m``); for a sparse cost or point clouds, the number of stored
+        entries of :attr:`plan` (a ``scipy.sparse`` CSR matrix).
+    outside_mass : float
+        Certified upper bound on the plan mass outside that support (0 for
+        dense and user-given sparse costs); :attr:`marginal_error` includes
+        twice this bound.
     """
 
     plan: np.ndarray
@@ -123,6 +131,8 @@ class OTResult:
     time: float
     history: History = field(default_factory=History, repr=False)
     status: str = "success"
+    support_size: int | None = None
+    outside_mass: float = 0.0
 
     def __repr__(self) -> str:
         return (
@@ -149,4 +159,6 @@ class OTResult:
             "message": self.message,
             "time": self.time,
             "shape": list(self.plan.shape),
+            **({} if self.support_size is None else
+               {"support_size": int(self.support_size), "outside_mass": float(self.outside_mass)}),
         }

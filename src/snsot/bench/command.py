@@ -79,6 +79,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peer-pairs", type=int, default=6, help="--distances: pairs for the peers (default 6)")
     parser.add_argument("--pot-iter", type=int, default=300,
                         help="--distances: iteration cap of POT's Sinkhorn solvers (default 300)")
+    parser.add_argument("--pointcloud", action="store_true",
+                        help="instead: 2-D point clouds on a truncated support vs dense SNS and POT's lazy solvers "
+                        "(writes POINTCLOUD.md, pointcloud.json, pointcloud_scaling.png)")
+    parser.add_argument("--pointcloud-sizes", type=lambda t: [int(v) for v in t.split(",")], default=[4000, 10000],
+                        help="comma-separated n for --pointcloud (default: 4000,10000)")
+    parser.add_argument("--pointcloud-regs", type=lambda t: [float(v) for v in t.split(",")], default=None,
+                        help="comma-separated reg per size for --pointcloud (default: 1e-4 each)")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks"),
                         help="where RESULTS.md, results.csv, results.json and the PNGs go (default: %(default)s)")
 
@@ -90,6 +97,16 @@ def run(args: argparse.Namespace, log=None) -> int:
         from . import distances
 
         return distances.run(args, log)
+    if getattr(args, "pointcloud", False):
+        from . import pointcloud
+
+        sizes = args.pointcloud_sizes
+        regs = args.pointcloud_regs or [1e-4] * len(sizes)
+        if len(regs) != len(sizes):
+            log("bench: --pointcloud-regs needs one reg per size")
+            return 2
+        pointcloud.run(sizes, regs, args.tol, Path(args.out_dir), seed=args.seed, plots=not args.no_plots, log=log)
+        return 0
     quick = bool(getattr(args, "quick", False))
     cfg = dict(
         problems=args.problems or list(_QUICK["problems"] if quick else HEADLINE_PROBLEMS),

@@ -14,13 +14,17 @@ from typing import Callable
 
 import numpy as np
 
+import scipy.sparse as sp
+
 from .._kernels import thread_limit
+from ..geometry import PointCloud
 from .._validate import check, check_options
 from ..problem import OTProblem, positive_float
 from ..result import ConvergenceWarning, OTResult
 from ._scale import solve_scaled
 from .sinkhorn import solve_sinkhorn
 from .sns import solve_sns
+from .pointcloud import solve_without_dense_cost
 
 __all__ = ["solve", "register", "available_methods", "DEFAULT_MAX_ITER"]
 
@@ -52,11 +56,16 @@ def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9
 
     Parameters
     ----------
-    C : array_like, shape (n, m), or OTProblem
+    C : array_like, shape (n, m), OTProblem, PointCloud or scipy.sparse matrix
         Cost matrix; float32 is kept as float32. Negative entries are fine
         (the solvers work on ``C - min C``; everything reported is for
         ``C``); ``+inf`` forbids a pair (the plan is exactly 0 there). An
-        :class:`~snsot.OTProblem` carries its own weights and ``reg``.
+        :class:`~snsot.OTProblem` carries its own weights and ``reg``. A
+        :class:`~snsot.PointCloud` is solved on an adaptively truncated
+        support (dimensions 1 to 3; see :mod:`snsot.solvers.pointcloud`), a
+        ``scipy.sparse`` cost on its stored entries (absent entries are
+        forbidden pairs); both return the plan as ``scipy.sparse`` CSR, with
+        ``support_size`` and ``outside_mass`` on the result.
     a, b : array_like, shape (n,) and (m,), optional
         Weights (non-negative, equal totals); uniform when omitted.
     reg : float
@@ -125,6 +134,10 @@ def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9
     >>> res.converged
     True
     """
+    if isinstance(C, PointCloud) or sp.issparse(C):
+        # no dense cost: a truncated (point clouds) or given (scipy.sparse) support, memory O(nnz)
+        return solve_without_dense_cost(C, a, b, reg=reg, method=method, tol=tol, max_iter=max_iter, init=init,
+                                        callback=callback, warn=warn, n_threads=n_threads, **options)
     # every argument checked once, here, from the one table of rules (snsot._validate.RULES)
     tol, max_iter, callback = check("tol", tol), check("max_iter", max_iter), check("callback", callback)
     warn, n_threads, options = check("warn", warn), check("n_threads", n_threads), check_options(options)

@@ -1,0 +1,112 @@
+"""Point clouds on a truncated support against dense SNS on the full cost.
+
+Oracles: ``snsot.solve`` on the dense cost from scipy's cdist, and the full
+plan recomputed densely from the returned potentials, which checks that the
+reported marginal error (with its outside-mass bound) is honest.
+"""
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import cdist
+
+import snsot
+from snsot import PointCloud
+
+from checks import marginal_error
+
+
+def make_clouds(kind, n, dim, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, dim)) * 2.0
+    y = np.clip(rng.normal(1.0, 0.3, (n, dim)), 0.0, 2.0)
+    if kind == "far":
+        y = y + 10.0
+    elif kind == "dup":
+        x[n // 2:] = x[: n - n // 2]
+        y[: n // 3] = x[: n // 3]
+    return x, y
+
+
+CASES = [
+    # kind, dim, cost, reg, weights
+    ("plain", 2, "sqeuclidean", 1e-3, "uniform"),
+    ("plain", 2, "sqeuclidean", 1e-4, "random"),  # very small reg: a narrow plan
+    ("plain", 2, "euclidean", 1e-2, "random"),
+    ("plain", 3, "sqeuclidean", 3e-3, "random"),
+    ("plain", 3, "euclidean", 1e-2, "uniform"),
+    ("plain", 1, "sqeuclidean", 1e-4, "random"),
+    ("plain", 2, 1.5, 3e-3, "uniform"),
+    ("far", 2, "sqeuclidean", 1e-2, "random"),
+    ("dup", 2, "sqeuclidean", 1e-3, "random"),
+    ("plain", 2, "sqeuclidean", 10.0, "random"),  # very large reg: the support is everything
+]
+
+
+@pytest.mark.parametrize("kind, dim, cost, reg, weights", CASES)
+def test_point_cloud_solve_matches_dense_sns_and_reports_honestly(kind, dim, cost, reg, weights):
+    n = 160
+    x, y = make_clouds(kind, n, dim, seed=dim)
+    rng = np.random.default_rng(7)
+    if weights == "uniform":
+        a = b = np.full(n, 1.0 / n)
+    else:
+        a, b = rng.random(n) + 0.05, rng.random(n) + 0.05
+        a[4] = 0.0  # a zero-mass point
+        a, b = a / a.sum(), b / b.sum()
+    tol = 1e-9
+    res = snsot.solve(PointCloud(x, y, cost), a, b, reg=reg, tol=tol)
+    C = cdist(x, y) ** {"sqeuclidean": 2.0, "euclidean": 1.0}.get(cost, cost)
+    dense = snsot.solve(C, a, b, reg=reg, tol=tol)
+    assert res.converged and dense.converged
+    P = res.plan.toarray()
+    np.testing.assert_allclose(P, dense.plan, rtol=0, atol=1e-9)
+    assert res.cost == pytest.approx(float((P * C).sum()), rel=1e-12)
+    assert res.cost == pytest.approx(dense.cost, rel=1e-6, abs=1e-12)
+    # Honest report: the full plan at the returned potentials, recomputed densely,
+    # puts at most outside_mass outside the support and has at most the reported error.
+    f, g = res.potentials
+    with np.errstate(invalid="ignore"):
+        full = np.exp((f[:, None] + g[None, :] - C) / reg)
+    full[np.isnan(full)] = 0.0
+    on_support = P > 0
+    assert full[~on_support].sum() <= res.outside_mass + 1e-300
+    assert marginal_error(full, a, b) <= res.marginal_error * (1 + 1e-9) < tol
+    assert res.support_size == res.plan.nnz <= n * n
+    if a[4] == 0.0:
+        assert np.isneginf(f[4]) and P[4].sum() == 0.0
+
+
+def test_point_cloud_plan_is_much_sparser_than_dense_at_small_reg():
+    x, y = make_clouds("plain", 400, 2, seed=11)
+    res = snsot.solve(PointCloud(x, y), reg=1e-4, tol=1e-9)
+    assert res.converged
+    assert res.support_size < 0.2 * 400 * 400
+
+
+def test_high_dimensional_clouds_use_the_dense_cost():
+    rng = np.random.default_rng(2)
+    x, y = rng.random((60, 5)), rng.random((50, 5))
+    res = snsot.solve(PointCloud(x, y), reg=1e-2, tol=1e-9)
+    dense = snsot.solve(cdist(x, y, "sqeuclidean"), reg=1e-2, tol=1e-9)
+    assert isinstance(res.plan, np.ndarray) and res.support_size is None
+    np.testing.assert_allclose(res.plan, dense.plan, atol=1e-12)
+
+
+def test_high_dimensional_clouds_too_large_for_a_dense_cost_are_refused():
+    x = np.zeros((2000, 5))
+    with pytest.raises(ValueError, match=r"the dense cost of 2000 x 2000 points needs 0.032 GB"):
+        snsot.solve(PointCloud(x, x), reg=1e-2, max_dense_bytes=1e6)
+
+
+def test_support_that_would_exceed_memory_is_refused_early():
+    x, y = make_clouds("plain", 500, 2, seed=3)
+    with pytest.raises(ValueError, match=r"reg: the truncated support at reg=.* would hold about"):
+        snsot.solve(PointCloud(x, y), reg=1e-3, max_nnz=1000)
+
+
+def test_point_clouds_refuse_sinkhorn_and_unknown_options():
+    x, y = make_clouds("plain", 20, 2, seed=3)
+    with pytest.raises(ValueError, match="method: point clouds can be solved with 'sns'"):
+        snsot.solve(PointCloud(x, y), reg=1e-2, method="sinkhorn")
+    with pytest.raises(ValueError, match="bogus: not an option for point clouds"):
+        snsot.solve(PointCloud(x, y), reg=1e-2, bogus=3)

@@ -1,0 +1,106 @@
+"""SparsePlan, the plan on a CSR support, driven by the same SNS and Sinkhorn loops as DensePlan.
+
+Oracles: the dense solver on the same problem (a full support, or forbidden pairs
+given a cost so large that their plan entries are exactly 0 in float64), POT's
+log-domain Sinkhorn, and marginals re-measured with numpy.
+"""
+
+import numpy as np
+import ot
+import pytest
+import scipy.sparse as sp
+
+import snsot
+from snsot.problem import OTProblem
+from snsot.solvers._sparse_plan import SparsePlan
+from snsot.solvers.sinkhorn import solve_sinkhorn
+from snsot.solvers.sns import solve_sns
+from snsot.support import SupportProblem, from_sparse_cost
+
+from checks import marginal_error
+
+
+def problem(n, m, seed, reg):
+    rng = np.random.default_rng(seed)
+    x, y = rng.random((n, 2)), rng.random((m, 2))
+    C = ((x[:, None] - y[None]) ** 2).sum(-1)
+    a, b = rng.random(n) + 0.1, rng.random(m) + 0.1
+    return C, a / a.sum(), b / b.sum()
+
+
+@pytest.mark.parametrize("reg, loop", [(1e-1, "sns"), (1e-2, "sns"), (1e-3, "sns"), (1e-1, "sinkhorn"), (1e-2, "sinkhorn")])
+def test_sparse_plan_on_the_full_support_gives_the_dense_plan(reg, loop):
+    C, a, b = problem(90, 70, seed=int(reg * 1e3), reg=reg)
+    dense = OTProblem(C, a, b, reg)
+    sparse = SupportProblem(from_sparse_cost(sp.csr_matrix(C)), a, b, reg)
+    if loop == "sns":
+        rd = solve_sns(dense, tol=1e-11, max_iter=10_000)
+        rs = solve_sns(sparse, tol=1e-11, max_iter=10_000, _plan=SparsePlan(sparse))
+        assert rs.n_newton == rd.n_newton  # the same loop takes the same path
+    else:
+        rd = solve_sinkhorn(dense, tol=1e-10, max_iter=100_000)
+        rs = solve_sinkhorn(sparse, tol=1e-10, max_iter=100_000, _plan=SparsePlan(sparse))
+    assert rd.converged and rs.converged
+    assert sp.issparse(rs.plan)
+    np.testing.assert_allclose(rs.plan.toarray(), rd.plan, rtol=0, atol=1e-10 * rd.plan.max())
+    assert marginal_error(rs.plan.toarray(), a, b) < 1e-10
+    assert rs.cost == pytest.approx(float((rs.plan.toarray() * C).sum()), rel=1e-12)
+
+
+@pytest.mark.parametrize("method", ["sns", "sinkhorn"])
+def test_sparse_cost_equals_dense_cost_with_forbidden_pairs(method):
+    C, a, b = problem(80, 100, seed=3, reg=1e-2)
+    allowed = C < 0.25
+    reg = 1e-2
+    # oracle: forbidden pairs at cost 100, whose entries exp(-1e4) are exactly 0 in float64
+    dense = snsot.solve(np.where(allowed, C, 100.0), a, b, reg=reg, method=method, tol=1e-10)
+    pot = ot.sinkhorn(a, b, np.where(allowed, C, 100.0), reg, method="sinkhorn_log", stopThr=1e-13, numItermax=100_000)
+    Cs = sp.coo_matrix((C[allowed], np.nonzero(allowed)), shape=C.shape)
+    res = snsot.solve(Cs, a, b, reg=reg, method=method, tol=1e-10)
+    P = res.plan.toarray()
+    assert res.converged and res.outside_mass == 0.0 and res.support_size == allowed.sum()
+    assert np.all(P[~allowed] == 0.0)
+    np.testing.assert_allclose(P, dense.plan, atol=1e-9 * dense.plan.max())
+    np.testing.assert_allclose(P, pot, atol=1e-7 * pot.max())
+    assert marginal_error(P, a, b) < 1e-10
+
+
+def test_sparse_cost_with_zero_mass_points_embeds_them_back():
+    C, a, b = problem(40, 30, seed=4, reg=1e-2)
+    a[[0, 7]] = 0.0
+    b[5] = 0.0
+    b *= a.sum() / b.sum()
+    res = snsot.solve(sp.csr_matrix(C), a, b, reg=1e-2, tol=1e-10)
+    P = res.plan.toarray()
+    assert res.converged and P.shape == (40, 30)
+    assert np.all(P[[0, 7]] == 0) and np.all(P[:, 5] == 0)
+    f, g = res.potentials
+    assert np.isneginf(f[[0, 7]]).all() and np.isneginf(g[5])
+    dense = snsot.solve(C, a, b, reg=1e-2, tol=1e-10)
+    np.testing.assert_allclose(P, dense.plan, atol=1e-10 * dense.plan.max())
+
+
+def test_infeasible_sparse_support_is_refused():
+    C = sp.csr_matrix(np.array([[1.0, 0.0], [2.0, 0.0]]))  # column 1 has no allowed pair
+    with pytest.raises(ValueError, match=r"C: column 1 has positive mass"):
+        snsot.solve(C, reg=0.1)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"reg": None}, "reg: the entropic regularisation is required"),
+        ({"reg": -1.0}, "reg: must be a positive"),
+        ({"reg": 0.1, "method": "nope"}, "method: a sparse cost can be solved with"),
+        ({"reg": 0.1, "tol": 0}, "tol: must be a positive"),
+        ({"reg": 0.1, "max_iter": 0}, "max_iter: must be a positive integer"),
+        ({"reg": 0.1, "bogus": 1}, "bogus: not an option"),
+        ({"reg": 0.1, "a": [0.5, 0.6]}, "b: total mass"),
+        ({"reg": 0.1, "a": [1.0]}, "a: has 1 weights"),
+        ({"reg": 0.1, "init": (np.zeros(3), np.zeros(2))}, r"init: potentials must have shapes \(2,\)"),
+    ],
+)
+def test_bad_arguments_with_a_sparse_cost_raise_value_errors(kwargs, match):
+    C = sp.csr_matrix(np.array([[1.0, 2.0], [3.0, 0.5]]))
+    with pytest.raises(ValueError, match=match):
+        snsot.solve(C, **kwargs)
