@@ -13,9 +13,9 @@ import warnings
 import numpy as np
 import pytest
 
+from snsot.problem import parse_reg_m
 from snsot.solvers._kl_marginals import (
     KLMarginals,
-    parse_reg_m,
     sinkhorn_unbalanced_reference,
     unbalanced_primal,
 )

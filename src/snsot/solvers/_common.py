@@ -9,6 +9,7 @@ import numpy as np
 from .. import _kernels as K
 from ..problem import OTProblem
 from ..result import History, OTResult
+from ._kl_marginals import KLMarginals
 
 # One table of stopping messages (as scipy.optimize does).
 MESSAGES = {
@@ -63,8 +64,8 @@ class Recorder:
 
 
 def dual_value(problem: OTProblem, f, g, plan_total: float) -> float:
-    """D(f, g) = <a, f> + <b, g> - reg * sum(P)."""
-    return float(problem.a @ f + problem.b @ g - problem.reg * plan_total)
+    """D(f, g) = <a, f> + <b, g> - reg * sum(P), or its unbalanced form (:mod:`._kl_marginals`)."""
+    return KLMarginals.of(problem).dual(f, g, plan_total, problem.reg)
 
 
 def finalize(problem: OTProblem, f, g, *, method, tol, status, recorder, n_sinkhorn, n_newton,
@@ -77,7 +78,7 @@ def finalize(problem: OTProblem, f, g, *, method, tol, status, recorder, n_sinkh
     P = np.empty(problem.shape) if out is None or out.shape != problem.shape else out
     K.dense_plan(problem.C, f, g, problem.reg, P)
     r, c = P.sum(axis=1), P.sum(axis=0)
-    err = float(np.abs(r - problem.a).sum() + np.abs(c - problem.b).sum())
+    err = KLMarginals.of(problem).error(f, g, r, c)
     total = float(r.sum())
     cost = float(np.vdot(problem.C, P)) if problem.C.dtype == np.float64 else float(
         np.einsum("ij,ij->", problem.C, P, dtype=np.float64)

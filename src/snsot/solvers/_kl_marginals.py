@@ -83,37 +83,7 @@ import math
 
 import numpy as np
 
-__all__ = ["KLMarginals", "parse_reg_m", "sinkhorn_unbalanced_reference", "unbalanced_primal"]
-
-
-def parse_reg_m(reg_m) -> tuple[float, float]:
-    """``reg_m`` as a pair ``(rho_1, rho_2)`` of positive floats (``inf`` allowed).
-
-    Raises
-    ------
-    ValueError
-        Naming ``reg_m`` when it is not a positive number or a pair of them.
-    """
-    if isinstance(reg_m, (str, bytes)):
-        raise ValueError(f"reg_m: must be a positive number or a pair of them; got {reg_m!r}")
-    try:
-        values = [reg_m] if np.ndim(reg_m) == 0 else list(reg_m)
-    except TypeError:
-        raise ValueError(f"reg_m: must be a positive number or a pair of them; got {reg_m!r}") from None
-    if len(values) not in (1, 2):
-        raise ValueError(f"reg_m: must be a number or a pair (rho_a, rho_b); got {len(values)} values")
-    out = []
-    for v in values:
-        if isinstance(v, (bool, np.bool_)):
-            raise ValueError(f"reg_m: must be a positive number or a pair of them; got {reg_m!r}")
-        try:
-            x = float(v)
-        except (TypeError, ValueError):
-            raise ValueError(f"reg_m: must be a positive number or a pair of them; got {reg_m!r}") from None
-        if not x > 0:  # also NaN
-            raise ValueError(f"reg_m: marginal penalties must be positive (inf for a hard constraint); got {v!r}")
-        out.append(x)
-    return (out[0], out[-1])
+__all__ = ["sinkhorn_unbalanced_reference", "unbalanced_primal"]
 
 
 def _relaxed(h: np.ndarray, rho: float) -> np.ndarray:
@@ -142,6 +112,11 @@ class KLMarginals:
     def __init__(self, a: np.ndarray, b: np.ndarray, rho: tuple[float, float]):
         self.a, self.b = a, b
         self.rho = (float(rho[0]), float(rho[1]))
+
+    @classmethod
+    def of(cls, problem) -> "KLMarginals":
+        """The penalty of an :class:`~snsot.OTProblem` (its ``reg_m``)."""
+        return cls(problem.a, problem.b, problem.reg_m)
 
     @property
     def balanced(self) -> bool:

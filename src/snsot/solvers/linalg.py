@@ -47,7 +47,8 @@ def _transpose_csr(indptr, indices, data, n_cols):
     return T.indptr.astype(np.int64), T.indices.astype(np.int32), T.data
 
 
-def newton_direction(csr, row_sum, col_sum, grad_rows, grad_cols, reg, delta, rtol, max_cg, guess=None) -> Direction:
+def newton_direction(csr, row_sum, col_sum, grad_rows, grad_cols, reg, delta, rtol, max_cg, guess=None,
+                     extra=(0.0, 0.0)) -> Direction:
     """Solve the shifted sparse Newton system; see the module docstring.
 
     Parameters
@@ -69,15 +70,21 @@ def newton_direction(csr, row_sum, col_sum, grad_rows, grad_cols, reg, delta, rt
     guess : Direction, optional
         A previous direction; CG starts from its block of the unknowns
         (successive Newton directions are close, which saves iterations).
+    extra : pair of (ndarray or float)
+        Added to the diagonal blocks after the shift: what a marginal
+        penalty adds to the Hessian (``reg / rho * target`` for KL
+        marginals, :mod:`snsot.solvers._kl_marginals`; 0 when balanced).
     """
     indptr, indices, data = csr
     n, m = len(row_sum), len(col_sum)
     swap = m > n
+    extra_rows, extra_cols = extra
     if swap:
         indptr, indices, data = _transpose_csr(indptr, indices, data, m)
         row_sum, col_sum, grad_rows, grad_cols = col_sum, row_sum, grad_cols, grad_rows
-    d_row = row_sum * (1.0 + delta)
-    d_col = col_sum * (1.0 + delta)
+        extra_rows, extra_cols = extra_cols, extra_rows
+    d_row = row_sum * (1.0 + delta) + extra_rows
+    d_col = col_sum * (1.0 + delta) + extra_cols
     rhs_rows = reg * grad_rows
     # rhs = reg gb - S^T D_row^{-1} reg ga
     w = rhs_rows / d_row
@@ -92,7 +99,7 @@ def newton_direction(csr, row_sum, col_sum, grad_rows, grad_cols, reg, delta, rt
 
 
 def dense_newton_direction(base_plan, u, v, row_sum, col_sum, grad_rows, grad_cols, reg, delta, rtol, max_cg,
-                           n_chunks, guess=None) -> Direction:
+                           n_chunks, guess=None, extra=(0.0, 0.0)) -> Direction:
     """The same shifted Newton system with the whole plan ``P = diag(u) B diag(v)`` as ``S``.
 
     For wide plans (a large fraction of the entries matter, e.g. 1-D
@@ -104,8 +111,8 @@ def dense_newton_direction(base_plan, u, v, row_sum, col_sum, grad_rows, grad_co
     :func:`newton_direction`, with the plan given by ``base_plan`` (``B``)
     and the scalings ``u``, ``v``.
     """
-    d_row = row_sum * (1.0 + delta)
-    d_col = col_sum * (1.0 + delta)
+    d_row = row_sum * (1.0 + delta) + extra[0]
+    d_col = col_sum * (1.0 + delta) + extra[1]
     rhs_rows = reg * grad_rows
     elim, sq = K.dense_schur_setup(base_plan, u, v, d_row, rhs_rows / d_row, n_chunks)
     rhs = reg * grad_cols - elim

@@ -13,6 +13,7 @@ from ..problem import OTProblem
 from ..result import STAGE_SINKHORN
 from ._base import PlanBase
 from ._common import _MARGIN_RETRIES, Recorder, finalize
+from ._kl_marginals import KLMarginals
 
 
 #: Row and column sums a scaled Sinkhorn step divides by must be at least this
@@ -34,11 +35,17 @@ class SinkhornStepper:
     drift too far from where it was stored, and an iteration whose sums
     leave the safe range is redone with the log-domain kernels (two passes
     over ``C`` per half-step, stabilised by row and column maxima).
+
+    The marginal penalty (:class:`~snsot.solvers._kl_marginals.KLMarginals`)
+    supplies the targets the error is measured against and the damping
+    ``kappa`` of each half-step (1 for a hard constraint: plain Sinkhorn).
     """
 
     def __init__(self, problem: OTProblem, f=None, base: PlanBase | None = None):
         self.problem = problem
         n, m = problem.shape
+        self.marginals = KLMarginals.of(problem)
+        self.kappa = self.marginals.damping(problem.reg)
         self.log_a = np.log(problem.a)
         self.log_b = np.log(problem.b)
         self.n_chunks = K.default_chunks(n)
@@ -53,7 +60,13 @@ class SinkhornStepper:
         self._shift = 0.0  # the base's shift when _col_new was computed (see PlanBase.shift)
         self.count = 0
         # Bring the iterate to the Sinkhorn manifold: columns exact.
-        K.col_update(problem.C, self.f, self.log_b, problem.reg, self.g, self.n_chunks)
+        self._col_log_update()
+
+    def _col_log_update(self):
+        """g = argmax of the dual over g given f, in the log domain (two passes over C)."""
+        p = self.problem
+        K.col_update(p.C, self.f, self.log_b, p.reg, self.g, self.n_chunks)
+        self.g *= self.kappa[1]
 
     def error(self) -> float:
         """L1 marginal error of the current iterate (rows; columns are exact).
@@ -61,24 +74,37 @@ class SinkhornStepper:
         Computes the next iteration, which :meth:`step` then commits.
         """
         p = self.problem
+        kappa = self.kappa[0]
+        target = self.marginals.targets(self.f, self.g)[0]
         sc = self.base.scalings_at(self.f, self.g)
         if sc is not None:
             u, v = sc
-            col = K.scaled_sinkhorn(self.base.B, u, v, p.a, self.n_chunks, self._rows, self._u_new)
+            base = self.base
+            # The damped update f_new = kappa (f0 + reg (log(a / s) + shift)) in the
+            # base's units is u_new = a^kappa exp((kappa - 1)(f0/reg + shift)) / s^kappa:
+            # fold everything but s into the kernel's numerator.
+            num = p.a if kappa == 1.0 else np.exp(
+                kappa * self.log_a + (kappa - 1.0) * (base.f0 / p.reg + base.shift))
+            col = K.scaled_sinkhorn(base.B, u, v, num, self.n_chunks, self._rows, self._u_new, kappa)
             un = self._u_new
-            if un.max() <= 1.0 / _SAFE and (p.a / un).min() >= _SAFE and col.min() >= _SAFE \
+            if un.max() <= 1.0 / _SAFE and (num / un).min() >= _SAFE and col.min() >= _SAFE \
                     and np.isfinite(col).all():
                 self._col_new = col
-                self._shift = self.base.shift
-                return float(np.abs(self._rows - p.a).sum())
+                self._shift = base.shift
+                return float(np.abs(self._rows - target).sum())
         self._col_new = None
         K.row_update(p.C, self.g, self.log_a, p.reg, self._f_new)
-        return float(np.abs(p.a * np.expm1((self.f - self._f_new) / p.reg)).sum())
+        # The plan's rows are a exp((f - f_new)/reg) with f_new the undamped update, its
+        # targets a exp(-f/rho) (a itself, and "+ f/rho" exactly 0, for a hard constraint).
+        error = float(np.abs(target * np.expm1((self.f - self._f_new) / p.reg + self.f / self.marginals.rho[0])).sum())
+        self._f_new *= kappa
+        return error
 
     def objective(self) -> float:
-        """Dual value of the current iterate; sum(P) = sum(b) since columns are exact."""
+        """Dual value of the current iterate; the plan's total is that of the column targets (columns are exact)."""
         p = self.problem
-        return float(p.a @ self.f + p.b @ self.g - p.reg * p.mass)
+        total = float(self.marginals.targets(self.f, self.g)[1].sum())
+        return self.marginals.dual(self.f, self.g, total, p.reg)
 
     def step(self):
         """One Sinkhorn iteration (f-update, then g-update); call after :meth:`error`."""
@@ -88,10 +114,11 @@ class SinkhornStepper:
             # u_new and col carry the factors exp(-shift) of the scalings' convention
             self.f = base.f0 + p.reg * (np.log(self._u_new) + self._shift)
             self.g = base.g0 + p.reg * (self.log_b - np.log(self._col_new) - self._shift)
+            self.g *= self.kappa[1]
         else:
             self.f, self._f_new = self._f_new, np.empty_like(self.f)
             self.g = np.empty_like(self.g)
-            K.col_update(p.C, self.f, self.log_b, p.reg, self.g, self.n_chunks)
+            self._col_log_update()
         self._col_new = None
         self.count += 1
 

@@ -64,7 +64,8 @@ from .. import _kernels as K
 from ..problem import OTProblem
 from ..result import STAGE_NEWTON
 from ._base import PlanBase
-from ._common import _MARGIN_RETRIES, Recorder, dual_value, finalize
+from ._common import _MARGIN_RETRIES, Recorder, finalize
+from ._kl_marginals import KLMarginals
 from .linalg import dense_newton_direction, newton_direction
 from .sinkhorn import SinkhornStepper, run_sinkhorn
 
@@ -125,8 +126,9 @@ class _PlanState:
         self.f, self.g = f, g
         self.total = float(self.row.sum())
         if np.isfinite(self.total) and np.isfinite(self.col).all():
-            self.dual = dual_value(problem, f, g, self.total)
-            self.error = float(np.abs(problem.a - self.row).sum() + np.abs(problem.b - self.col).sum())
+            marginals = KLMarginals.of(problem)
+            self.dual = marginals.dual(f, g, self.total, problem.reg)
+            self.error = marginals.error(f, g, self.row, self.col)
         else:
             self.dual, self.error = -np.inf, np.inf
         return self
@@ -325,6 +327,7 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
     """
     n, m = problem.shape
     mass = problem.mass
+    marginals = KLMarginals.of(problem)
     base.attach(problem)
     st = SinkhornStepper(problem, f_init, base)
     probes = []  # dense probes the adaptive switch took (see _probe)
@@ -385,7 +388,9 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
         ok = False
         tau = max(tau_of(err), 0.0)
         delta = min(1e-3, err / mass)
-        grad_rows, grad_cols = problem.a - cur.row, problem.b - cur.col
+        target_rows, target_cols = marginals.targets(cur.f, cur.g)
+        grad_rows, grad_cols = target_rows - cur.row, target_cols - cur.col
+        extra = marginals.hessian_diagonal(cur.f, cur.g, problem.reg)
         # Zero or non-finite sums give non-finite directions, which the checks
         # below turn into a fallback: no warnings on the way.
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -393,11 +398,11 @@ def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsi
                 sc = base.scalings_at(cur.f, cur.g)
                 d = None if sc is None else dense_newton_direction(
                     base.B, sc[0], sc[1], cur.row, cur.col, grad_rows, grad_cols, problem.reg, delta,
-                    rtol=_forcing(err, tol, mass), max_cg=max_cg, n_chunks=n_chunks, guess=d_prev)
+                    rtol=_forcing(err, tol, mass), max_cg=max_cg, n_chunks=n_chunks, guess=d_prev, extra=extra)
             else:
                 csr = K.compact_csr(cur.counts, cur.idx, cur.val, tau)
                 d = newton_direction(csr, cur.row, cur.col, grad_rows, grad_cols, problem.reg, delta,
-                                     rtol=_forcing(err, tol, mass), max_cg=max_cg, guess=d_prev)
+                                     rtol=_forcing(err, tol, mass), max_cg=max_cg, guess=d_prev, extra=extra)
         if d is not None and direction_hook is not None:
             d = direction_hook(d)
         d_prev = d
