@@ -153,3 +153,189 @@ def test_parse_reg_m_accepts_numbers_and_pairs(value, want):
 def test_parse_reg_m_rejects_with_a_message_naming_it(value):
     with pytest.raises(ValueError, match="reg_m"):
         parse_reg_m(value)
+
+
+# ---------------------------------------------------------------------------
+# The damped scaled Sinkhorn kernel
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kappa", [1.0, 0.8, 0.3])
+def test_scaled_sinkhorn_kernel_with_kappa(kappa):
+    from snsot import _kernels as K
+
+    rng = np.random.default_rng(7)
+    n, m = 9, 7
+    B, u, v, num = rng.random((n, m)), rng.random(n) + 0.5, rng.random(m) + 0.5, rng.random(n) + 0.1
+    rows, u_new = np.empty(n), np.empty(n)
+    col = K.scaled_sinkhorn(B, u, v, num, 2, rows, u_new, kappa)
+    s = B @ v
+    np.testing.assert_allclose(rows, u * s, rtol=1e-13)
+    np.testing.assert_allclose(u_new, num / s**kappa, rtol=1e-13)
+    np.testing.assert_allclose(col, B.T @ u_new, rtol=1e-13)
+
+
+# ---------------------------------------------------------------------------
+# snsot.solve(..., reg_m=rho)
+# ---------------------------------------------------------------------------
+
+import snsot  # noqa: E402
+
+METHODS = ["sinkhorn", "sns"]
+
+
+def _check_optimality(res, C, a, b, reg, rho, tol):
+    """The returned plan is the plan of the returned potentials and meets the dual's optimality conditions."""
+    f, g = res.potentials
+    rho = parse_reg_m(rho)
+    P = _plan(C, f, g, reg)
+    np.testing.assert_allclose(res.plan, P, rtol=1e-12, atol=1e-300)
+    ta = a if math.isinf(rho[0]) else a * np.exp(-f / rho[0])
+    tb = b if math.isinf(rho[1]) else b * np.exp(-g / rho[1])
+    gradient_norm = np.abs(P.sum(1) - ta).sum() + np.abs(P.sum(0) - tb).sum()
+    assert gradient_norm < tol
+    # the same measure, up to the round-off of summing the plan (kernels use their own exp)
+    assert res.marginal_error == pytest.approx(gradient_norm, rel=1e-6, abs=1e-14 * (a.sum() + b.sum()))
+    assert res.cost == pytest.approx(float(np.sum(C * P)), rel=1e-12)
+    assert res.objective == pytest.approx(unbalanced_primal(C, P, a, b, reg, rho), rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("reg, rho", [(0.05, 0.5), (0.05, (0.1, 2.0)), (0.02, (math.inf, 0.3)),
+                                      (0.02, (1.0, math.inf)), (0.01, 5.0)])
+def test_solve_matches_pot_sinkhorn_unbalanced(method, reg, rho):
+    C, a, b = _problem(10, n=40, m=50)
+    P_pot, _ = _pot_plan(C, a, b, reg, rho)
+    res = snsot.solve(C, a, b, reg=reg, reg_m=rho, method=method, tol=1e-11)
+    assert res.converged
+    np.testing.assert_allclose(res.plan, P_pot, rtol=1e-8, atol=1e-13)
+    assert res.objective == pytest.approx(unbalanced_primal(C, P_pot, a, b, reg, parse_reg_m(rho)), rel=1e-9)
+    _check_optimality(res, C, a, b, reg, rho, 1e-11)
+
+
+@pytest.mark.parametrize("hessian", ["sparse", "dense"])
+@pytest.mark.parametrize("rho", [0.5, (0.05, math.inf)])
+def test_sns_at_small_reg_takes_newton_steps_and_meets_the_optimality_conditions(hessian, rho):
+    """reg 1e-3 on unit costs: epsilon-scaling, the switch and Newton steps all run on the unbalanced dual."""
+    rng = np.random.default_rng(11)
+    x, y = rng.random((120, 2)), rng.random((100, 2))
+    C = snsot.costs.pairwise(x, y, "sqeuclidean")
+    a, b = rng.random(120) + 0.1, 3.0 * (rng.random(100) + 0.1)
+    res = snsot.solve(C, a, b, reg=1e-3, reg_m=rho, method="sns", hessian=hessian, tol=1e-9)
+    assert res.converged and res.n_newton > 0
+    _check_optimality(res, C, a, b, 1e-3, rho, 1e-9)
+    ref = snsot.solve(C, a, b, reg=1e-3, reg_m=rho, method="sinkhorn", tol=1e-10)
+    np.testing.assert_allclose(res.plan, ref.plan, atol=1e-9 * max(a.sum(), b.sum()))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_infinite_rho_is_the_balanced_solve(method):
+    C, a, b = _problem(12, scale_b=1.0)
+    b = b * a.sum() / b.sum()
+    plain = snsot.solve(C, a, b, reg=0.02, method=method, tol=1e-11)
+    inf = snsot.solve(C, a, b, reg=0.02, reg_m=math.inf, method=method, tol=1e-11)
+    np.testing.assert_array_equal(inf.plan, plain.plan)
+    assert inf.objective == plain.objective and inf.n_iter == plain.n_iter
+
+
+@pytest.mark.parametrize("method, reg, rhos", [("sinkhorn", 0.2, (10.0, 100.0)), ("sns", 0.2, (10.0, 100.0)),
+                                               ("sns", 0.05, (1e2, 1e4))])
+def test_large_rho_approaches_the_balanced_solution(method, reg, rhos):
+    """The relaxation's effect on the plan shrinks like 1/rho (Sinkhorn's damping 1 - reg/rho makes it
+    crawl at large rho, hence its smaller rhos; SNS does not care)."""
+    C, a, b = _problem(13, scale_b=1.0)
+    b = b * a.sum() / b.sum()
+    balanced = snsot.solve(C, a, b, reg=reg, tol=1e-12)
+    gaps = []
+    for rho in rhos:
+        res = snsot.solve(C, a, b, reg=reg, reg_m=rho, method=method, tol=1e-11)
+        assert res.converged
+        gaps.append(np.abs(res.plan - balanced.plan).sum())
+    ratio = rhos[0] / rhos[1]
+    assert 0.5 * ratio < gaps[1] / gaps[0] < 2 * ratio
+    assert gaps[1] < 20 / rhos[1] * a.sum()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_hard_side_of_a_semi_relaxed_problem_is_met(method):
+    C, a, b = _problem(14)  # totals differ; the rows are kept, the columns give way
+    res = snsot.solve(C, a, b, reg=0.05, reg_m=(math.inf, 0.5), method=method, tol=1e-11)
+    np.testing.assert_allclose(res.plan.sum(axis=1), a, rtol=1e-9)
+    assert res.plan.sum() == pytest.approx(a.sum(), rel=1e-10)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_zero_mass_bins_get_zero_rows_and_match_pot(method):
+    C, a, b = _problem(15, n=20, m=25)
+    a[[0, 7]] = 0.0
+    b[3] = 0.0
+    P_pot, _ = _pot_plan(C, a, b, 0.05, 0.4)
+    res = snsot.solve(C, a, b, reg=0.05, reg_m=0.4, method=method, tol=1e-11)
+    assert res.converged
+    assert not res.plan[[0, 7]].any() and not res.plan[:, 3].any()
+    np.testing.assert_allclose(res.plan, P_pot, rtol=1e-8, atol=1e-13)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_float32_cost_is_solved(method):
+    C, a, b = _problem(16)
+    res = snsot.solve(C.astype(np.float32), a, b, reg=0.05, reg_m=0.5, method=method, tol=1e-10)
+    P_pot, _ = _pot_plan(C.astype(np.float32).astype(np.float64), a, b, 0.05, 0.5)
+    np.testing.assert_allclose(res.plan, P_pot, rtol=1e-7, atol=1e-13)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_converged_is_false_when_tol_is_not_met(method):
+    C, a, b = _problem(17)
+    with pytest.warns(snsot.ConvergenceWarning):
+        res = snsot.solve(C, a, b, reg=0.01, reg_m=0.5, method=method, tol=1e-12, max_iter=5)
+    assert not res.converged and res.marginal_error >= 1e-12
+
+
+def test_warm_start_from_a_previous_unbalanced_solution_finishes_at_once():
+    C, a, b = _problem(18)
+    first = snsot.solve(C, a, b, reg=0.02, reg_m=0.3, tol=1e-11)
+    again = snsot.solve(C, a, b, reg=0.02, reg_m=0.3, tol=1e-10, init=first.potentials)
+    assert again.converged and again.n_iter <= 1
+
+
+def test_envelope_gradients_match_finite_differences_of_the_value():
+    """dV/da = rho (1 - exp(-f/rho)), dV/db likewise, dV/dC = P: what snsot.torch differentiates with."""
+    C, a, b = _problem(19, n=8, m=6)
+    reg, rho = 0.1, (0.3, 2.0)
+
+    def value(C, a, b):
+        return snsot.solve(C, a, b, reg=reg, reg_m=rho, tol=1e-13, method="sns").objective
+
+    res = snsot.solve(C, a, b, reg=reg, reg_m=rho, tol=1e-13)
+    da, db = KLMarginals(a, b, rho).weight_gradients(*res.potentials)
+    h = 1e-6
+    for i in (0, 5):
+        e = np.zeros_like(a); e[i] = h
+        assert (value(C, a + e, b) - value(C, a - e, b)) / (2 * h) == pytest.approx(da[i], rel=1e-6, abs=1e-8)
+    for j in (1, 4):
+        e = np.zeros_like(b); e[j] = h
+        assert (value(C, a, b + e) - value(C, a, b - e)) / (2 * h) == pytest.approx(db[j], rel=1e-6, abs=1e-8)
+    E = np.zeros_like(C); E[2, 3] = h
+    assert (value(C + E, a, b) - value(C - E, a, b)) / (2 * h) == pytest.approx(res.plan[2, 3], rel=1e-6)
+
+
+@pytest.mark.parametrize("value", [0, -1.0, math.nan, (1, 2, 3), "x", (0.5, 0)])
+def test_solve_rejects_bad_reg_m_naming_it(value):
+    C, a, b = _problem(20, n=4, m=5)
+    with pytest.raises(ValueError, match="reg_m"):
+        snsot.solve(C, a, b, reg=0.1, reg_m=value)
+
+
+def test_different_masses_need_reg_m():
+    C, a, b = _problem(21, n=4, m=5)
+    with pytest.raises(ValueError, match="reg_m"):
+        snsot.solve(C, a, b, reg=0.1)
+    # and with it they are kept as given (not rescaled)
+    p = snsot.OTProblem(C, a, b, reg=0.1, reg_m=1.0)
+    np.testing.assert_array_equal(p.b, b)
+
+
+def test_reg_m_beside_an_otproblem_is_refused():
+    C, a, b = _problem(22, n=4, m=5)
+    with pytest.raises(ValueError, match="reg_m"):
+        snsot.solve(snsot.OTProblem(C, a, b, reg=0.1, reg_m=1.0), reg_m=2.0)

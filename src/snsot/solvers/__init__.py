@@ -111,8 +111,10 @@ def solve(C, a=None, b=None, *, reg=None, reg_m=None, method: str = "sns", tol: 
     True
     """
     if isinstance(C, OTProblem):
-        if a is not None or b is not None or reg_m is not None:
-            raise ValueError("a, b, reg_m: give weights and reg_m inside the OTProblem, not beside it")
+        if a is not None or b is not None:
+            raise ValueError("a, b: give weights inside the OTProblem, not beside it")
+        if reg_m is not None:
+            raise ValueError("reg_m: give it inside the OTProblem, not beside it")
         problem = C if reg is None else C.with_reg(positive_float(reg, "reg"))
     else:
         problem = OTProblem(C, a, b, reg, reg_m)
