@@ -176,7 +176,7 @@ def unbalanced_primal(C, P, a, b, reg, rho) -> float:
     return value
 
 
-def sinkhorn_unbalanced_reference(C, a, b, reg, rho, n_iter=10_000, tol=1e-13):
+def sinkhorn_unbalanced_reference(C, a, b, reg, rho, n_iter=10_000, tol=1e-12):
     """Plain numpy log-domain damped Sinkhorn: the readable reference of the fast solvers.
 
     Returns ``(f, g, n)``: potentials after ``n`` iterations, stopping once
