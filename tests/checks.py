@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import ot
+import scipy.sparse as sp
 
-from snsot.result import STAGE_NEWTON, STAGE_SINKHORN
+from snsot.result import STAGE_NEWTON, STAGE_SINKHORN, STATUS_MESSAGES
 
 #: Relative rounding allowed on a dual value (the solver itself accepts a
 #: step when the dual drops by at most 64 eps times the size of its terms).
@@ -84,9 +85,10 @@ def check_result(res, C, a=None, b=None, tol=None, *, reg=None, method=None, pla
     if method is not None:
         assert res.method == method
     assert isinstance(res.converged, bool)
-    assert isinstance(res.message, str) and res.message
+    assert res.status in STATUS_MESSAGES and res.message == STATUS_MESSAGES[res.status]
+    assert res.converged == (res.status == "success")
 
-    P = res.plan
+    P = res.plan.toarray() if sp.issparse(res.plan) else res.plan
     assert isinstance(P, np.ndarray) and P.shape == (n, m) and P.dtype == np.float64
     assert np.all(np.isfinite(P)), "plan has non-finite entries"
     assert np.all(P >= 0), "plan has negative entries"

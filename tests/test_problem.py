@@ -207,7 +207,7 @@ def test_unknown_option_raises(method):
 def test_private_options_are_not_advertised():
     with pytest.raises(ValueError) as info:
         solve(method="sns", bogus=1)
-    assert "_direction_hook" not in str(info.value)
+    assert "_plan" not in str(info.value)
     assert "variant" in str(info.value)
 
 

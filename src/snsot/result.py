@@ -6,11 +6,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["OTResult", "History", "ConvergenceWarning", "STAGE_SINKHORN", "STAGE_NEWTON"]
+__all__ = ["OTResult", "History", "ConvergenceWarning", "STAGE_SINKHORN", "STAGE_NEWTON", "STATUS_MESSAGES"]
 
 #: Stage codes used in :attr:`History.stage`.
 STAGE_SINKHORN = 0
 STAGE_NEWTON = 1
+
+
+#: Why a solver stopped: the keys of :attr:`OTResult.status` and their messages (one table, as scipy.optimize keeps).
+STATUS_MESSAGES = {
+    "success": "marginal error below tol",
+    "max_iter": "maximum number of iterations reached before tol",
+    "stalled": "no further progress possible in floating point before tol",
+    "nonfinite": "non-finite values met; returning the last finite iterate",
+    "callback": "stopped by the callback",
+}
 
 
 class ConvergenceWarning(UserWarning):
@@ -52,9 +62,12 @@ class OTResult:
 
     Attributes
     ----------
-    plan : ndarray, shape (n, m)
+    plan : ndarray or scipy.sparse.csr_matrix, shape (n, m)
         Transport plan :math:`P_{ij} = \exp((f_i + g_j - C_{ij})/\varepsilon)`.
-        Rows and columns of zero-mass bins are exactly zero.
+        Rows and columns of zero-mass bins are exactly zero. A solver working
+        on a sparse support returns the plan on that support in CSR form
+        (POT's ``OTResult`` keeps ``plan`` and ``sparse_plan``; here one field
+        holds either, and ``scipy.sparse.issparse(res.plan)`` tells which).
     potentials : tuple of ndarray
         Dual potentials ``(f, g)`` in the convention above; ``-inf`` on
         zero-mass bins.
@@ -79,11 +92,16 @@ class OTResult:
     tol : float
         The tolerance asked for.
     message : str
-        Why the solver stopped.
+        Why the solver stopped, in words (from the table keyed by :attr:`status`).
     time : float
         Wall-clock seconds of the solve.
     history : History
         Per-iteration marginal error, dual value, time and stage.
+    status : str
+        Why the solver stopped, as a key to compare against (as scipy's
+        ``OptimizeResult.status`` sits beside ``message``): ``"success"``,
+        ``"max_iter"``, ``"stalled"``, ``"nonfinite"`` or ``"callback"``
+        (see :data:`STATUS_MESSAGES`).
     """
 
     plan: np.ndarray
@@ -101,6 +119,7 @@ class OTResult:
     message: str
     time: float
     history: History = field(default_factory=History, repr=False)
+    status: str = "success"
 
     def __repr__(self) -> str:
         return (
@@ -123,6 +142,7 @@ class OTResult:
             "n_sinkhorn": self.n_sinkhorn,
             "n_newton": self.n_newton,
             "converged": bool(self.converged),
+            "status": self.status,
             "message": self.message,
             "time": self.time,
             "shape": list(self.plan.shape),

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import costs, datasets
+from ..problem import OTProblem
 from ..solvers._kl_marginals import KLMarginals
 
 METHODS = ("snsot-sns", "snsot-sinkhorn", "pot-sinkhorn", "pot-ti")
@@ -72,7 +73,7 @@ def problems(quick: bool = False, seed: int = 0) -> dict:
 
 def gradient_norm(C, a, b, reg, rho, P, f, g) -> float:
     """The stopping measure, from a method's plan (sums) and potentials (targets)."""
-    return KLMarginals(a, b, (rho, rho)).error(f, g, P.sum(axis=1), P.sum(axis=0))
+    return KLMarginals(OTProblem(C, a, b, reg, rho)).error(f, g, P.sum(axis=1), P.sum(axis=0))
 
 
 def _snsot(method):

@@ -13,6 +13,7 @@ import warnings
 from typing import Callable
 
 import numpy as np
+import scipy.sparse as sp
 
 from .._kernels import thread_limit
 from ..problem import OTProblem, positive_float
@@ -193,10 +194,14 @@ def _check_init(init, n, m, rows, cols):
 
 
 def _embed(res: OTResult, problem: OTProblem, rows, cols) -> OTResult:
-    """Put zero-mass bins back: zero rows/columns in the plan, -inf potentials."""
+    """Put zero-mass bins back: zero rows/columns in the plan (dense or CSR), -inf potentials."""
     n, m = problem.shape
-    P = np.zeros((n, m))
-    P[np.ix_(rows, cols)] = res.plan
+    if sp.issparse(res.plan):
+        Q = res.plan.tocoo()
+        P = sp.csr_matrix((Q.data, (rows[Q.row], cols[Q.col])), shape=(n, m))
+    else:
+        P = np.zeros((n, m))
+        P[np.ix_(rows, cols)] = res.plan
     f = np.full(n, -np.inf)
     g = np.full(m, -np.inf)
     f[rows], g[cols] = res.potentials

@@ -6,19 +6,10 @@ import time
 
 import numpy as np
 
-from .. import _kernels as K
-from ..problem import OTProblem
-from ..result import History, OTResult
-from ._kl_marginals import KLMarginals
+from ..result import STATUS_MESSAGES, History, OTResult
 
-# One table of stopping messages (as scipy.optimize does).
-MESSAGES = {
-    "success": "marginal error below tol",
-    "max_iter": "maximum number of iterations reached before tol",
-    "stalled": "no further progress possible in floating point before tol",
-    "nonfinite": "non-finite values met; returning the last finite iterate",
-    "callback": "stopped by the callback",
-}
+# One table of stopping messages (as scipy.optimize does); the keys are OTResult.status.
+MESSAGES = STATUS_MESSAGES
 
 
 #: Times a solver tightens its inner tolerance when the final measurement of the
@@ -63,45 +54,36 @@ class Recorder:
         return time.perf_counter() - self.t0
 
 
-def dual_value(problem: OTProblem, f, g, plan_total: float) -> float:
-    """D(f, g) = <a, f> + <b, g> - reg * sum(P), or its unbalanced form (:mod:`._kl_marginals`)."""
-    return KLMarginals.of(problem).dual(f, g, plan_total, problem.reg)
-
-
-def finalize(problem: OTProblem, f, g, *, method, tol, status, recorder, n_sinkhorn, n_newton,
-             out=None) -> OTResult:
+def finalize(plan, marginals, f, g, *, method, tol, status, recorder, n_sinkhorn, n_newton) -> OTResult:
     """Build the :class:`OTResult` from final potentials, measuring everything on the plan itself.
 
-    The plan is computed afresh from ``C`` into ``out`` (a spare ``n x m``
-    float64 buffer, e.g. the solver's stored plan) or a new array.
+    The plan is computed afresh (:meth:`~snsot.solvers._plan.Plan.final`);
+    its marginal error (plus twice the bound on any mass outside a sparse
+    plan's support), not the loop's estimate, decides ``converged``.
     """
-    P = np.empty(problem.shape) if out is None or out.shape != problem.shape else out
-    K.dense_plan(problem.C, f, g, problem.reg, P)
-    r, c = P.sum(axis=1), P.sum(axis=0)
-    err = KLMarginals.of(problem).error(f, g, r, c)
-    total = float(r.sum())
-    cost = float(np.vdot(problem.C, P)) if problem.C.dtype == np.float64 else float(
-        np.einsum("ij,ij->", problem.C, P, dtype=np.float64)
-    )
+    final = plan.final(f, g)
+    # mass outside a sparse plan's support can move each marginal by at most that much
+    err = marginals.error(f, g, final.row_sum, final.col_sum) + 2.0 * final.outside_mass
     converged = bool(np.isfinite(err) and err < tol)
     if converged:
         status = "success"
     elif status == "success":  # the in-loop estimate and the final measurement disagree at the margin
         status = "stalled"
     return OTResult(
-        plan=P,
+        plan=final.plan,
         potentials=(f, g),
-        cost=cost,
-        objective=dual_value(problem, f, g, total),
+        cost=final.cost,
+        objective=marginals.dual(f, g, float(final.row_sum.sum())),
         marginal_error=err,
         n_iter=n_sinkhorn + n_newton,
         n_sinkhorn=n_sinkhorn,
         n_newton=n_newton,
         converged=converged,
         method=method,
-        reg=problem.reg,
+        reg=marginals.reg,
         tol=tol,
         message=MESSAGES[status],
         time=recorder.elapsed(),
         history=recorder.history(),
+        status=status,
     )

@@ -83,7 +83,9 @@ import math
 
 import numpy as np
 
-__all__ = ["sinkhorn_unbalanced_reference", "unbalanced_primal"]
+from ._marginals import BalancedMarginals
+
+__all__ = ["KLMarginals", "sinkhorn_unbalanced_reference", "unbalanced_primal"]
 
 
 def _relaxed(h: np.ndarray, rho: float) -> np.ndarray:
@@ -93,56 +95,69 @@ def _relaxed(h: np.ndarray, rho: float) -> np.ndarray:
     return -rho * np.expm1(-h / rho)
 
 
-class KLMarginals:
+class KLMarginals(BalancedMarginals):
     """The KL marginal penalty ``rho_1 KL(P1 | a) + rho_2 KL(P^T 1 | b)``; see the module docstring.
 
-    What a solver asks of a marginal penalty: the relaxed targets (the dual
-    gradient is ``targets - sums``), the dual value, the diagonal the
-    penalty adds to the Newton matrix, and the damping of the Sinkhorn
-    update. With ``rho = (inf, inf)`` every answer is the balanced one.
+    The second implementation of the marginals seam
+    (:class:`~snsot.solvers._marginals.BalancedMarginals`): the same
+    questions, answered with the relaxed targets ``a exp(-f / rho_1)``,
+    ``b exp(-g / rho_2)`` in place of ``a`` and ``b``, the penalty's
+    ``reg / rho * target`` on the Hessian's diagonal and the damped Sinkhorn
+    exponents ``rho / (rho + reg)``. A side with ``rho = inf`` answers as the
+    balanced class does.
 
     Parameters
     ----------
-    a, b : ndarray
-        Positive weights (zero-mass bins removed), any totals.
-    rho : tuple of float
-        ``(rho_1, rho_2)``, each positive, ``inf`` for a hard constraint.
+    problem : OTProblem
+        Its ``a``, ``b`` (positive: zero-mass bins removed; any totals),
+        ``reg`` and ``reg_m = (rho_1, rho_2)``.
     """
 
-    def __init__(self, a: np.ndarray, b: np.ndarray, rho: tuple[float, float]):
-        self.a, self.b = a, b
-        self.rho = (float(rho[0]), float(rho[1]))
-
-    @classmethod
-    def of(cls, problem) -> "KLMarginals":
-        """The penalty of an :class:`~snsot.OTProblem` (its ``reg_m``)."""
-        return cls(problem.a, problem.b, problem.reg_m)
-
-    @property
-    def balanced(self) -> bool:
-        return math.isinf(self.rho[0]) and math.isinf(self.rho[1])
-
-    def damping(self, reg: float) -> tuple[float, float]:
-        """``(kappa_1, kappa_2)``, ``kappa = rho / (rho + reg)`` (1 for a hard constraint)."""
-        return tuple(1.0 if math.isinf(r) else r / (r + reg) for r in self.rho)
+    def __init__(self, problem):
+        super().__init__(problem)
+        self.rho = (float(problem.reg_m[0]), float(problem.reg_m[1]))
+        self.row_exponent, self.col_exponent = (
+            1.0 if math.isinf(r) else r / (r + self.reg) for r in self.rho)
 
     def targets(self, f, g) -> tuple[np.ndarray, np.ndarray]:
         """``(a exp(-f / rho_1), b exp(-g / rho_2))``: what the plan's row and column sums should be."""
-        return self._target(self.a, f, self.rho[0]), self._target(self.b, g, self.rho[1])
+        return _target(self.a, f, self.rho[0]), _target(self.b, g, self.rho[1])
 
-    @staticmethod
-    def _target(w, h, rho):
-        return w if math.isinf(rho) else w * np.exp(-h / rho)
-
-    def dual(self, f, g, plan_total: float, reg: float) -> float:
+    def dual(self, f, g, plan_total: float) -> float:
         """``D(f, g)`` given ``sum(P(f, g))``."""
-        return float(self.a @ _relaxed(f, self.rho[0]) + self.b @ _relaxed(g, self.rho[1])
-                     - reg * plan_total)
+        return float(self.a @ _relaxed(f, self.rho[0]) + self.b @ _relaxed(g, self.rho[1]) - self.reg * plan_total)
 
-    def hessian_diagonal(self, f, g, reg: float) -> tuple[np.ndarray | float, np.ndarray | float]:
-        """What the penalty adds to the diagonal blocks of ``-reg * Hessian``: ``reg / rho * target``."""
+    def dual_with_exact_cols(self, f, g) -> float:
+        """``D(f, g)`` at a Sinkhorn iterate: its columns meet their targets, so ``sum(P)`` is theirs."""
+        return self.dual(f, g, float(_target(self.b, g, self.rho[1]).sum()))
+
+    def row_error(self, f, row) -> float:
+        return float(np.abs(row - _target(self.a, f, self.rho[0])).sum())
+
+    def sinkhorn_row_error(self, f, f_full) -> float:
+        # rows a exp((f - f_full)/reg) against targets a exp(-f/rho): one expm1 of the log ratio
+        return float(np.abs(_target(self.a, f, self.rho[0])
+                            * np.expm1((f - f_full) / self.reg + _ratio(f, self.rho[0]))).sum())
+
+    def gradient(self, f, g, row, col):
+        """``(a exp(-f/rho_1) - P 1, b exp(-g/rho_2) - P^T 1)``."""
         ta, tb = self.targets(f, g)
-        return tuple(0.0 if math.isinf(r) else (reg / r) * t for r, t in zip(self.rho, (ta, tb)))
+        return ta - row, tb - col
+
+    def error(self, f, g, row, col) -> float:
+        """The stopping measure: ``||P 1 - a~||_1 + ||P^T 1 - b~||_1``, the L1 norm of the dual gradient."""
+        ta, tb = self.targets(f, g)
+        return float(np.abs(ta - row).sum() + np.abs(tb - col).sum())
+
+    def hessian_diagonal(self, f, g, row, col, delta: float):
+        """The balanced diagonal plus the penalty's ``reg / rho * target`` on each block."""
+        d_row, d_col = super().hessian_diagonal(f, g, row, col, delta)
+        ta, tb = self.targets(f, g)
+        if not math.isinf(self.rho[0]):
+            d_row = d_row + (self.reg / self.rho[0]) * ta
+        if not math.isinf(self.rho[1]):
+            d_col = d_col + (self.reg / self.rho[1]) * tb
+        return d_row, d_col
 
     def weight_gradients(self, f, g) -> tuple[np.ndarray, np.ndarray]:
         """Gradients of the optimal value with respect to ``a`` and ``b`` (envelope theorem).
@@ -152,10 +167,13 @@ class KLMarginals:
         """
         return _relaxed(f, self.rho[0]), _relaxed(g, self.rho[1])
 
-    def error(self, f, g, row_sum, col_sum) -> float:
-        """The stopping measure: ``||P 1 - a~||_1 + ||P^T 1 - b~||_1`` (the L1 norm of the dual gradient)."""
-        ta, tb = self.targets(f, g)
-        return float(np.abs(row_sum - ta).sum() + np.abs(col_sum - tb).sum())
+
+def _target(w, h, rho):
+    return w if math.isinf(rho) else w * np.exp(-h / rho)
+
+
+def _ratio(h, rho):
+    return 0.0 if math.isinf(rho) else h / rho
 
 
 def unbalanced_primal(C, P, a, b, reg, rho) -> float:
@@ -185,13 +203,14 @@ def sinkhorn_unbalanced_reference(C, a, b, reg, rho, n_iter=10_000, tol=1e-12):
     from scipy.special import logsumexp
 
     C = np.asarray(C, dtype=np.float64)
-    marg = KLMarginals(a, b, rho)
-    k1, k2 = marg.damping(reg)
+    k1, k2 = (1.0 if math.isinf(r) else r / (r + reg) for r in rho)
+    ta = (lambda f: a) if math.isinf(rho[0]) else (lambda f: a * np.exp(-f / rho[0]))
+    tb = (lambda g: b) if math.isinf(rho[1]) else (lambda g: b * np.exp(-g / rho[1]))
     f = np.zeros(C.shape[0])
     for it in range(1, n_iter + 1):
         g = k2 * (reg * np.log(b) - reg * logsumexp((f[:, None] - C) / reg, axis=0))
         f = k1 * (reg * np.log(a) - reg * logsumexp((g[None, :] - C) / reg, axis=1))
         P = np.exp((f[:, None] + g[None, :] - C) / reg)
-        if marg.error(f, g, P.sum(axis=1), P.sum(axis=0)) < tol:
+        if np.abs(P.sum(axis=1) - ta(f)).sum() + np.abs(P.sum(axis=0) - tb(g)).sum() < tol:
             break
     return f, g, it

@@ -15,11 +15,14 @@ the mean mass) and turn their Newton steps into short gradient steps; on an
 MNIST pair that made SNS take 57 instead of 16 Newton steps. Eliminating
 ``x`` leaves the ``m x m`` system
 ``((1 + delta) diag(c) - S^T ((1 + delta) diag(r))^{-1} S) y = rhs``,
-solved by Jacobi-preconditioned CG (:func:`snsot._kernels.schur_cg`); when
-``m > n`` the roles of rows and columns are swapped so CG always runs on the
-smaller block. :func:`dense_newton_direction` solves the same system with the
-whole plan as ``S``, applied through a stored base plan; it always runs CG on
-the column block (one fused read of the plan per iteration needs the
+solved by Jacobi-preconditioned CG (:func:`pcg`).
+
+The plan supplies ``S`` as an :class:`OffDiagonal` operator: the kept
+entries in CSR form (:class:`CsrOffDiagonal`, SNS proper) or the whole plan
+through its stored base (:class:`~snsot.solvers._dense.DenseOffDiagonal`).
+One :func:`newton_direction` serves both. A CSR block with ``m > n`` is
+transposed so that CG runs on the smaller block; the dense one always runs
+CG on the column block (one fused read of the plan per iteration needs the
 columns' unknowns; the vector work is negligible either way).
 """
 
@@ -34,35 +37,137 @@ from .. import _kernels as K
 
 @dataclass
 class Direction:
+    """A Newton direction: steps ``x`` for ``f`` and ``y`` for ``g``, with how CG got there."""
+
     x: np.ndarray  # step for f
     y: np.ndarray  # step for g
     cg_iter: int
     residual: float  # relative CG residual reached (NaN on breakdown)
 
 
-def _transpose_csr(indptr, indices, data, n_cols):
-    import scipy.sparse as sp
+class SchurComplement:
+    """``K = diag(d_col) - S^T diag(1/d_row) S`` on the column unknowns, with its Jacobi preconditioner.
 
-    T = sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, n_cols)).T.tocsr()
-    return T.indptr.astype(np.int64), T.indices.astype(np.int32), T.data
+    Subclasses give :meth:`matvec` and :attr:`inv_diag`; :meth:`solve` is
+    :func:`pcg` over them (an operator may replace it with a compiled twin of
+    the same algorithm).
+    """
+
+    inv_diag: np.ndarray
+
+    def matvec(self, y) -> np.ndarray:
+        raise NotImplementedError
+
+    def solve(self, rhs, rtol: float, max_iter: int, y0=None):
+        """``(y, n_iter, residual)`` with ``||K y - rhs|| <= rtol ||rhs||``; see :func:`pcg`."""
+        return pcg(self.matvec, rhs, self.inv_diag, rtol, max_iter, y0)
 
 
-def newton_direction(csr, row_sum, col_sum, grad_rows, grad_cols, reg, delta, rtol, max_cg, guess=None,
-                     extra=(0.0, 0.0)) -> Direction:
-    """Solve the shifted sparse Newton system; see the module docstring.
+class OffDiagonal:
+    """The Newton matrix's off-diagonal block ``S`` (``n x m``), as :func:`newton_direction` uses it."""
+
+    shape: tuple[int, int]
+
+    def matvec(self, y) -> np.ndarray:
+        """``S @ y``."""
+        raise NotImplementedError
+
+    def schur(self, d_row, d_col, w):
+        """``(SchurComplement, S^T w)``: the operator CG runs on and the right-hand side's elimination term."""
+        raise NotImplementedError
+
+    def solve_on_rows(self) -> bool:
+        """Whether CG should run on the row block instead (then :attr:`T` is used)."""
+        return False
+
+    @property
+    def T(self) -> "OffDiagonal":
+        """``S^T`` (needed only where :meth:`solve_on_rows` can be True)."""
+        raise NotImplementedError
+
+
+class CsrOffDiagonal(OffDiagonal):
+    """The kept entries of the plan, ``S`` in CSR form ``(indptr, indices, data)``.
+
+    CG runs on the smaller block: a block with more columns than rows is
+    transposed first.
+    """
+
+    def __init__(self, indptr, indices, data, shape):
+        self.indptr, self.indices, self.data = indptr, indices, data
+        self.shape = shape
+
+    def matvec(self, y):
+        return K.csr_matvec(self.indptr, self.indices, self.data, y)
+
+    def rmatvec(self, w):
+        """``S^T @ w``."""
+        return K.csr_rmatvec(self.indptr, self.indices, self.data, w, self.shape[1])
+
+    def schur(self, d_row, d_col, w):
+        return _CsrSchur(self, d_row, d_col), self.rmatvec(w)
+
+    def solve_on_rows(self) -> bool:
+        return self.shape[1] > self.shape[0]
+
+    @property
+    def T(self) -> "CsrOffDiagonal":
+        import scipy.sparse as sp
+
+        n, m = self.shape
+        T = sp.csr_matrix((self.data, self.indices, self.indptr), shape=(n, m)).T.tocsr()
+        return CsrOffDiagonal(T.indptr.astype(np.int64), T.indices.astype(np.int32), T.data, (m, n))
+
+
+class _CsrSchur(SchurComplement):
+    """Schur complement of a CSR block.
+
+    :meth:`solve` is :func:`snsot._kernels.schur_cg`, a compiled twin of
+    :func:`pcg` (the same iterates up to round-off; ``tests/test_linalg.py``
+    checks it). It is kept because on small problems the Python loop's
+    overhead per CG iteration is not negligible next to a sparse matvec:
+    SNS with the sparse Hessian took 1.06x (n = 1000) to 1.54x (n = 100)
+    longer with :func:`pcg` over the same compiled matvec (medians of 5,
+    random assignment at reg 1/1200).
+    """
+
+    def __init__(self, S: CsrOffDiagonal, d_row, d_col):
+        self.S, self.d_row, self.d_col = S, d_row, d_col
+
+    @property
+    def inv_diag(self):
+        S = self.S
+        diag = self.d_col - K.csr_rmatvec(S.indptr, S.indices, S.data * S.data, 1.0 / self.d_row, S.shape[1])
+        return 1.0 / np.where(diag > 0, diag, self.d_col)
+
+    def matvec(self, y):
+        S = self.S
+        out = np.empty(S.shape[1])
+        K._schur_matvec(S.indptr, S.indices, S.data, self.d_row, self.d_col, y, out)
+        return out
+
+    def solve(self, rhs, rtol, max_iter, y0=None):
+        S = self.S
+        y0 = np.empty(0) if y0 is None else y0
+        y, it, res = K.schur_cg(S.indptr, S.indices, S.data, self.d_row, self.d_col, rhs, rtol, max_iter, y0)
+        return y, int(it), float(res)
+
+
+def newton_direction(S: OffDiagonal, d_row, d_col, grad_rows, grad_cols, reg, rtol, max_cg, guess=None) -> Direction:
+    """Solve the shifted Newton system of the module docstring for ``(x, y)``.
 
     Parameters
     ----------
-    csr : tuple (indptr, indices, data)
-        Sparsified plan ``S`` (n x m) in CSR form.
-    row_sum, col_sum : ndarray
-        Exact ``P 1`` and ``P^T 1`` (the Hessian's diagonal blocks are kept exact).
+    S : OffDiagonal
+        Off-diagonal block (the sparsified or the whole plan), from
+        :meth:`~snsot.solvers._plan.Plan.hessian_block`.
+    d_row, d_col : ndarray
+        Diagonal blocks: the exact row and column sums of the plan, shifted
+        by ``1 + delta`` (:meth:`~snsot.solvers._marginals.BalancedMarginals.hessian_diagonal`).
     grad_rows, grad_cols : ndarray
-        ``a - P 1`` and ``b - P^T 1``, the gradient of the dual.
+        Gradient of the dual, ``a - P 1`` and ``b - P^T 1``.
     reg : float
         Regularisation.
-    delta : float
-        Relative diagonal shift (> 0).
     rtol : float
         Relative residual asked of CG.
     max_cg : int
@@ -70,65 +175,51 @@ def newton_direction(csr, row_sum, col_sum, grad_rows, grad_cols, reg, delta, rt
     guess : Direction, optional
         A previous direction; CG starts from its block of the unknowns
         (successive Newton directions are close, which saves iterations).
-    extra : pair of (ndarray or float)
-        Added to the diagonal blocks after the shift: what a marginal
-        penalty adds to the Hessian (``reg / rho * target`` for KL
-        marginals, :mod:`snsot.solvers._kl_marginals`; 0 when balanced).
+
+    Returns
+    -------
+    Direction
     """
-    indptr, indices, data = csr
-    n, m = len(row_sum), len(col_sum)
-    swap = m > n
-    extra_rows, extra_cols = extra
+    swap = S.solve_on_rows()
     if swap:
-        indptr, indices, data = _transpose_csr(indptr, indices, data, m)
-        row_sum, col_sum, grad_rows, grad_cols = col_sum, row_sum, grad_cols, grad_rows
-        extra_rows, extra_cols = extra_cols, extra_rows
-    d_row = row_sum * (1.0 + delta) + extra_rows
-    d_col = col_sum * (1.0 + delta) + extra_cols
+        S = S.T
+        d_row, d_col, grad_rows, grad_cols = d_col, d_row, grad_cols, grad_rows
     rhs_rows = reg * grad_rows
-    # rhs = reg gb - S^T D_row^{-1} reg ga
-    w = rhs_rows / d_row
-    rhs = reg * grad_cols - K.csr_rmatvec(indptr, indices, data, w, len(col_sum))
-    y0 = np.empty(0) if guess is None else (guess.x if swap else guess.y)
-    y, it, res = K.schur_cg(indptr, indices, data, d_row, d_col, rhs, rtol, max_cg, y0)
-    x = (rhs_rows - K.csr_matvec(indptr, indices, data, y)) / d_row
+    # eliminate x: rhs = reg g_cols - S^T D_row^{-1} reg g_rows
+    schur, elim = S.schur(d_row, d_col, rhs_rows / d_row)
+    rhs = reg * grad_cols - elim
+    y0 = None if guess is None else (guess.x if swap else guess.y)
+    y, it, res = schur.solve(rhs, rtol, max_cg, y0)
+    x = (rhs_rows - S.matvec(y)) / d_row
     if swap:
         x, y = y, x
     return Direction(x=x, y=y, cg_iter=int(it), residual=float(res))
 
 
+def pcg(matvec, rhs, inv_diag, rtol, max_iter, y0=None):
+    """Jacobi-preconditioned conjugate gradients for an SPD operator given by ``matvec``.
 
-def dense_newton_direction(base_plan, u, v, row_sum, col_sum, grad_rows, grad_cols, reg, delta, rtol, max_cg,
-                           n_chunks, guess=None, extra=(0.0, 0.0)) -> Direction:
-    """The same shifted Newton system with the whole plan ``P = diag(u) B diag(v)`` as ``S``.
+    Parameters
+    ----------
+    matvec : callable
+        ``y -> K y``.
+    rhs : ndarray
+        Right-hand side.
+    inv_diag : ndarray
+        Inverse of the preconditioner's diagonal.
+    rtol : float
+        Stop when ``||K y - rhs|| <= rtol ||rhs||``.
+    max_iter : int
+        Iteration cap.
+    y0 : ndarray, optional
+        Starting guess, kept only if its residual is smaller than ``||rhs||``.
 
-    For wide plans (a large fraction of the entries matter, e.g. 1-D
-    densities at moderate ``reg``) the exact Hessian is both cheaper and
-    better than a sparsified one: each Schur matvec is one read of the
-    stored base ``B`` (:func:`snsot._kernels.dense_schur_matvec`, parallel,
-    no indices), no candidates need selecting, and the step is a true Newton
-    step. CG always runs on the column block. Arguments as in
-    :func:`newton_direction`, with the plan given by ``base_plan`` (``B``)
-    and the scalings ``u``, ``v``.
-    """
-    d_row = row_sum * (1.0 + delta) + extra[0]
-    d_col = col_sum * (1.0 + delta) + extra[1]
-    rhs_rows = reg * grad_rows
-    elim, sq = K.dense_schur_setup(base_plan, u, v, d_row, rhs_rows / d_row, n_chunks)
-    rhs = reg * grad_cols - elim
-    diag = d_col - sq
-    inv_diag = 1.0 / np.where(diag > 0, diag, d_col)
-
-    def matvec(y):
-        return K.dense_schur_matvec(base_plan, u, v, d_row, d_col, y, n_chunks)
-
-    y, it, res = _pcg(matvec, rhs, inv_diag, rtol, max_cg, None if guess is None else guess.y)
-    x = (rhs_rows - K.scaled_matvec(base_plan, u, v, y)) / d_row
-    return Direction(x=x, y=y, cg_iter=it, residual=res)
-
-
-def _pcg(matvec, rhs, inv_diag, rtol, max_iter, y0):
-    """Preconditioned CG, as :func:`snsot._kernels.schur_cg` does it, for an operator given by ``matvec``.
+    Returns
+    -------
+    y : ndarray
+    n_iter : int
+    residual : float
+        Relative residual reached; NaN on breakdown (``p^T K p <= 0`` or NaN).
 
     Each iteration costs one ``matvec``; the few vector operations around it
     are negligible next to the pass over the plan that it makes.

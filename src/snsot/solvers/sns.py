@@ -4,9 +4,8 @@ Stage 1 runs log-domain Sinkhorn. Stage 2 takes Newton steps on the concave
 dual ``D(f, g)`` with a sparsified Hessian: the diagonal blocks (row and
 column sums of the plan) are exact, the off-diagonal block keeps only the
 plan entries ``P_ij >= tau``; the direction comes from
-:func:`~snsot.solvers.linalg.newton_direction` (or, with the whole plan as
-the off-diagonal block, :func:`~snsot.solvers.linalg.dense_newton_direction`)
-and an Armijo backtracking line search on ``D`` picks the step. The pass
+:func:`~snsot.solvers.linalg.newton_direction` (with the kept entries, or
+the whole plan, as the off-diagonal block) and an Armijo backtracking line search on ``D`` picks the step. The pass
 that evaluates a trial point also produces the sums (and, for the sparse
 Hessian, the candidate entries) the next iteration needs, so an accepted
 point is never recomputed.
@@ -60,13 +59,13 @@ import math
 
 import numpy as np
 
-from .. import _kernels as K
 from ..problem import OTProblem
 from ..result import STAGE_NEWTON
-from ._base import PlanBase
 from ._common import _MARGIN_RETRIES, Recorder, finalize
-from ._kl_marginals import KLMarginals
-from .linalg import dense_newton_direction, newton_direction
+from ._dense import DensePlan
+from ._marginals import marginals_for
+from ._options import SNSOptions
+from ._plan import WHOLE_PLAN, Plan
 from .sinkhorn import SinkhornStepper, run_sinkhorn
 
 _ARMIJO = 1e-4
@@ -90,52 +89,6 @@ _SLOW = 0.25
 _DENSE_FRACTION = 0.05
 #: Adaptive switch horizons (wide plan, narrow plan): see ``switch_horizon``.
 _HORIZONS = (30, 100)
-_ROUNDING = 64 * np.finfo(np.float64).eps
-
-
-class _PlanState:
-    """Potentials with their plan sums and, unless ``dense``, sparse Hessian candidates (one pass over the plan)."""
-
-    def __init__(self, n, m, cap, dense=False):
-        self.dense = dense
-        self.count = -1  # dense: entries >= tau at this point (-1: not counted)
-        self.row = np.empty(n)
-        self.col = np.empty(m)
-        self.counts = np.zeros(n, dtype=np.int64)
-        self.idx = np.empty((n, cap), dtype=np.int32)
-        self.val = np.empty((n, cap))
-        self.f = self.g = None
-        self.total = self.dual = self.error = np.nan
-
-    def evaluate(self, problem: OTProblem, base: PlanBase, f, g, tau, n_chunks):
-        cap = self.val.shape[1]
-        if self.dense:
-            sc = base.scalings_at(f, g)
-            if sc is None:  # the plan at (f, g) is not finite: a rejected trial
-                self.row[:] = np.inf
-                self.col, self.count = np.full(len(g), np.inf), -1
-            else:
-                self.col, self.count = K.scaled_sums(base.B, sc[0], sc[1], tau, n_chunks, self.row)
-        else:
-            sc = base.scalings(f, g)
-            if sc is None:  # the rebase pass also collects the candidates
-                _, self.col = base.rebase(f, g, tau, cap, n_chunks, self.row, self.counts, self.idx, self.val)
-            else:
-                self.col = K.scaled_pass(base.B, sc[0], sc[1], tau, cap, n_chunks,
-                                         self.row, self.counts, self.idx, self.val)
-        self.f, self.g = f, g
-        self.total = float(self.row.sum())
-        if np.isfinite(self.total) and np.isfinite(self.col).all():
-            marginals = KLMarginals.of(problem)
-            self.dual = marginals.dual(f, g, self.total, problem.reg)
-            self.error = marginals.error(f, g, self.row, self.col)
-        else:
-            self.dual, self.error = -np.inf, np.inf
-        return self
-
-    def rounding(self, problem: OTProblem) -> float:
-        """Size of floating-point noise in the dual value at this point."""
-        return _ROUNDING * float(np.abs(problem.a @ self.f) + np.abs(problem.b @ self.g) + problem.reg * self.total)
 
 
 class _AdaptiveSwitch:
@@ -175,6 +128,10 @@ class _AdaptiveSwitch:
         return False
 
 
+#: Statuses after which a stage stops at once.
+_FINAL = ("success", "callback", "nonfinite")
+
+
 def solve_sns(
     problem: OTProblem,
     *,
@@ -192,7 +149,8 @@ def solve_sns(
     max_row_entries: int | None = None,
     max_cg: int = 500,
     hessian: str = "auto",
-    _direction_hook=None,
+    direction=None,
+    _plan: Plan | None = None,
 ):
     """Sinkhorn-Newton-Sparse; see the module docstring for the algorithm.
 
@@ -221,7 +179,7 @@ def solve_sns(
         (default ``2 / n``).
     kappa : float
         Adaptive sparsity: dropped Hessian mass at most ``kappa`` times the
-        marginal error.
+        marginal error (> 0).
     switch_horizon : int, optional
         Adaptive switch: stay in Sinkhorn while it predicts at most this
         many more iterations. Default: 30 when the Newton steps will use the
@@ -241,66 +199,56 @@ def solve_sns(
         Giving it selects the sparse Hessian.
     max_cg : int
         CG iteration cap per Newton step.
+    direction : callable, optional
+        How a Newton direction is computed, with the signature and result of
+        :func:`snsot.solvers.linalg.newton_direction` (the default). A
+        plug-in may wrap it, e.g. to record or perturb directions; whatever
+        it returns still has to pass the ascent test and the line search.
     init : tuple (f, g), optional
         Warm-start potentials (``f`` is used; ``g`` is recomputed exactly).
     callback : callable, optional
         ``callback(iteration, stage, marginal_error, objective)``; True stops.
+    _plan : Plan, optional
+        Private: the plan implementation to drive (default
+        :class:`~snsot.solvers._dense.DensePlan`), for tests of the interface.
     """
-    if variant not in ("adaptive", "paper"):
-        raise ValueError(f"variant: must be 'adaptive' or 'paper'; got {variant!r}")
-    if hessian not in ("auto", "sparse", "dense"):
-        raise ValueError(f"hessian: must be 'auto', 'sparse' or 'dense'; got {hessian!r}")
-    if eps_scaling not in ("auto", True, False):
-        raise ValueError(f"eps_scaling: must be 'auto', True or False; got {eps_scaling!r}")
-    if not (np.isfinite(eps_factor) and eps_factor > 1):
-        raise ValueError(f"eps_factor: must be a number > 1; got {eps_factor!r}")
-    if variant == "paper":
-        if hessian == "dense":
-            raise ValueError("hessian: the paper variant sparsifies the Hessian; 'dense' needs variant='adaptive'")
-        n_warmup = 20 if n_warmup is None else int(n_warmup)
-        sparsity = 2.0 / problem.shape[0] if sparsity is None else float(sparsity)
-        if not 0 < sparsity <= 1:
-            raise ValueError(f"sparsity: must be in (0, 1]; got {sparsity!r}")
-        if eps_scaling == "auto":
-            eps_scaling = False
-    if max_row_entries is not None:
-        if hessian == "dense":
-            raise ValueError("max_row_entries: caps the sparse Hessian's rows; it cannot go with hessian='dense'")
-        hessian = "sparse"  # a cap on kept entries asks for the sparse Hessian
-    opts = dict(variant=variant, n_warmup=n_warmup, sparsity=sparsity, kappa=kappa,
-                switch_horizon=switch_horizon, max_row_entries=max_row_entries, max_cg=max_cg,
-                hessian="sparse" if variant == "paper" else hessian, direction_hook=_direction_hook)
-
+    opts = SNSOptions.from_user(
+        problem.shape[0], variant=variant, eps_scaling=eps_scaling, eps_factor=eps_factor, n_warmup=n_warmup,
+        sparsity=sparsity, kappa=kappa, switch_horizon=switch_horizon, max_row_entries=max_row_entries,
+        max_cg=max_cg, hessian=hessian, direction=direction)
     rec = Recorder(callback)
     f = None if init is None else init[0]
-    base = PlanBase(problem)
-    opts["base"] = base
+    plan = DensePlan(problem) if _plan is None else _plan
     n_sinkhorn = n_newton = 0
-    for reg in _continuation(problem, eps_scaling, eps_factor):
-        rec.reg = reg
-        stage_tol = max(tol, 1e-3 * problem.mass)
-        f, g, status, ns, nn = _sns_stage(problem.with_reg(reg), stage_tol, max_iter - n_sinkhorn - n_newton,
-                                          f, rec, **opts)
+
+    def stage(p: OTProblem, stage_tol: float):
+        nonlocal n_sinkhorn, n_newton
+        f_new, g, status, ns, nn = _Stage(plan, p, opts, rec, stage_tol, max_iter - n_sinkhorn - n_newton).run(f)
         n_sinkhorn, n_newton = n_sinkhorn + ns, n_newton + nn
+        return f_new, g, status
+
+    def result(f, g, status):
+        return finalize(plan, marginals_for(problem), f, g, method="sns", tol=tol, status=status,
+                        recorder=rec, n_sinkhorn=n_sinkhorn, n_newton=n_newton)
+
+    for reg in _continuation(problem, opts.eps_scaling, opts.eps_factor):
+        rec.reg = reg
+        f, g, status = stage(problem.with_reg(reg), max(tol, 1e-3 * problem.mass))
         if status in ("callback", "nonfinite") or n_sinkhorn + n_newton >= max_iter:
-            break
-    else:
-        rec.reg = problem.reg
-        inner_tol = tol
-        for _ in range(_MARGIN_RETRIES + 1):
-            f, g, status, ns, nn = _sns_stage(problem, inner_tol, max_iter - n_sinkhorn - n_newton, f, rec, **opts)
-            n_sinkhorn, n_newton = n_sinkhorn + ns, n_newton + nn
-            res = finalize(problem, f, g, method="sns", tol=tol, status=status, recorder=rec,
-                           n_sinkhorn=n_sinkhorn, n_newton=n_newton, out=base.take())
-            if status != "success" or res.converged or n_sinkhorn + n_newton >= max_iter:
-                return res
-            # estimate met tol, the plan summed afresh misses it by round-off: tighten and go on
-            inner_tol *= 0.5
-        return res
-    # stopped inside continuation: bring the columns to the target reg
-    st = SinkhornStepper(problem, f, base)
-    return finalize(problem, st.f, st.g, method="sns", tol=tol, status=status, recorder=rec,
-                    n_sinkhorn=n_sinkhorn, n_newton=n_newton, out=base.take())
+            # stopped inside continuation: bring the columns to the target reg
+            plan.attach(problem)
+            st = SinkhornStepper(plan, marginals_for(problem), f)
+            return result(st.f, st.g, status)
+    rec.reg = problem.reg
+    inner_tol = tol
+    for _ in range(_MARGIN_RETRIES + 1):
+        f, g, status = stage(problem, inner_tol)
+        res = result(f, g, status)
+        if status != "success" or res.converged or n_sinkhorn + n_newton >= max_iter:
+            return res
+        # estimate met tol, the plan summed afresh misses it by round-off: tighten and go on
+        inner_tol *= 0.5
+    return res
 
 
 def _continuation(problem: OTProblem, eps_scaling, factor) -> list[float]:
@@ -319,160 +267,203 @@ def _continuation(problem: OTProblem, eps_scaling, factor) -> list[float]:
     return regs[::-1]
 
 
-def _sns_stage(problem, tol, max_iter, f_init, rec, *, variant, n_warmup, sparsity, kappa, switch_horizon,
-               max_row_entries, max_cg, hessian, direction_hook, base):
-    """One SNS solve at ``problem.reg``: Sinkhorn warm-up, then Newton with fallbacks.
+class _Stage:
+    """One SNS solve at one ``reg``: Sinkhorn warm-up and switch, Hessian choice, Newton steps, fallbacks.
 
-    Returns ``(f, g, status, n_sinkhorn, n_newton)``.
+    Talks to the plan only through :class:`~snsot.solvers._plan.Plan` and to
+    the marginal constraints only through
+    :class:`~snsot.solvers._marginals.BalancedMarginals`. :meth:`run` is the
+    whole stage; each phase is one method.
     """
-    n, m = problem.shape
-    mass = problem.mass
-    marginals = KLMarginals.of(problem)
-    base.attach(problem)
-    st = SinkhornStepper(problem, f_init, base)
-    probes = []  # dense probes the adaptive switch took (see _probe)
-    if variant == "paper":
-        cap = cap_max = int(min(m, max(1, round(sparsity * m))))
-        status = run_sinkhorn(st, rec, tol, min(n_warmup, max_iter))
-        tau_of = lambda err: 0.0  # noqa: E731 - the per-row cap alone decides
-    else:
-        if max_row_entries is None:
-            cap, cap_max = _initial_quota(m), _cap_limit(n, m)
+
+    def __init__(self, plan: Plan, problem: OTProblem, opts: SNSOptions, rec: Recorder, tol: float, max_iter: int):
+        plan.attach(problem)
+        self.plan, self.opts, self.rec, self.tol, self.max_iter = plan, opts, rec, tol, max_iter
+        self.marginals = marginals_for(problem)
+        self.reg, self.mass = problem.reg, problem.mass
+        self.n_sinkhorn = self.n_newton = 0
+        self.n_fallbacks = 0  # each fallback makes the Hessian ten times denser
+        self.fallback_steps = 10  # Sinkhorn steps of the next fallback (doubles each time)
+        self.direction = None  # the last Newton direction: CG's next starting guess
+        self.probe = None  # the dense probe the adaptive switch took, if any
+        self.tau_next = 0.0
+        m = plan.max_row_length
+        if opts.variant == "paper":
+            self.quota = self.quota_max = int(min(m, max(1, round(opts.sparsity * m))))
+        elif opts.max_row_entries is None:
+            self.quota, self.quota_max = _initial_quota(m), _quota_limit(plan)
         else:
-            cap = cap_max = int(min(m, max(1, max_row_entries)))
-        tau_of = lambda err: kappa * err / (n * m)  # noqa: E731
-        horizons = _HORIZONS if switch_horizon is None else (switch_horizon, switch_horizon)
-        if hessian != "auto":
-            horizons = (horizons[hessian == "sparse"],) * 2
+            self.quota = self.quota_max = int(min(m, opts.max_row_entries))
 
-        def is_wide():
-            # The base must not move under the Sinkhorn step pending on it.
-            probes.append(_probe(problem, base, st.f, st.g, tau_of(_last_error(rec, mass)), move_base=False))
-            return _wide(probes[-1])
+    def run(self, f_init):
+        """Returns ``(f, g, status, n_sinkhorn, n_newton)``."""
+        st, status = self.warm_up(f_init)
+        if status in _FINAL or st.count >= self.max_iter:
+            return st.f, st.g, status, self.n_sinkhorn, 0
+        cur = self.first_point(st)
+        trial = self.plan.new_point(self.quota)
+        while True:
+            err = cur.error
+            if not np.isfinite(err):
+                return cur.f, cur.g, "nonfinite", self.n_sinkhorn, self.n_newton
+            if err < self.tol:
+                return cur.f, cur.g, "success", self.n_sinkhorn, self.n_newton
+            if self.n_sinkhorn + self.n_newton >= self.max_iter:
+                return cur.f, cur.g, "max_iter", self.n_sinkhorn, self.n_newton
+            t = self.newton_step(cur, trial)
+            if t is not None:
+                cur, trial = trial, cur
+                self.n_newton += 1
+                if self.rec(cur.error, cur.dual, STAGE_NEWTON):
+                    return cur.f, cur.g, "callback", self.n_sinkhorn, self.n_newton
+                if t == 1.0 and cur.error > _SLOW * err and self.quota < self.quota_max \
+                        and cur.fullest_row * 2 >= self.quota:
+                    # A full step that gains little while rows fill their quota: the
+                    # per-row cap, not the error-controlled tau, is cutting the
+                    # Hessian (a wide plan, e.g. 1-D W2 at reg 1e-2 wants ~400 of
+                    # 1000 entries per row). Give rows more room and re-collect.
+                    cur, trial = self.grow_quota(cur.f, cur.g, self.tau_next)
+                continue
+            # Newton failed here: fall back to Sinkhorn, then retry with a denser Hessian.
+            st, status = self.fall_back(cur)
+            if status in _FINAL:
+                return st.f, st.g, status, self.n_sinkhorn, self.n_newton
+            tau = self.tau_of(self.last_error())
+            if self.quota < self.quota_max:
+                cur, trial = self.grow_quota(st.f, st.g, tau)
+            else:
+                self.evaluate(cur, st.f, st.g, tau)
 
-        switch = _AdaptiveSwitch(tol, horizons, _MIN_WARMUP if n_warmup is None else int(n_warmup), is_wide)
-        status = run_sinkhorn(st, rec, tol, max_iter, switch)
+    # -- phases ----------------------------------------------------------------
+    def warm_up(self, f_init):
+        """Sinkhorn until ``tol``, the paper's ``n_warmup`` steps, or the adaptive switch; ``(stepper, status)``."""
+        opts, rec = self.opts, self.rec
+        st = SinkhornStepper(self.plan, self.marginals, f_init)
+        if opts.variant == "paper":
+            status = run_sinkhorn(st, rec, self.tol, min(opts.n_warmup, self.max_iter))
+        else:
+            horizons = _HORIZONS if opts.switch_horizon is None else (opts.switch_horizon,) * 2
+            if opts.hessian != "auto":
+                horizons = (horizons[opts.hessian == "sparse"],) * 2
 
-    n_sinkhorn, n_newton = st.count, 0
-    if status in ("success", "callback", "nonfinite") or st.count >= max_iter:
-        return st.f, st.g, status, n_sinkhorn, n_newton
+            def is_wide():
+                # pinned: the plan must not move under the Sinkhorn step pending on it
+                self.probe = self.dense_probe(st.f, st.g, pinned=True)
+                return self.is_wide(self.probe)
 
-    n_chunks = K.default_chunks(n)
-    tau0 = tau_of(_last_error(rec, mass))
-    dense, cur = hessian == "dense", None
-    if hessian == "auto":
-        # The switch may have probed this very point already (when it fired on the probe).
-        probe = probes[-1] if probes and probes[-1] is not None and probes[-1].f is st.f else \
-            _probe(problem, base, st.f, st.g, tau0)
-        dense = _wide(probe)
-        cur = probe if dense else None  # a dense probe is the Newton stage's first point
-    if dense:
-        cap = cap_max = 0
-    if cur is None:
-        cur = _PlanState(n, m, cap, dense).evaluate(problem, base, st.f, st.g, tau0, n_chunks)
-    trial = _PlanState(n, m, cap, dense)
-    n_fallback = 10
-    d_prev = None
-    status = "max_iter"
-    while True:
+            min_steps = _MIN_WARMUP if opts.n_warmup is None else opts.n_warmup
+            status = run_sinkhorn(st, rec, self.tol, self.max_iter, _AdaptiveSwitch(self.tol, horizons, min_steps, is_wide))
+        self.n_sinkhorn = st.count
+        return st, status
+
+    def first_point(self, st):
+        """Choose the Hessian (the whole plan or a sparse one) and evaluate the Newton stage's first point."""
+        tau0 = self.tau_of(self.last_error())
+        cur = None
+        dense = self.opts.hessian == "dense"
+        if self.opts.hessian == "auto":
+            # The switch may have probed this very point already (when it fired on the probe).
+            probe = self.probe if self.probe is not None and self.probe.f is st.f else self.dense_probe(st.f, st.g)
+            dense = self.is_wide(probe)
+            cur = probe if dense else None  # a dense probe is the Newton stage's first point
+        if dense:
+            self.quota = self.quota_max = WHOLE_PLAN
+        if cur is None:
+            cur = self.evaluate(self.plan.new_point(self.quota), st.f, st.g, tau0)
+        return cur
+
+    def newton_step(self, cur, trial) -> float | None:
+        """One Newton step from ``cur`` into ``trial``: the step length taken, or None if the step failed."""
         err = cur.error
-        if not np.isfinite(err):
-            status = "nonfinite"
-            break
-        if err < tol:
-            status = "success"
-            break
-        if n_sinkhorn + n_newton >= max_iter:
-            break
-
-        ok = False
-        tau = max(tau_of(err), 0.0)
-        delta = min(1e-3, err / mass)
-        target_rows, target_cols = marginals.targets(cur.f, cur.g)
-        grad_rows, grad_cols = target_rows - cur.row, target_cols - cur.col
-        extra = marginals.hessian_diagonal(cur.f, cur.g, problem.reg)
+        tau = max(self.tau_of(err), 0.0)
+        delta = min(1e-3, err / self.mass)
+        grad_rows, grad_cols = self.marginals.gradient(cur.f, cur.g, cur.row, cur.col)
         # Zero or non-finite sums give non-finite directions, which the checks
         # below turn into a fallback: no warnings on the way.
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            if dense:
-                sc = base.scalings_at(cur.f, cur.g)
-                d = None if sc is None else dense_newton_direction(
-                    base.B, sc[0], sc[1], cur.row, cur.col, grad_rows, grad_cols, problem.reg, delta,
-                    rtol=_forcing(err, tol, mass), max_cg=max_cg, n_chunks=n_chunks, guess=d_prev, extra=extra)
-            else:
-                csr = K.compact_csr(cur.counts, cur.idx, cur.val, tau)
-                d = newton_direction(csr, cur.row, cur.col, grad_rows, grad_cols, problem.reg, delta,
-                                     rtol=_forcing(err, tol, mass), max_cg=max_cg, guess=d_prev, extra=extra)
-        if d is not None and direction_hook is not None:
-            d = direction_hook(d)
-        d_prev = d
+            S = self.plan.hessian_block(cur, tau)
+            d = None
+            if S is not None:
+                d_row, d_col = self.marginals.hessian_diagonal(cur.f, cur.g, cur.row, cur.col, delta)
+                d = self.opts.direction(S, d_row, d_col, grad_rows, grad_cols, self.reg,
+                                        rtol=_forcing(err, self.tol, self.mass), max_cg=self.opts.max_cg,
+                                        guess=self.direction)
+        self.direction = d
         slope = np.nan if d is None else float(grad_rows @ d.x + grad_cols @ d.y)
-        if d is not None and np.isfinite(d.residual) and np.isfinite(slope) and slope > 0:
-            # Collect candidates for the next step with the tau its error is expected to need.
-            tau_next = tau_of(max(err * min(1.0, err / mass), 1e-300))
-            # Trust region on the plan: no entry's log may change by more than
-            # _MAX_LOG_CHANGE at once (max_ij |x_i + y_j| is exact from the
-            # extremes). Far-off trial points only overflow or get rejected,
-            # each at the price of an exponential pass.
-            change = max(abs(d.x.max() + d.y.max()), abs(d.x.min() + d.y.min())) / problem.reg
-            t = 1.0 if change <= _MAX_LOG_CHANGE else _MAX_LOG_CHANGE / change
-            for _ in range(_MAX_BACKTRACK):
-                trial_f, trial_g = cur.f + t * d.x, cur.g + t * d.y
-                trial.evaluate(problem, base, trial_f, trial_g, tau_next, n_chunks)
-                gain = trial.dual - cur.dual
-                if gain >= _ARMIJO * t * slope or (
-                    gain >= -cur.rounding(problem) and trial.error < err
-                ):
-                    ok = True
-                    break
-                t *= 0.5
-        if ok:
-            cur, trial = trial, cur
-            n_newton += 1
-            if rec(cur.error, cur.dual, STAGE_NEWTON):
-                status = "callback"
-                break
-            if t == 1.0 and cur.error > _SLOW * err and cap < cap_max and cur.counts.max() * 2 >= cap:
-                # A full step that gains little while rows fill their quota: the
-                # per-row cap, not the error-controlled tau, is cutting the
-                # Hessian (a wide plan, e.g. 1-D W2 at reg 1e-2 wants ~400 of
-                # 1000 entries per row). Give rows more room and re-collect.
-                cap, cur, trial = _grown(cap, cap_max, n, m)
-                cur.evaluate(problem, base, trial_f, trial_g, tau_next, n_chunks)
-            continue
+        if d is None or not (np.isfinite(d.residual) and np.isfinite(slope) and slope > 0):
+            return None
+        # Collect candidates for the next step with the tau its error is expected to need.
+        self.tau_next = self.tau_of(max(err * min(1.0, err / self.mass), 1e-300))
+        return self.line_search(cur, trial, d, slope, _trust_region(d, self.reg))
 
-        # Newton failed here: fall back to Sinkhorn, then retry with a denser Hessian.
-        st = SinkhornStepper(problem, cur.f, base)
-        budget = min(n_fallback, max_iter - n_sinkhorn - n_newton)
-        status = run_sinkhorn(st, rec, tol, budget)
-        n_sinkhorn += st.count
-        n_fallback *= 2
-        tau_of = (lambda old: (lambda e: 0.1 * old(e)))(tau_of)
-        if status in ("success", "callback", "nonfinite"):
-            return st.f, st.g, status, n_sinkhorn, n_newton
-        if cap < cap_max:
-            cap, cur, trial = _grown(cap, cap_max, n, m)
-        cur.evaluate(problem, base, st.f, st.g, tau_of(_last_error(rec, mass)), n_chunks)
-        status = "max_iter"
-    return cur.f, cur.g, status, n_sinkhorn, n_newton
-
-
-def _probe(problem, base, f, g, tau, move_base=True):
-    """A dense :class:`_PlanState` at ``(f, g)``: its sums, and how many plan entries are ``>= tau`` (one pass).
-
-    With ``move_base=False`` the base is left where it is (a Sinkhorn step
-    pending on it must not see it move); a point too far from it then gives
-    None.
-    """
-    n, m = problem.shape
-    if not move_base and base.scalings(f, g) is None:
+    def line_search(self, cur, trial, d, slope, t) -> float | None:
+        """Armijo backtracking from step ``t`` along ``d``; ``trial`` holds the accepted point."""
+        for _ in range(_MAX_BACKTRACK):
+            self.evaluate(trial, cur.f + t * d.x, cur.g + t * d.y, self.tau_next)
+            gain = trial.dual - cur.dual
+            if gain >= _ARMIJO * t * slope or (
+                gain >= -self.marginals.rounding(cur.f, cur.g, cur.total) and trial.error < cur.error
+            ):
+                return t
+            t *= 0.5
         return None
-    return _PlanState(n, m, 0, dense=True).evaluate(problem, base, f, g, tau, K.default_chunks(n))
+
+    def fall_back(self, cur):
+        """Sinkhorn steps from ``cur`` (twice as many as last time); the Hessian gets ten times denser."""
+        st = SinkhornStepper(self.plan, self.marginals, cur.f)
+        budget = min(self.fallback_steps, self.max_iter - self.n_sinkhorn - self.n_newton)
+        status = run_sinkhorn(st, self.rec, self.tol, budget)
+        self.n_sinkhorn += st.count
+        self.fallback_steps *= 2
+        self.n_fallbacks += 1
+        return st, status
+
+    # -- helpers ---------------------------------------------------------------
+    def tau_of(self, err: float) -> float:
+        """Sparsity threshold at marginal error ``err``: at most ``kappa err`` of mass dropped, 10x less per fallback."""
+        if self.opts.variant == "paper":
+            return 0.0  # the per-row cap alone decides
+        tau = self.opts.kappa * err / self.plan.support_size
+        for _ in range(self.n_fallbacks):
+            tau = 0.1 * tau
+        return tau
+
+    def evaluate(self, point, f, g, tau, pinned=False):
+        """The plan's sums at ``(f, g)`` into ``point``, with the dual value and marginal error there."""
+        if self.plan.evaluate(point, f, g, tau, pinned) is None:
+            return None
+        if np.isfinite(point.total) and np.isfinite(point.col).all():
+            point.dual = self.marginals.dual(f, g, point.total)
+            point.error = self.marginals.error(f, g, point.row, point.col)
+        else:
+            point.dual, point.error = -np.inf, np.inf
+        return point
+
+    def dense_probe(self, f, g, pinned=False):
+        """A :data:`WHOLE_PLAN` point at ``(f, g)``: its sums and how many entries are above the threshold."""
+        return self.evaluate(self.plan.new_point(WHOLE_PLAN), f, g, self.tau_of(self.last_error()), pinned)
+
+    def is_wide(self, probe) -> bool:
+        """Whether a probe found at least :data:`_DENSE_FRACTION` of the entries above the threshold."""
+        return probe is not None and probe.count >= _DENSE_FRACTION * self.plan.support_size
+
+    def grow_quota(self, f, g, tau):
+        """Double the per-row quota (up to its limit): ``(cur, trial)``, ``cur`` evaluated at ``(f, g)``."""
+        self.quota = min(self.quota_max, 2 * self.quota)
+        return self.evaluate(self.plan.new_point(self.quota), f, g, tau), self.plan.new_point(self.quota)
+
+    def last_error(self) -> float:
+        return self.rec.error[-1] if self.rec.error else self.mass
 
 
-def _wide(probe) -> bool:
-    """Whether a probe found at least :data:`_DENSE_FRACTION` of the entries above the threshold."""
-    return probe is not None and probe.count >= _DENSE_FRACTION * probe.row.size * probe.col.size
+def _trust_region(d, reg: float) -> float:
+    """Largest step ``t <= 1`` changing no log plan entry by more than :data:`_MAX_LOG_CHANGE`.
+
+    ``max_ij |x_i + y_j|`` is exact from the extremes. Far-off trial points
+    only overflow or get rejected, each at the price of an exponential pass.
+    """
+    change = max(abs(d.x.max() + d.y.max()), abs(d.x.min() + d.y.min())) / reg
+    return 1.0 if change <= _MAX_LOG_CHANGE else _MAX_LOG_CHANGE / change
 
 
 def _initial_quota(m: int) -> int:
@@ -480,26 +471,18 @@ def _initial_quota(m: int) -> int:
     return min(m, max(64, m // _QUOTA_DIV))
 
 
-def _grown(cap: int, cap_max: int, n: int, m: int):
-    """Double the per-row quota (up to ``cap_max``): ``(cap, cur, trial)`` with fresh, empty states."""
-    cap = min(cap_max, 2 * cap)
-    return cap, _PlanState(n, m, cap), _PlanState(n, m, cap)
-
-
-def _cap_limit(n: int, m: int) -> int:
+def _quota_limit(plan: Plan) -> int:
     """Largest per-row candidate count the adaptive variant may grow to.
 
-    Two candidate buffers (current point and trial) of ``n x cap`` entries
-    (8-byte value, 4-byte column) may together take the memory of one dense
-    ``n x m`` float64 array, or 64 MB where that is more: all of ``m`` up to
-    about 1600 x 1600, a third of it at n = m = 4000.
+    Two candidate buffers (current point and trial) of ``n x quota`` entries
+    (8-byte value, 4-byte column) may together take the memory of the plan
+    held as float64 (one ``n x m`` array when dense), or 64 MB where that is
+    more: all of ``m`` up to about 1600 x 1600, a third of it at n = m = 4000.
     """
-    budget = max(8.0 * n * m, 64e6)
+    n = plan.shape[0]
+    m = plan.max_row_length
+    budget = max(8.0 * plan.support_size, 64e6)
     return int(max(_initial_quota(m), min(m, budget // (2 * 12 * n))))
-
-
-def _last_error(rec: Recorder, default: float) -> float:
-    return rec.error[-1] if rec.error else default
 
 
 def _forcing(err: float, tol: float, mass: float) -> float:
