@@ -340,3 +340,21 @@ def test_reg_m_beside_an_otproblem_is_refused():
     C, a, b = _problem(22, n=4, m=5)
     with pytest.raises(ValueError, match="reg_m"):
         snsot.solve(snsot.OTProblem(C, a, b, reg=0.1, reg_m=1.0), reg_m=2.0)
+
+
+def test_large_rho_and_very_different_masses_sns_converges_or_says_stalled():
+    """rho = 1e3, totals 21 and 75: the optimal potentials are about +-630, which puts a floor of
+    ~1e-10 under the measurable error. SNS (no diagonal shift on the KL dual) gets there in a few
+    Newton steps, where a shifted system crawled along (1, -1); below the floor it reports 'stalled'
+    after a few steps instead of trading round-off until max_iter."""
+    rng = np.random.default_rng(0)
+    C = rng.random((40, 50))
+    a, b = rng.random(40) + 0.05, 3 * (rng.random(50) + 0.05)
+    res = snsot.solve(C, a, b, reg=0.05, reg_m=1e3, tol=1e-9)
+    assert res.converged and res.n_newton < 30
+    _check_optimality(res, C, a, b, 0.05, 1e3, 1e-9)
+    assert np.abs(res.potentials[0]).max() > 500
+    with pytest.warns(snsot.ConvergenceWarning):
+        tight = snsot.solve(C, a, b, reg=0.05, reg_m=1e3, tol=1e-13)
+    assert tight.status == "stalled" and tight.n_iter < 200
+    np.testing.assert_allclose(tight.plan, res.plan, rtol=1e-8)

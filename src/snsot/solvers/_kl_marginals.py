@@ -150,8 +150,17 @@ class KLMarginals(BalancedMarginals):
         return float(np.abs(ta - row).sum() + np.abs(tb - col).sum())
 
     def hessian_diagonal(self, f, g, row, col, delta: float):
-        """The balanced diagonal plus the penalty's ``reg / rho * target`` on each block."""
-        d_row, d_col = super().hessian_diagonal(f, g, row, col, delta)
+        """The plan's sums plus the penalty's ``reg / rho * target`` on each block; no shift.
+
+        The balanced shift ``delta`` removes the null direction ``(1, -1)``;
+        a finite ``rho`` on either side already does (the matrix is then
+        irreducibly diagonally dominant, whatever the sparsification drops),
+        and the shift would swamp its curvature ``reg / rho``: with ``rho =
+        1e3``, ``reg = 0.05`` and totals 22 and 80, the ``1e-3`` shift made
+        each Newton step go a twentieth of the way along ``(1, -1)`` and SNS
+        ran out of iterations; unshifted it takes a few steps.
+        """
+        d_row, d_col = row, col
         ta, tb = self.targets(f, g)
         if not math.isinf(self.rho[0]):
             d_row = d_row + (self.reg / self.rho[0]) * ta
