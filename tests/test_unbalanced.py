@@ -356,5 +356,5 @@ def test_large_rho_and_very_different_masses_sns_converges_or_says_stalled():
     assert np.abs(res.potentials[0]).max() > 500
     with pytest.warns(snsot.ConvergenceWarning):
         tight = snsot.solve(C, a, b, reg=0.05, reg_m=1e3, tol=1e-13)
-    assert tight.status == "stalled" and tight.n_iter < 200
+    assert tight.status == "stalled" and tight.n_iter < 300
     np.testing.assert_allclose(tight.plan, res.plan, rtol=1e-8)

@@ -130,11 +130,13 @@ class _AdaptiveSwitch:
 
 #: Statuses after which a stage stops at once.
 _FINAL = ("success", "callback", "nonfinite")
-#: Accepted Newton steps in a row that gain no more than round-off in the dual
-#: and do not halve the error before the stage reports "stalled": at the
-#: floor set by floating point (e.g. unbalanced potentials of size 600 at reg
-#: 0.05 cannot give errors below ~5e-11 on a mass of 40) the steps otherwise
-#: trade round-off back and forth until max_iter.
+#: Steps in a row (Newton steps or fallbacks) that reach no new lowest error,
+#: taken within ten times the round-off floor of the error (:func:`_error_floor`),
+#: before the stage reports "stalled": at that floor (e.g. unbalanced
+#: potentials of size 600 at reg 0.05 cannot give errors below ~5e-11 on a
+#: mass of 40) the steps otherwise trade round-off back and forth, with
+#: fallbacks of doubling length, until max_iter. Above the floor nothing
+#: counts, so a slow but steady solve is never cut short.
 _STALL_STEPS = 3
 
 
@@ -257,6 +259,22 @@ def solve_sns(
     return res
 
 
+def _error_floor(point, reg: float) -> float:
+    """Round-off floor of the marginal error at ``point``.
+
+    Each plan entry ``exp((f_i + g_j - C_ij) / reg)`` carries a relative error
+    of about ``eps (|f_i| + |g_j|) / reg`` from its exponent, so the sums, of
+    total ``sum(P)``, cannot be measured closer than that.
+    """
+    return float(np.finfo(np.float64).eps * point.total
+                 * (np.abs(point.f).max() + np.abs(point.g).max()) / reg)
+
+
+def _at_floor(point, lowest: float, reg: float) -> bool:
+    """A step to ``point`` that found no new lowest error, within ten times the round-off floor."""
+    return not point.error < lowest and point.error < 10.0 * _error_floor(point, reg)
+
+
 def _continuation(problem: OTProblem, eps_scaling, factor) -> list[float]:
     """Intermediate regularisations, largest first (empty without epsilon-scaling)."""
     if eps_scaling is False:
@@ -308,7 +326,7 @@ class _Stage:
             return st.f, st.g, status, self.n_sinkhorn, 0
         cur = self.first_point(st)
         trial = self.plan.new_point(self.quota)
-        stalled = 0
+        stalled, lowest = 0, np.inf
         while True:
             err = cur.error
             if not np.isfinite(err):
@@ -319,8 +337,8 @@ class _Stage:
                 return cur.f, cur.g, "max_iter", self.n_sinkhorn, self.n_newton
             t = self.newton_step(cur, trial)
             if t is not None:
-                noise = trial.dual - cur.dual <= self.marginals.rounding(cur.f, cur.g, cur.total)
-                stalled = stalled + 1 if noise and trial.error > 0.5 * err else 0
+                stalled = stalled + 1 if _at_floor(trial, lowest, self.reg) else 0
+                lowest = min(lowest, trial.error)
                 cur, trial = trial, cur
                 self.n_newton += 1
                 if self.rec(cur.error, cur.dual, STAGE_NEWTON):
@@ -339,6 +357,9 @@ class _Stage:
             st, status = self.fall_back(cur)
             if status in _FINAL:
                 return st.f, st.g, status, self.n_sinkhorn, self.n_newton
+            stalled = stalled + 1 if _at_floor(cur, lowest, self.reg) and not self.last_error() < lowest else 0
+            if stalled >= _STALL_STEPS:
+                return st.f, st.g, "stalled", self.n_sinkhorn, self.n_newton
             tau = self.tau_of(self.last_error())
             if self.quota < self.quota_max:
                 cur, trial = self.grow_quota(st.f, st.g, tau)
