@@ -153,12 +153,15 @@ class _Damped:
     """Marginals with Sinkhorn exponents below 1, as a relaxed (KL) penalty has."""
 
     def __init__(self, problem, exponent):
-        self.a, self.b = problem.a, problem.b
+        self.a, self.b, self.reg = problem.a, problem.b, problem.reg
         self.log_a, self.log_b = np.log(problem.a), np.log(problem.b)
         self.row_exponent = self.col_exponent = exponent
 
     def row_error(self, f, row):
         return float(np.abs(row - self.a).sum())
+
+    def sinkhorn_row_error(self, f, f_full):  # the rows are a exp((f - f_full) / reg)
+        return self.row_error(f, self.a * np.exp((f - f_full) / self.reg))
 
 
 def test_damped_sinkhorn_steps_scale_the_log_domain_update():

@@ -1,8 +1,10 @@
 """Each numba kernel against a plain numpy computation of the same quantity.
 
 The references are numpy/scipy formulas (``logsumexp``, ``np.exp``, dense
-linear algebra), including the ``*_reference`` twins shipped in
-``snsot._kernels``, which are themselves checked against direct formulas.
+linear algebra, ``scipy.sparse``), the readable twins in ``snsot._reference``
+and the ``*_reference`` twins shipped in ``snsot._kernels``, which are
+themselves checked against direct formulas. No case returns early: a case
+outside a claim's range is excluded by name, and covered by a twin.
 """
 
 import numpy as np
@@ -11,6 +13,7 @@ import scipy.sparse as sp
 from scipy.special import logsumexp
 
 from snsot import _kernels as K
+from snsot import _reference as ref
 
 # ----------------------------------------------------------------------------- fast_exp
 
@@ -238,6 +241,20 @@ def _check_candidates(P, tau, cap, counts, idx, val):
                 assert P[i, dropped].max() <= val[i, :c].min() * (1 + 1e-12)
 
 
+@pytest.mark.parametrize("cap", [1, 3, 8, 40])
+def test_plan_pass_keeps_exactly_the_entries_of_its_numpy_twin(cap):
+    # the twin states the rule in numpy: entries >= tau, the cut raised to a power of
+    # two when more than cap qualify (random entries: no ties at a power of two)
+    C, f, g, _, _ = _case(11, 30, 40, 0.05)
+    P = ref.plan(C, f, g, 0.05)
+    tau = np.quantile(P, 0.5)
+    _, _, counts, idx, val = _plan_pass(C, f, g, 0.05, tau, cap, 2)
+    kept = np.zeros_like(P, dtype=bool)
+    for i in range(30):
+        kept[i, idx[i, :counts[i]]] = True
+    np.testing.assert_array_equal(kept, ref.large_entries(P, tau, cap))
+
+
 @pytest.mark.parametrize("n_chunks", [1, 2, 5])
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 def test_plan_pass_sums_match_the_dense_plan(case, n_chunks):
@@ -326,6 +343,27 @@ def test_scaled_pass_matches_plan_pass_at_the_moved_point(case, n_chunks):
 
 
 @pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_scaled_sinkhorn_matches_its_numpy_twin(case):
+    # every case, including those whose rows underflow (there u_new is huge or inf and
+    # the solver redoes the step in the log domain: the kernel must report it so)
+    C, f, g, reg, B, u, v = _base_and_scalings(case, drift=20.0)
+    n, m = C.shape
+    a = np.random.default_rng(case["seed"]).random(n) + 0.1
+    rows, u_new = np.empty(n), np.empty(n)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        col = K.scaled_sinkhorn(B, u, v, a, min(2, n), rows, u_new)
+        col_ref, rows_ref, u_new_ref = ref.scaled_sinkhorn(B, u, v, a)
+    np.testing.assert_allclose(rows, rows_ref, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(u_new, u_new_ref, rtol=1e-12)
+    np.testing.assert_allclose(col, col_ref, rtol=1e-10, atol=1e-190)
+    # the rows are those of the plan at (f, g) itself
+    P = ref.plan(C, f, g, reg)
+    np.testing.assert_allclose(rows, P.sum(axis=1), rtol=1e-12, atol=1e-190)
+
+
+# the cases whose rows all carry more than 1e-100 (the others, whose steps the solver
+# redoes in the log domain, are compared with the numpy twin above)
+@pytest.mark.parametrize("case", [c for c in CASES if c["seed"] in (1, 2, 3, 6)], ids=_ids)
 def test_scaled_sinkhorn_is_one_exact_sinkhorn_iteration(case):
     C, f, g, reg, B, u, v = _base_and_scalings(case, drift=20.0)
     n, m = C.shape
@@ -333,13 +371,12 @@ def test_scaled_sinkhorn_is_one_exact_sinkhorn_iteration(case):
     a = rng.random(n) + 0.1
     rows, u_new = np.empty(n), np.empty(n)
     col = K.scaled_sinkhorn(B, u, v, a, min(2, n), rows, u_new)
-    P = np.exp((f[:, None] + g[None, :] - C.astype(np.float64)) / reg)
-    if np.any(P.sum(axis=1) < 1e-100):  # the solver redoes such a step in the log domain
-        return
+    P = ref.plan(C, f, g, reg)
+    assert P.sum(axis=1).min() >= 1e-100  # these cases take the scaled step in the solver
     np.testing.assert_allclose(rows, P.sum(axis=1), rtol=1e-12)
     # the row update makes the row sums a, exactly as the log-domain f-update does
-    f_new = K.row_update_reference(C, g, np.log(a), reg)
-    P_half = np.exp((f_new[:, None] + g[None, :] - C.astype(np.float64)) / reg)
+    f_new = ref.row_update(C, g, np.log(a), reg)
+    P_half = ref.plan(C, f_new, g, reg)
     np.testing.assert_allclose(u_new, a / (B @ v), rtol=1e-12)
     np.testing.assert_allclose(col * v, P_half.sum(axis=0), rtol=1e-10, atol=1e-190)
 
@@ -515,7 +552,17 @@ def test_csr_rmatvec_matches_scipy_including_empty_rows_and_columns():
     assert out[7] == 0.0
 
 
-def test_default_chunks_bounds():
-    assert K.default_chunks(1) == 1
-    assert K.default_chunks(15) == 1
-    assert 1 <= K.default_chunks(10_000)
+def test_default_chunks_is_one_per_thread_and_never_below_16_rows():
+    import numba
+
+    before = numba.get_num_threads()
+    try:
+        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(threads)
+            assert K.default_chunks(1) == 1
+            assert K.default_chunks(15) == 1
+            assert K.default_chunks(16 * threads) == threads
+            assert K.default_chunks(10_000) == threads
+            assert K.default_chunks(16 * 2 - 1) == min(threads, 1)
+    finally:
+        numba.set_num_threads(before)

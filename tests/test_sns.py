@@ -435,11 +435,34 @@ def test_callback_can_stop_inside_the_newton_stage():
         (dict(hessian="exact"), r"^hessian: must be 'auto', 'sparse' or 'dense'"),
         (dict(variant="paper", hessian="dense"), r"^hessian: the paper variant sparsifies the Hessian"),
         (dict(hessian="dense", max_row_entries=10), r"^max_row_entries: caps the sparse Hessian's rows"),
+        (dict(max_row_entries=0), r"^max_row_entries: must be an integer >= 1"),
+        (dict(max_row_entries=2.5), r"^max_row_entries: must be an integer >= 1"),
+        (dict(kappa=0.0), r"^kappa: must be a number > 0"),
+        (dict(kappa=np.inf), r"^kappa: must be a number > 0"),
+        (dict(max_cg=0), r"^max_cg: must be an integer >= 1"),
+        (dict(max_cg=True), r"^max_cg: must be an integer >= 1"),
+        (dict(n_warmup=-1), r"^n_warmup: must be an integer >= 0"),
+        (dict(switch_horizon="long"), r"^switch_horizon: must be an integer >= 0"),
+        (dict(sparsity=0.1), r"^sparsity: sets the paper variant's fixed sparsity"),
+        (dict(direction="newton"), r"^direction: must be a callable"),
+        (dict(eps_scaling=1), r"^eps_scaling: must be 'auto', True or False"),
     ],
 )
 def test_bad_sns_options_raise(options, match):
     with pytest.raises(ValueError, match=match):
         snsot.solve(np.ones((3, 3)), reg=0.1, method="sns", **options)
+
+
+def test_options_are_frozen_once_validated():
+    import dataclasses
+
+    from snsot.solvers._options import SNSOptions
+
+    opts = SNSOptions.from_user(100, variant="paper")
+    assert (opts.n_warmup, opts.sparsity, opts.hessian, opts.eps_scaling) == (20, 0.02, "sparse", False)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.kappa = 2.0
+    assert SNSOptions.from_user(10, max_row_entries=5).hessian == "sparse"  # a row cap asks for the sparse Hessian
 
 
 def test_no_warning_when_converged():

@@ -248,6 +248,36 @@ def test_converged_flag_is_honest_when_stopped_early(problem, method, max_iter):
     assert res.converged == (err < 1e-9) or abs(err - 1e-9) < 1e-15
 
 
+@settings(PROPERTY, max_examples=10)
+@given(problem=problems(max_size=40, min_reg=1e-2), method=st.sampled_from(METHODS))
+def test_swapping_the_two_sides_transposes_the_plan_and_keeps_the_cost(problem, method):
+    # GeomLoss-style symmetry: OT_reg(a, b; C) = OT_reg(b, a; C^T), with the transposed plan
+    p = problem
+    tol = 1e-10 * p.a.sum()
+    res = snsot.solve(p.C, p.a, p.b, reg=p.reg, method=method, tol=tol, warn=False)
+    swapped = snsot.solve(p.C.T, p.b, p.a, reg=p.reg, method=method, tol=tol, warn=False)
+    assert res.converged and swapped.converged
+    scale = float(np.abs(p.C).max() * p.a.sum()) + p.reg * p.a.sum()
+    assert swapped.cost == pytest.approx(res.cost, rel=1e-8, abs=1e-9 * scale)
+    assert swapped.objective == pytest.approx(res.objective, rel=1e-8, abs=1e-9 * scale)
+    np.testing.assert_allclose(swapped.plan, res.plan.T, rtol=0, atol=1e-8 * p.a.sum())
+
+
+@settings(PROPERTY, max_examples=10)
+@given(problem=problems(max_size=40, min_reg=1e-2), method=st.sampled_from(METHODS),
+       shift=st.sampled_from([0.5, 3.0, 100.0]))
+def test_adding_a_constant_to_the_cost_leaves_the_plan_unchanged(problem, method, shift):
+    # exp((f + g - C - k)/reg) is the plan of C with f + k: the constant goes into the potentials
+    p = problem
+    tol = 1e-10 * p.a.sum()
+    res = snsot.solve(p.C, p.a, p.b, reg=p.reg, method=method, tol=tol, warn=False)
+    moved = snsot.solve(p.C + shift, p.a, p.b, reg=p.reg, method=method, tol=tol, warn=False)
+    assert res.converged and moved.converged
+    np.testing.assert_allclose(moved.plan, res.plan, rtol=0, atol=1e-8 * p.a.sum())
+    # the cost moves by exactly shift times the mass moved
+    assert moved.cost == pytest.approx(res.cost + shift * res.plan.sum(), rel=1e-9)
+
+
 # --------------------------------------------------------------------------- zero-mass bins
 
 

@@ -2,7 +2,12 @@
 
 Every kernel makes one fused pass (or two cheap ones) over ``C`` and computes
 in float64 whatever the dtype of ``C`` (float32 costs are read, never copied).
-Each has a plain-numpy twin ``*_reference`` that the tests compare against.
+``tests/test_kernels.py`` compares each kernel that carries maths with a
+readable numpy reference: the twins in :mod:`snsot._reference` (and the
+``*_reference`` functions below), or a one-line numpy/scipy formula
+(``np.exp``, ``scipy.sparse`` products, a dense solve). The selection
+helpers (``_cap_cut``, ``_block_max``, ``_scan``, ``_select_row``) and
+``_chunk_sum`` are tested through the kernels that call them.
 
 Conventions: ``P_ij = exp((f_i + g_j - C_ij) / reg)``; ``inv_reg = 1 / reg``.
 Rows are processed in ``n_chunks`` contiguous blocks run in parallel; column

@@ -13,7 +13,6 @@ import warnings
 from typing import Callable
 
 import numpy as np
-import scipy.sparse as sp
 
 from .._kernels import thread_limit
 from ..problem import OTProblem, positive_float
@@ -195,6 +194,8 @@ def _check_init(init, n, m, rows, cols):
 
 def _embed(res: OTResult, problem: OTProblem, rows, cols) -> OTResult:
     """Put zero-mass bins back: zero rows/columns in the plan (dense or CSR), -inf potentials."""
+    import scipy.sparse as sp  # only a sparse plan needs it
+
     n, m = problem.shape
     if sp.issparse(res.plan):
         Q = res.plan.tocoo()

@@ -51,7 +51,11 @@ class SNSOptions:
     def from_user(cls, n_rows: int, *, variant="adaptive", eps_scaling="auto", eps_factor=10.0, n_warmup=None,
                   sparsity=None, kappa=1.0, switch_horizon=None, max_row_entries=None, max_cg=500,
                   hessian="auto", direction=None) -> "SNSOptions":
-        """Validate the user's options for a problem with ``n_rows`` rows; raises ValueError naming the bad one."""
+        """Validate the user's options for a problem with ``n_rows`` rows; raises ValueError naming the bad one.
+
+        Longer than a screen on purpose: one flat check per option, in the
+        order of the signature, so that each message sits beside its test.
+        """
         if variant not in ("adaptive", "paper"):
             raise ValueError(f"variant: must be 'adaptive' or 'paper'; got {variant!r}")
         if hessian not in ("auto", "sparse", "dense"):
