@@ -344,14 +344,14 @@ def test_reg_m_beside_an_otproblem_is_refused():
 
 def test_large_rho_and_very_different_masses_sns_converges_or_says_stalled():
     """rho = 1e3, totals 21 and 75: the optimal potentials are about +-630, which puts a floor of
-    ~1e-10 under the measurable error. SNS (no diagonal shift on the KL dual) gets there in a few
+    ~1e-10 under the measurable error. SNS (diagonal shift capped at reg / rho on the KL dual) gets there in a few
     Newton steps, where a shifted system crawled along (1, -1); below the floor it reports 'stalled'
     after a few steps instead of trading round-off until max_iter."""
     rng = np.random.default_rng(0)
     C = rng.random((40, 50))
     a, b = rng.random(40) + 0.05, 3 * (rng.random(50) + 0.05)
     res = snsot.solve(C, a, b, reg=0.05, reg_m=1e3, tol=1e-9)
-    assert res.converged and res.n_newton < 30
+    assert res.converged and res.n_newton < 40
     _check_optimality(res, C, a, b, 0.05, 1e3, 1e-9)
     assert np.abs(res.potentials[0]).max() > 500
     with pytest.warns(snsot.ConvergenceWarning):
