@@ -67,6 +67,14 @@ ERRORS = {    "missing_file": (["solve", "missing.npy", "y.npy"], "snsot solve: 
                        "snsot solve: error: unrecognized arguments: --frobnicate (see 'snsot solve --help')"),
     "demo_bad_index": (["demo", "--mnist", "10000", "1", "--no-plot"], "--mnist: image index must be in [0, 10000)"),
     "plot_without_mpl": (["solve", "x.npy", "y.npy", "--plot", "p.png"], 'install the plot extra: pip install "snsot[plot]"'),
+    # issue 11 section 6, as subprocesses so that a numpy warning on stderr would show
+    "empty_csv": (["solve", "empty.csv", "y.csv"], "SOURCE (empty.csv): the file is empty (no numbers)"),
+    "header_only_csv": (["solve", "header.csv", "y.csv"], "SOURCE (header.csv): the array is empty"),
+    "ambiguous_kind": (["solve", "p5.npy", "q5.npy"],
+                       "SOURCE (p5.npy): a 20 x 5 array could be 20 points in 5-D or a 20 x 5 histogram; "
+                       "say which with --kind points or --kind histogram"),
+    "demo_negative_budget": (["demo", "--time-budget", "-1", "--no-plot"],
+                             "argument --time-budget: must be a positive number of seconds; got '-1'"),
 }
 IN_PROCESS_ERRORS = {
     "unknown_suffix": (["solve", "notes.txt", "y.npy"], "SOURCE (notes.txt): unknown file type '.txt'"),
@@ -84,6 +92,11 @@ IN_PROCESS_ERRORS = {
                         "give either --cost or --cost-matrix, not both"),
     "no_inputs": (["solve"], "SOURCE and TARGET are required unless --cost-matrix is given"),
     "no_command": ([], "snsot: error: the following arguments are required: {solve,demo,bench}"),
+    "demo_zero_budget": (["demo", "--time-budget", "0"], "argument --time-budget: must be a positive number"),
+    "demo_nan_budget": (["demo", "--time-budget", "nan"], "argument --time-budget: must be a positive number"),
+    "demo_bad_reg": (["demo", "--reg", "-1", "--no-plot"], "--reg: must be a positive finite number; got -1.0"),
+    "out_is_a_folder": (["solve", "x.npy", "y.npy", "--out", "demo"], "--out: 'demo' is a folder"),
+    "plot_is_a_folder": (["solve", "x.npy", "y.npy", "--plot", "demo"], "--plot: 'demo' is a folder"),
 }
 NO_MPL_RUNS = {"demo_no_mpl", "plot_without_mpl"}
 
@@ -129,6 +142,10 @@ def _inputs(folder):
         Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(folder / "zero.png")
     (folder / "demo").mkdir()
     (folder / "demo_no_mpl").mkdir()
+    (folder / "empty.csv").write_text("")
+    (folder / "header.csv").write_text("u,v\n")
+    np.save(folder / "p5.npy", rng.random((20, 5)))
+    np.save(folder / "q5.npy", rng.random((15, 5)))
 
 
 def _run(folder, name, args):
@@ -266,7 +283,13 @@ def test_human_report_names_the_outcome_and_the_files_written(folder, monkeypatc
     assert out.startswith("sns: converged, marginal error")
     assert "Sinkhorn +" in out and "distance" in out
     assert "wrote report.npz (dense)" in out
-    assert err == ""  # not a terminal: no progress display
+    # not a terminal: no progress display; only how each file was read
+    assert err.splitlines() == [
+        "snsot: note: SOURCE (x.npy): read as 12 points in 2-D (auto: 2 columns; --kind histogram reads it as a "
+        "histogram)",
+        "snsot: note: TARGET (y.npy): read as 9 points in 2-D (auto: 2 columns; --kind histogram reads it as a "
+        "histogram)",
+    ]
 
 
 def test_quiet_prints_nothing(folder, monkeypatch, capsys):
@@ -287,7 +310,8 @@ def test_unconverged_solve_exits_3_writes_its_result_and_warns(run, folder):
     record = json.loads((folder / "nc.json").read_text())
     assert record["converged"] is False and record["n_iter"] == 3 and record["marginal_error"] > 1e-9
     assert "NOT converged" in proc.stdout
-    assert proc.stderr.startswith("snsot: warning: not converged: marginal error")
+    assert proc.stderr.splitlines()[-1].startswith("snsot: warning: not converged: marginal error")
+    assert all(line.startswith("snsot: note: ") for line in proc.stderr.splitlines()[:-1])
     assert "Traceback" not in proc.stderr
 
 
@@ -321,6 +345,62 @@ def assert_one_line_error(status, stdout, stderr, message):
     assert ": error: " in lines[0]
     assert message in lines[0]
     assert "Traceback" not in stderr
+
+
+# ---------------------------------------------------------------- how files are read, where outputs go
+
+
+def test_an_ambiguous_array_solves_once_kind_says_what_it_is(folder, monkeypatch, capsys):
+    status, out, err = main_in(folder, monkeypatch, capsys, "solve", "p5.npy", "q5.npy", "--kind", "points",
+                               "--reg", "0.05", "--json")
+    assert status == 0, err
+    record = json.loads(out)
+    assert record["inputs"]["source"]["kind"] == "points" and record["inputs"]["source"]["dim"] == 5
+    expected = snsot.solve(costs.pairwise(np.load(folder / "p5.npy"), np.load(folder / "q5.npy")), reg=0.05)
+    assert_matches_library(record, expected, math.sqrt)
+    assert err.splitlines() == ["snsot: note: SOURCE (p5.npy): read as 20 points in 5-D (--kind points)",
+                                "snsot: note: TARGET (q5.npy): read as 15 points in 5-D (--kind points)"]
+
+
+@pytest.fixture
+def solve_must_not_run(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("solve ran although an output path was bad")
+
+    monkeypatch.setattr(cli, "solve", fail)
+
+
+@needs_mpl
+@pytest.mark.parametrize("option", ["--plot", "--plot-convergence"])
+def test_an_unsupported_picture_suffix_is_refused_before_solving_naming_option_and_file(
+        folder, monkeypatch, capsys, solve_must_not_run, option):
+    status, out, err = main_in(folder, monkeypatch, capsys, "solve", "x.npy", "y.npy", option, "pic.xyz")
+    assert_one_line_error(status, out, err, f"{option}: cannot write a picture to 'pic.xyz': unsupported suffix "
+                                            "'.xyz'; use one of ")
+    assert ".png" in err and ".pdf" in err
+    assert not (folder / "pic.xyz").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--out", "nowhere/r.json"], "--out: folder"),
+    (["--plan", "p.txt"], "--plan: the file name must end in .npz"),
+    (["--out", "demo"], "--out: 'demo' is a folder"),
+])
+def test_bad_output_paths_are_refused_before_solving(folder, monkeypatch, capsys, solve_must_not_run, args,
+                                                    message):
+    status, out, err = main_in(folder, monkeypatch, capsys, "solve", "x.npy", "y.npy", *args)
+    assert_one_line_error(status, out, err, message)
+
+
+@needs_mpl
+def test_plot_without_a_suffix_writes_a_png_and_prints_the_path_really_written(folder, monkeypatch, capsys):
+    status, out, err = main_in(folder, monkeypatch, capsys, "solve", "x.npy", "y.npy", "--reg", "0.05",
+                               "--plot", "matches", "--plot-convergence", "conv")
+    assert status == 0, err
+    assert "wrote matches.png" in out.splitlines() and "wrote conv.png" in out.splitlines()
+    assert_png(folder / "matches.png")
+    assert_png(folder / "conv.png")
+    assert not (folder / "matches").exists()
 
 
 def test_debug_raises_instead_of_printing_one_line(folder, monkeypatch):

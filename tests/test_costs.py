@@ -1,5 +1,7 @@
 """Cost matrices against scipy's cdist and explicit formulas."""
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
@@ -151,3 +153,35 @@ def test_bad_grid_shape_raises(shape):
 def test_grid_axes_mismatch_raises():
     with pytest.raises(ValueError, match=r"^shape_b: grid has 1 axes but shape has 2"):
         costs.grid((2, 2), shape_b=(4,))
+
+
+@pytest.mark.parametrize("name", ["x", "y"])
+@pytest.mark.parametrize("bad", [["a", "b"], [["1.0", "2.0"]], np.array([[1.0, None]], dtype=object)])
+def test_non_numeric_points_raise_a_type_error_naming_the_argument(name, bad):
+    # issue 11: strings used to fail inside numpy with a message naming neither x nor y
+    good = np.zeros((2, np.asarray(bad).reshape(len(bad), -1).shape[1]))
+    args = (bad, good) if name == "x" else (good, bad)
+    with pytest.raises(TypeError, match=rf"^{name}: points must be numeric; got dtype"):
+        costs.pairwise(*args)
+
+
+def test_complex_points_are_refused_not_truncated():
+    with pytest.raises(TypeError, match=r"^x: points must be real; got a complex array$"):
+        costs.pairwise(np.ones((3, 2)) + 1j)
+
+
+@pytest.mark.parametrize("metric, scale", [("sqeuclidean", 1e160), ("euclidean", 1e308), (3.0, 1e110),
+                                           ("cityblock", 1e308)])
+def test_finite_points_whose_costs_overflow_to_inf_raise_instead_of_returning_inf(metric, scale):
+    x = np.array([[0.0, 0.0], [1.0, 1.0]]) * scale
+    y = -x
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one clear error, not a RuntimeWarning on the way
+        with pytest.raises(ValueError, match=r"^x, y: the costs overflow to inf in float64 \(coordinates up to "):
+            costs.pairwise(x, y, metric)
+
+
+def test_large_but_representable_costs_are_returned():
+    x = np.array([[0.0], [1e150]])
+    C = costs.pairwise(x, metric="sqeuclidean")
+    assert np.isfinite(C).all() and C[0, 1] == pytest.approx(1e300)

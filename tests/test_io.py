@@ -2,6 +2,7 @@
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -32,18 +33,60 @@ def test_points_from_npy_and_csv_agree(tmp_path, rng):
 
 
 def test_auto_reads_wide_arrays_as_histograms_and_narrow_ones_as_points(tmp_path):
-    np.save(tmp_path / "wide.npy", np.ones((5, 4)))
+    np.save(tmp_path / "wide.npy", np.ones((5, 8)))
     np.save(tmp_path / "narrow.npy", np.ones((5, 3)))
     assert sio.read_measure(tmp_path / "wide.npy").kind == "histogram"
     assert sio.read_measure(tmp_path / "narrow.npy").kind == "points"
     assert sio.read_measure(tmp_path / "narrow.npy", "histogram").kind == "histogram"
-    assert sio.read_measure(tmp_path / "wide.npy", "points").points.shape == (5, 4)
+    assert sio.read_measure(tmp_path / "wide.npy", "points").points.shape == (5, 8)
+
+
+@pytest.mark.parametrize("cols", [4, 5, 6, 7])
+def test_auto_refuses_a_non_negative_array_that_could_be_points_or_a_histogram(tmp_path, rng, cols):
+    # issue 11: a 4- or 5-column .npy of points used to be read as a histogram without a word
+    np.save(tmp_path / "p.npy", rng.random((100, cols)))
+    with pytest.raises(ValueError, match=rf"p\.npy: a 100 x {cols} array could be 100 points in {cols}-D or a "
+                                         rf"100 x {cols} histogram; say which with --kind points or --kind histogram"):
+        sio.read_measure(tmp_path / "p.npy")
+    assert sio.read_measure(tmp_path / "p.npy", "points").points.shape == (100, cols)
+    assert sio.read_measure(tmp_path / "p.npy", "histogram").grid_shape == (100, cols)
+
+
+def test_auto_reads_an_ambiguous_width_with_negative_entries_as_points(tmp_path, rng):
+    np.save(tmp_path / "p.npy", rng.standard_normal((50, 5)))
+    m = sio.read_measure(tmp_path / "p.npy")
+    assert m.kind == "points" and m.points.shape == (50, 5)
+    assert "negative entries" in m.note
+
+
+@pytest.mark.parametrize(
+    "array, kind, note",
+    [
+        (np.ones((12, 2)), "auto", "read as 12 points in 2-D (auto: 2 columns; --kind histogram reads it as a histogram)"),
+        (np.ones(7), "auto", "read as 7 points in 1-D (auto: a 1-D array is points on a line;"),
+        (np.ones((9, 10)), "auto", "read as a histogram on a 9 x 10 grid (auto: 10 columns; --kind points reads it"),
+        (np.ones((6, 5)), "points", "read as 6 points in 5-D (--kind points)"),
+        (np.ones((6, 5)), "histogram", "read as a histogram on a 6 x 5 grid (--kind histogram)"),
+    ],
+)
+def test_every_measure_says_how_it_was_read_and_why(tmp_path, array, kind, note):
+    np.save(tmp_path / "m.npy", array)
+    assert sio.read_measure(tmp_path / "m.npy", kind).note.startswith(note)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n  \n", "u,v\n"])
+def test_an_empty_csv_is_one_clean_error_without_numpy_warnings(tmp_path, text):
+    (tmp_path / "e.csv").write_text(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "input contained no data" would fail here
+        with pytest.raises(ValueError, match=r"e\.csv: (the file is empty \(no numbers\)|the array is empty)"):
+            sio.read_measure(tmp_path / "e.csv")
 
 
 def test_histogram_weights_are_intensities_normalised_with_zeros_kept(tmp_path):
     h = np.array([[0.0, 1.0, 3.0, 0.0], [2.0, 0.0, 0.0, 4.0]])
     np.save(tmp_path / "h.npy", h)
-    m = sio.read_measure(tmp_path / "h.npy")
+    m = sio.read_measure(tmp_path / "h.npy", "histogram")
     assert m.grid_shape == (2, 4)
     np.testing.assert_allclose(m.weights, h.ravel() / 10.0)
     np.testing.assert_allclose(m.image, h / 10.0)
@@ -92,9 +135,9 @@ def test_weights_files_are_read_for_points(tmp_path, rng):
         (lambda d: _write(d / "junk.npy", b"not numpy"), "cannot read as a .npy file"),
         (lambda d: _write(d / "words.csv", b"a,b\nc,d\n"), "cannot read as a table of numbers"),
         (lambda d: _write(d / "bad.png", b"not an image"), "not a readable image"),
-        (lambda d: _save(d / "nan.npy", np.array([[1.0, np.nan, 1, 1]])), "intensities must be finite; found nan"),
-        (lambda d: _save(d / "neg.npy", np.array([[1.0, -2, 1, 1]])), "intensities must be non-negative; found -2.0"),
-        (lambda d: _save(d / "zero.npy", np.zeros((5, 5))), "all intensities are zero"),
+        (lambda d: _save(d / "nan.npy", np.array([[1.0, np.nan, 1, 1, 1, 1, 1, 1]])), "intensities must be finite; found nan"),
+        (lambda d: _save(d / "neg.npy", np.array([[1.0, -2, 1, 1, 1, 1, 1, 1]])), "intensities must be non-negative; found -2.0"),
+        (lambda d: _save(d / "zero.npy", np.zeros((8, 8))), "all intensities are zero"),
         (lambda d: _save(d / "nanpts.npy", np.array([[0.0, np.inf]])), "point coordinates must be finite"),
     ],
 )

@@ -6,6 +6,7 @@ users go through, so each case is exercised through ``snsot.solve``.
 
 import numpy as np
 import pytest
+import ot
 
 import snsot
 from snsot import OTProblem
@@ -61,8 +62,8 @@ def test_error_message_shows_the_offending_value_plainly():
     with pytest.raises(ValueError, match=r"^b: weights must be non-negative; found -0\.1 at index 0$"):
         solve(b=[-0.1, 0.6, 0.5])
     C = C3.copy()
-    C[1, 2] = -1.0
-    with pytest.raises(ValueError, match=r"^C: cost must be non-negative; found -1\.0 at index \(1, 2\)$"):
+    C[1, 2] = -np.inf
+    with pytest.raises(ValueError, match=r"^C: cost must be finite or \+inf \(a forbidden pair\); found -inf at index \(1, 2\)$"):
         solve(C=C)
 
 
@@ -111,10 +112,9 @@ def test_omitted_weights_are_uniform_with_unit_mass():
 @pytest.mark.parametrize(
     "C, match",
     [
-        (np.where(np.eye(3, dtype=bool), -0.5, C3), r"^C: cost must be non-negative; found"),
-        (np.where(np.eye(3, dtype=bool), np.nan, C3), r"^C: cost must be finite; found"),
-        (np.where(np.eye(3, dtype=bool), np.inf, C3), r"^C: cost must be finite; found"),
-        (np.where(np.eye(3, dtype=bool), -np.inf, C3), r"^C: cost must be finite; found"),
+        (np.where(np.eye(3, dtype=bool), np.nan, C3), r"^C: cost must be finite or \+inf \(a forbidden pair\); found nan"),
+        (np.where(np.eye(3, dtype=bool), -np.inf, C3), r"^C: cost must be finite or \+inf .*; found -inf"),
+        (np.full((3, 3), np.inf), r"^C: every cost is \+inf"),
         (np.ones(3), r"^C: cost must be a 2-D array \(n, m\); got 1-D shape \(3,\)"),
         (np.ones((3, 3, 1)), r"^C: cost must be a 2-D array \(n, m\); got 3-D"),
         (np.float64(1.0), r"^C: cost must be a 2-D array \(n, m\); got 0-D"),
@@ -172,8 +172,8 @@ def test_integer_and_list_costs_solve_like_float_costs():
         (np.inf, r"^reg: must be a positive finite number; got inf"),
         (-np.inf, r"^reg: must be a positive finite number"),
         (None, r"^reg: the entropic regularisation is required"),
-        ("abc", r"^reg: must be a positive number; got 'abc'"),
-        ([0.1, 0.2], r"^reg: must be a positive number"),
+        ("abc", r"^reg: must be a positive finite number; got 'abc'"),
+        ([0.1, 0.2], r"^reg: must be a positive finite number; got \[0\.1, 0\.2\]"),
     ],
 )
 def test_bad_reg_raises(reg, match):
@@ -305,3 +305,124 @@ def test_cost_range_is_the_costs_min_and_max_and_survives_with_reg():
     assert sub.cost_range == (C[np.ix_([0, 2], [1, 3])].min(), C[np.ix_([0, 2], [1, 3])].max())
     assert OTProblem(C.astype(np.float32), reg=0.1).cost_range == (float(C.astype(np.float32).min()),
                                                                     float(C.astype(np.float32).max()))
+
+
+# --------------------------------------------------------------------------- costs POT accepts (issue 11 section 2)
+
+
+def _random_problem(seed, n=12, m=9):
+    rng = np.random.default_rng(seed)
+    C = rng.random((n, m))
+    a, b = rng.random(n) + 0.1, rng.random(m) + 0.1
+    return C, a / a.sum(), b / b.sum()
+
+
+@pytest.mark.parametrize("method", ["sns", "sinkhorn"])
+@pytest.mark.parametrize("shift", [-5.0, -0.3])
+def test_negative_costs_give_pots_plan_and_the_cost_of_the_original_matrix(method, shift):
+    C, a, b = _random_problem(0)
+    C = C + shift  # every cost negative (or of both signs for -0.3)
+    reg, tol = 0.05, 1e-11
+    res = snsot.solve(C, a, b, reg=reg, method=method, tol=tol)
+    # (POT's log-Sinkhorn stalls above 1e-14 once |C| / reg is in the hundreds, hence modest shifts)
+    P_pot = ot.sinkhorn(a, b, C, reg, method="sinkhorn_log", stopThr=1e-13, numItermax=20_000)
+    np.testing.assert_allclose(res.plan, P_pot, rtol=0, atol=1e-10)
+    # potentials, cost, objective and the primal-dual identity all for the ORIGINAL C
+    check_result(res, C, a, b, tol, reg=reg)
+    np.testing.assert_allclose(res.cost, np.sum(C * res.plan), rtol=1e-12, atol=1e-12 * abs(shift))
+
+
+@pytest.mark.parametrize("method", ["sns", "sinkhorn"])
+def test_adding_a_constant_to_the_cost_moves_cost_and_objective_by_it_times_the_mass(method):
+    C, a, b = _random_problem(1)
+    mass = 2.5
+    a, b = a * mass, b * mass
+    base = snsot.solve(C, a, b, reg=0.02, method=method, tol=1e-11)
+    for s in (-3.0, -0.5, 4.0):
+        res = snsot.solve(C + s, a, b, reg=0.02, method=method, tol=1e-11)
+        np.testing.assert_allclose(res.plan, base.plan, rtol=0, atol=1e-12)
+        assert res.cost == pytest.approx(base.cost + s * mass, rel=1e-11, abs=1e-11)
+        assert res.objective == pytest.approx(base.objective + s * mass, rel=1e-11, abs=1e-11)
+        np.testing.assert_allclose(res.history.objective[-1], res.objective, rtol=1e-9)
+
+
+def test_a_warm_start_for_a_negative_cost_is_read_in_its_own_convention():
+    C, a, b = _random_problem(2)
+    C = C - 2.0
+    res = snsot.solve(C, a, b, reg=0.05, tol=1e-11)
+    again = snsot.solve(C, a, b, reg=0.05, tol=1e-11, init=res.potentials)
+    assert again.n_iter <= 2  # started at the solution: nothing left to do
+    np.testing.assert_allclose(again.plan, res.plan, atol=1e-12)
+
+
+def test_negative_cost_problem_keeps_the_users_matrix():
+    C, a, b = _random_problem(3)
+    p = OTProblem(C - 1.0, a, b, reg=0.1)
+    np.testing.assert_array_equal(p.C, C - 1.0)
+    assert p.cost_offset == pytest.approx((C - 1.0).min())
+    assert p.shifted().C.min() == 0.0
+    assert OTProblem(C, a, b, reg=0.1).cost_offset == 0.0
+
+
+def _forbid(C, seed, fraction=0.3):
+    """C with about ``fraction`` of its pairs forbidden, keeping the diagonal so the pattern stays feasible."""
+    rng = np.random.default_rng(seed)
+    mask = rng.random(C.shape) < fraction
+    np.fill_diagonal(mask, False)
+    return np.where(mask, np.inf, C), mask
+
+
+@pytest.mark.parametrize("method, reg", [("sinkhorn", 0.05), ("sns", 0.05), ("sns", 2e-3)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_infinite_costs_are_forbidden_pairs_with_a_plan_exactly_zero_there(method, reg, dtype):
+    n = 15
+    rng = np.random.default_rng(4)
+    C = rng.random((n, n))
+    a, b = np.full(n, 1.0 / n), rng.random(n) + 0.5
+    b /= b.sum()
+    Ci, forbidden = _forbid(C, 5)
+    tol = 1e-9
+    res = snsot.solve(Ci.astype(dtype), a, b, reg=reg, method=method, tol=tol)
+    assert res.converged
+    assert np.all(res.plan[forbidden] == 0.0)
+    # oracle: POT on the same problem with forbidden pairs made so costly that exp(-cost/reg) is 0
+    P_pot = ot.sinkhorn(a, b, np.where(forbidden, 1e3, C.astype(dtype).astype(np.float64)), reg, method="sinkhorn_log",
+                        stopThr=1e-13, numItermax=200_000)
+    np.testing.assert_allclose(res.plan, P_pot, rtol=0, atol=5e-9)
+    Cf = np.where(forbidden, 0.0, Ci.astype(dtype).astype(np.float64))
+    assert np.isfinite(res.cost)
+    assert res.cost == pytest.approx(float(np.sum(Cf * res.plan)), rel=1e-12)
+    f, g = res.potentials
+    P = np.exp((f[:, None] + g[None, :] - Ci.astype(dtype).astype(np.float64)) / reg)
+    np.testing.assert_allclose(res.plan, P, rtol=1e-9, atol=1e-300)
+    assert res.objective == pytest.approx(a @ f + b @ g - reg * P.sum(), rel=1e-10)
+    np.testing.assert_allclose(res.plan.sum(axis=1), a, atol=tol)
+
+
+def test_infinite_and_negative_costs_together():
+    n = 10
+    C = np.random.default_rng(6).random((n, n)) - 3.0
+    Ci, forbidden = _forbid(C, 7)
+    res = snsot.solve(Ci, reg=0.05, tol=1e-11)
+    shifted = snsot.solve(np.where(forbidden, np.inf, C + 3.0), reg=0.05, tol=1e-11)
+    np.testing.assert_allclose(res.plan, shifted.plan, atol=1e-12)
+    assert res.cost == pytest.approx(shifted.cost - 3.0, rel=1e-11)
+    assert np.all(res.plan[forbidden] == 0.0)
+
+
+def test_cost_range_ignores_forbidden_pairs():
+    C = np.array([[0.5, np.inf], [2.0, 1.0]])
+    p = OTProblem(C, reg=0.1)
+    assert p.cost_range == (0.5, 2.0)
+    assert p.restrict(np.array([0, 1]), np.array([0, 1])).cost_range == (0.5, 2.0)
+
+
+def test_float32_negative_costs_are_shifted_exactly():
+    C, a, b = _random_problem(8)
+    C32 = (C - 0.75).astype(np.float32)
+    p = OTProblem(C32, a, b, reg=0.05)
+    shifted = p.shifted()
+    assert shifted.C.min() == 0.0
+    np.testing.assert_array_equal(shifted.C + float(C32.min()), C32.astype(np.float64))
+    res = snsot.solve(C32, a, b, reg=0.05, tol=1e-11)
+    check_result(res, C32, a, b, 1e-11, reg=0.05)

@@ -358,3 +358,15 @@ def test_large_rho_and_very_different_masses_sns_converges_or_says_stalled():
         tight = snsot.solve(C, a, b, reg=0.05, reg_m=1e3, tol=1e-13)
     assert tight.status == "stalled" and tight.n_iter < 300
     np.testing.assert_allclose(tight.plan, res.plan, rtol=1e-8)
+
+
+@pytest.mark.parametrize("bad, what", [(-0.5, "negative costs"), (np.inf, "forbidden pairs")])
+def test_negative_or_forbidden_costs_are_refused_with_reg_m(bad, what):
+    """The balanced solve shifts negative costs and checks forbidden pairs' feasibility; neither
+    carries over to KL marginals (the unbalanced plan changes when a constant is added to C)."""
+    C, a, b = _problem(23, n=4, m=5)
+    C[1, 2] = bad
+    with pytest.raises(ValueError, match=f"C: {what}.*reg_m"):
+        snsot.solve(C, a, b, reg=0.1, reg_m=1.0)
+    b = b * a.sum() / b.sum()
+    assert snsot.solve(C, a, b, reg=0.1).converged  # the balanced problem takes it

@@ -19,6 +19,7 @@ import time
 
 from . import __version__
 from . import io as sio
+from ._validate import check
 from .problem import OTProblem
 from .result import STAGE_NEWTON
 from .solvers import _warm_up, available_methods, solve
@@ -150,6 +151,16 @@ def _cost_metric(text: str):
     return p
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds; got {text!r}") from None
+    if not (0 < seconds < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds; got {text!r}")
+    return seconds
+
+
 def _common(parser):
     parser.add_argument("--debug", action="store_true", help="show the Python traceback on errors")
 
@@ -181,8 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("source", nargs="?", metavar="SOURCE", help="source points or histogram")
     s.add_argument("target", nargs="?", metavar="TARGET", help="target points or histogram")
     s.add_argument("--kind", choices=sio.KINDS, default="auto",
-                   help="how to read SOURCE and TARGET; auto: images are histograms, a 2-D array is a "
-                        "histogram when it has more than 3 columns, else points (default auto)")
+                   help="how to read SOURCE and TARGET (default auto). auto: images are histograms; 1-D arrays "
+                        "and arrays of at most 3 columns are points; arrays of 8 or more columns are histograms; "
+                        "4 to 7 columns could be either: points if an entry is negative, else auto refuses "
+                        "them. stderr says how each file was read")
     s.add_argument("--weights-a", metavar="FILE", help="weights of the source points (.npy or .csv)")
     s.add_argument("--weights-b", metavar="FILE", help="weights of the target points (.npy or .csv)")
     s.add_argument("--cost", type=_cost_metric, default=None, metavar="METRIC",
@@ -219,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--n", type=int, default=500, help="size of the random assignment problem (default 500)")
     d.add_argument("--mnist", type=int, nargs=2, default=DEMO_MNIST_PAIR, metavar=("I", "J"),
                    help="indices of two of the 10,000 packaged MNIST digits (default: %(default)s, a 3 and an 8)")
-    d.add_argument("--time-budget", type=float, default=10.0, metavar="SECONDS",
+    d.add_argument("--time-budget", type=_positive_seconds, default=10.0, metavar="SECONDS",
                    help="stop each solve after this many seconds, reported as not converged (default 10)")
     d.add_argument("--no-plot", action="store_true", help="print the table only")
     d.add_argument("--json", action="store_true", help="print the table as JSON on stdout")
@@ -234,13 +247,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_output(path, option, suffixes=None):
+    """Refuse, before any solving, an output path that cannot be written."""
     if path is None:
         return
+    if os.path.isdir(path):
+        raise UsageError(f"{option}: {path!r} is a folder; give a file name in it")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise UsageError(f"{option}: folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"{option}: folder {folder!r} is not writable")
     if suffixes and os.path.splitext(path)[1].lower() not in suffixes:
         raise UsageError(f"{option}: the file name must end in {' or '.join(suffixes)}; got {path!r}")
+
+
+def _picture_path(path, option):
+    """The file a picture will really be written to: ``path``, or ``path + ".png"`` without a suffix.
+
+    An unsupported suffix is refused here, before solving, naming the option
+    and the file (matplotlib would only fail after the solve, naming neither).
+    """
+    if path is None:
+        return None
+    _check_output(path, option)
+    suffix = os.path.splitext(path)[1].lower()
+    if not suffix:
+        path += ".png"  # what matplotlib would write; say so rather than print the name given
+        _check_output(path, option)
+        return path
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix[1:] not in formats:
+        raise UsageError(
+            f"{option}: cannot write a picture to {path!r}: unsupported suffix {suffix!r}; "
+            f"use one of {', '.join('.' + f for f in sorted(formats))}"
+        )
+    return path
 
 
 INSTALL_PLOT = 'pip install "snsot[plot]"'
@@ -301,10 +344,10 @@ def cmd_solve(args) -> int:
     """``snsot solve``: read, solve, report; returns the exit status."""
     _check_output(args.out, "--out")
     _check_output(args.plan, "--plan", (".npz",))
-    _check_output(args.plot, "--plot")
-    _check_output(args.plot_convergence, "--plot-convergence")
     if args.plot or args.plot_convergence:
         _need_plotting()
+    args.plot = _picture_path(args.plot, "--plot")
+    args.plot_convergence = _picture_path(args.plot_convergence, "--plot-convergence")
 
     source, target, C, a, b, metric = _read_inputs(args)
     names = {
@@ -317,6 +360,10 @@ def cmd_solve(args) -> int:
     try:
         with _argument_names(names):
             problem = OTProblem(C, a, b, reg=args.reg)
+            if not args.quiet:  # inputs are valid: say how each file was read (errors stay one line)
+                for measure in (source, target):
+                    if measure is not None:
+                        print(f"snsot: note: {measure.label}: {measure.note}", file=sys.stderr)
             result = solve(problem, reg=problem.reg, method=args.method, tol=args.tol, max_iter=args.max_iter,
                            callback=progress, warn=False)
     finally:
@@ -371,7 +418,7 @@ def _print_report(r, written):
 
 
 def _demo_row(problem, name, res, budget):
-    stopped = "stopped by the callback" in res.message
+    stopped = res.status == "callback"
     return {
         "problem": problem,
         "method": name,
@@ -404,7 +451,12 @@ def cmd_demo(args) -> int:
 
     if not os.path.isdir(args.out_dir):
         raise UsageError(f"--out-dir: folder {args.out_dir!r} does not exist")
+    if not args.no_plot and not os.access(args.out_dir, os.W_OK):
+        raise UsageError(f"--out-dir: folder {args.out_dir!r} is not writable")
     i, j = args.mnist
+    with _argument_names({"reg": "--reg", "tol": "--tol"}):  # before the warm-up and the solves
+        check("reg", args.reg)
+        check("tol", args.tol)
     with _argument_names({"n": "--n", "i": "--mnist", "j": "--mnist"}):
         assignment = datasets.random_assignment(n=args.n, seed=0)
         mnist = datasets.mnist_pair(i, j, metric="sqeuclidean")

@@ -44,8 +44,9 @@ def sinkhorn(a, b, M, reg, method="sns", numItermax=None, stopThr=1e-9, verbose=
     plan : ndarray, shape (n, m)
     log : dict, only if ``log=True``
     """
-    a = None if a is None or len(a) == 0 else a
-    b = None if b is None or len(b) == 0 else b
+    # np.size, not len: a scalar a (sinkhorn(1.0, b, M, reg)) must reach the check that names it
+    a = None if a is None or np.size(a) == 0 else a
+    b = None if b is None or np.size(b) == 0 else b
     if method in ("sinkhorn_log", "sinkhorn_stabilized", "sinkhorn_knopp"):
         method = "sinkhorn"
     res = solve(M, a, b, reg=reg, method=method, tol=stopThr, max_iter=numItermax, warn=warn, **kwargs)

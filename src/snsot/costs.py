@@ -7,6 +7,8 @@ import numbers
 import numpy as np
 from scipy.spatial.distance import cdist
 
+from ._validate import real_array
+
 __all__ = ["pairwise", "grid", "grid_points"]
 
 _METRICS = ("sqeuclidean", "euclidean", "cityblock")
@@ -28,14 +30,27 @@ def _check_metric(metric):
 
 
 def _points(x, name):
-    x = np.asarray(x, dtype=np.float64)
+    x = real_array(x, name, what="points", reject_nan=False)  # strings, complex, objects: TypeError naming x/y
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"{name}: points must be a non-empty (n, d) array; got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name}: points must be finite")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        i, k = (int(v) for v in np.argwhere(bad)[0])
+        raise ValueError(f"{name}: points must be finite; found {x[i, k].item()!r} at index ({i}, {k})")
     return x
+
+
+def _check_overflow(D, x, y):
+    """A finite cost from finite points, or a ValueError saying the coordinates are too large."""
+    if not np.isfinite(D.max()):
+        scale = max(float(np.abs(x).max()), float(np.abs(y).max()))
+        raise ValueError(
+            f"x, y: the costs overflow to inf in float64 (coordinates up to {scale:.3g}); "
+            "rescale the points, e.g. divide them by their largest coordinate"
+        )
+    return D
 
 
 def pairwise(x, y=None, metric="sqeuclidean") -> np.ndarray:
@@ -58,8 +73,12 @@ def pairwise(x, y=None, metric="sqeuclidean") -> np.ndarray:
 
     Raises
     ------
+    TypeError
+        If ``x`` or ``y`` is not real numbers (strings, complex, objects);
+        the message names the argument.
     ValueError
-        On an unknown metric, mismatched dimensions or non-finite points.
+        On an unknown metric, mismatched dimensions, non-finite points, or
+        points so large that their costs overflow to ``inf``.
     """
     metric = _check_metric(metric)
     x = _points(x, "x")
@@ -68,9 +87,11 @@ def pairwise(x, y=None, metric="sqeuclidean") -> np.ndarray:
         raise ValueError(f"y: points have dimension {y.shape[1]} but x has {x.shape[1]}")
     if isinstance(metric, float):
         D = cdist(x, y, "euclidean")
-        return D**metric if metric != 1.0 else D
+        with np.errstate(over="ignore"):  # an overflow is reported by _check_overflow, naming x and y
+            D = D**metric if metric != 1.0 else D
+        return _check_overflow(D, x, y)
     D = cdist(x, y, metric)
-    return np.maximum(D, 0.0)  # sqeuclidean can round to -0.0
+    return _check_overflow(np.maximum(D, 0.0), x, y)  # sqeuclidean can round to -0.0
 
 
 def grid_points(shape) -> np.ndarray:

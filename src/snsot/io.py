@@ -17,8 +17,13 @@ from a ``.npy`` array or a greyscale ``.png``/``.pgm`` image; the intensities,
 normalised to total 1, are the weights of the grid's bins (pixels), and the
 bins sit on :func:`snsot.costs.grid_points` (each axis scaled to [0, 1]).
 
-``kind="auto"`` reads images as histograms, and a 2-D array as a histogram
-when it has more than 3 columns, else as a point cloud.
+``kind="auto"`` reads images as histograms; a 1-D array or a 2-D array with
+at most 3 columns as a point cloud; a 2-D array with at least 8 columns as a
+histogram. An array with 4 to 7 columns could be either (a 5-column array may
+be points in 5-D or a small image): with a negative entry, which no histogram
+has, it is a point cloud; otherwise ``"auto"`` refuses it and asks for
+``kind``. Every :class:`Measure` says how it was read in
+:attr:`Measure.note`, which the command line prints on stderr.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +60,12 @@ __all__ = [
 IMAGE_SUFFIXES = (".png", ".pgm")
 ARRAY_SUFFIXES = (".npy", ".csv")
 KINDS = ("auto", "points", "histogram")
+
+#: ``kind="auto"``: a 2-D array with at most this many columns is a point cloud.
+AUTO_MAX_POINT_DIM = 3
+#: ``kind="auto"``: a non-negative 2-D array with at least this many columns is a
+#: histogram; between the two, the reading is ambiguous and refused.
+AUTO_MIN_HISTOGRAM_COLUMNS = 8
 
 #: Plan entries at or below this fraction of the largest entry count as negligible.
 SPARSE_THRESHOLD = 1e-12
@@ -84,6 +96,9 @@ class Measure:
         The file it came from.
     weights_path : str, optional
         The weights file of a point cloud, if one was given.
+    note : str
+        How the file was read and why, e.g. ``"read as 12 points in 2-D
+        (auto: 2 columns; --kind histogram reads it as a histogram)"``.
     """
 
     label: str
@@ -93,6 +108,7 @@ class Measure:
     grid_shape: tuple | None = None
     path: str = ""
     weights_path: str | None = None
+    note: str = ""
 
     @property
     def size(self) -> int:
@@ -175,12 +191,17 @@ def read_array(path, label: str | None = None) -> np.ndarray:
 
 def _read_csv(path, label) -> np.ndarray:
     with open(path, encoding="utf-8", errors="replace") as fh:
-        first = next((line for line in fh if line.strip()), "")
-    delimiter = "," if "," in first else None
+        lines = [line for line in fh if line.strip()][:2]
+    if not lines:
+        raise ValueError(f"{label}: the file is empty (no numbers)")
+    delimiter = "," if "," in lines[0] else None
     last_error = None
     for skip in (0, 1):  # one header line is allowed
         try:
-            return np.loadtxt(path, delimiter=delimiter, skiprows=skip, ndmin=2, dtype=np.float64)
+            with warnings.catch_warnings():
+                # an empty table is reported by read_array in one line, not as numpy's warning
+                warnings.simplefilter("ignore", UserWarning)
+                return np.loadtxt(path, delimiter=delimiter, skiprows=skip, ndmin=2, dtype=np.float64)
         except ValueError as exc:
             last_error = exc
     raise ValueError(f"{label}: cannot read as a table of numbers ({last_error})")
@@ -235,7 +256,8 @@ def read_measure(path, kind: str = "auto", *, label: str | None = None, weights=
     path : str or path-like
         A ``.npy``/``.csv`` array or a ``.png``/``.pgm`` image.
     kind : {"auto", "points", "histogram"}
-        How to read the file; see the module docstring for ``"auto"``.
+        How to read the file; see the module docstring for ``"auto"``,
+        which refuses an array that could be either.
     label : str, optional
         Name used in error messages (default: the path).
     weights : str or path-like, optional
@@ -261,6 +283,7 @@ def read_measure(path, kind: str = "auto", *, label: str | None = None, weights=
         if kind == "points":
             raise ValueError(f"{label}: an image cannot be read as a point cloud; use --kind histogram or auto")
         arr = read_image(path, label)
+        why = "an image" if kind == "auto" else "--kind histogram"
         kind = "histogram"
     else:
         arr = read_array(path, label)
@@ -269,7 +292,9 @@ def read_measure(path, kind: str = "auto", *, label: str | None = None, weights=
                 f"{label}: expected a 1-D or 2-D array (points n x d, or a histogram); got shape {arr.shape}"
             )
         if kind == "auto":
-            kind = "histogram" if arr.ndim == 2 and arr.shape[1] > 3 else "points"
+            kind, why = _auto_kind(arr, label)
+        else:
+            why = f"--kind {kind}"
 
     if kind == "histogram":
         if weights is not None:
@@ -277,7 +302,9 @@ def read_measure(path, kind: str = "auto", *, label: str | None = None, weights=
                 f"{label}: is a histogram, whose intensities are its weights; "
                 "weights files apply to point clouds only"
             )
-        return Measure(label, "histogram", _histogram_weights(arr, label), grid_shape=arr.shape, path=path)
+        note = f"read as a histogram on a {' x '.join(str(s) for s in arr.shape)} grid ({why})"
+        return Measure(label, "histogram", _histogram_weights(arr, label), grid_shape=arr.shape, path=path,
+                       note=note)
 
     points = arr[:, None] if arr.ndim == 1 else arr
     if not np.isfinite(points).all():
@@ -291,7 +318,25 @@ def read_measure(path, kind: str = "auto", *, label: str | None = None, weights=
         w, wpath = read_weights(weights, weights_label), str(weights)
         if w.size != n:
             raise ValueError(f"{weights_label}: has {w.size} weights but {label} has {n} points")
-    return Measure(label, "points", w, points=points, path=path, weights_path=wpath)
+    note = f"read as {n} point{'s' if n != 1 else ''} in {points.shape[1]}-D ({why})"
+    return Measure(label, "points", w, points=points, path=path, weights_path=wpath, note=note)
+
+
+def _auto_kind(arr: np.ndarray, label: str) -> tuple[str, str]:
+    """``kind="auto"``: ``("points" or "histogram", the reason in words)``, or refuse an ambiguous array."""
+    if arr.ndim == 1:
+        return "points", "auto: a 1-D array is points on a line; --kind histogram reads it as a histogram"
+    rows, cols = arr.shape
+    if cols <= AUTO_MAX_POINT_DIM:
+        return "points", f"auto: {cols} column{'s' if cols > 1 else ''}; --kind histogram reads it as a histogram"
+    if cols >= AUTO_MIN_HISTOGRAM_COLUMNS:
+        return "histogram", f"auto: {cols} columns; --kind points reads it as {rows} points in {cols}-D"
+    if arr.min() < 0:
+        return "points", f"auto: {cols} columns with negative entries, which a histogram cannot have"
+    raise ValueError(
+        f"{label}: a {rows} x {cols} array could be {rows} points in {cols}-D or a {rows} x {cols} histogram; "
+        "say which with --kind points or --kind histogram"
+    )
 
 
 def read_weights(path, label: str | None = None) -> np.ndarray:

@@ -1,9 +1,13 @@
 """The entropic optimal transport problem: the one place inputs are validated.
 
-Every solver receives an :class:`OTProblem` and may trust it: the cost is a
-finite, non-negative ``(n, m)`` float array, the weights are finite,
-non-negative and (for balanced problems) of equal total mass, ``reg`` is a
-positive float and ``reg_m`` a pair of positive floats (``inf`` = balanced).
+Every solver receives an :class:`OTProblem` and may trust it: the cost is an
+``(n, m)`` float array whose entries are non-negative or ``+inf`` (a
+forbidden pair), the weights are finite, non-negative and of equal total
+mass (balanced problems), the allowed pairs can carry them, ``reg`` is a
+positive float and ``reg_m`` a pair of positive floats (``inf``: a hard
+constraint; both ``inf`` is balanced OT).
+Negative costs are accepted from users and shifted before a solver sees
+them (:meth:`OTProblem.shifted`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
+
+from ._feasibility import check_feasible
+from ._validate import RULES, check, real_array
 
 __all__ = ["OTProblem", "MASS_RTOL", "parse_reg_m"]
 
@@ -45,14 +52,8 @@ def _require_finite_nonnegative(x: np.ndarray, what: str) -> tuple[float, float]
 
 
 def positive_float(x, name: str) -> float:
-    """``float(x)``, or a ValueError naming ``name`` unless it is positive and finite."""
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: must be a positive number; got {x!r}") from None
-    if not (np.isfinite(x) and x > 0):
-        raise ValueError(f"{name}: must be a positive finite number; got {x!r}")
-    return x
+    """``float(x)``, or an error naming ``name`` unless it is a positive finite number."""
+    return check(name, x, RULES["reg"])
 
 
 def parse_reg_m(reg_m) -> tuple[float, float]:
@@ -88,10 +89,7 @@ def parse_reg_m(reg_m) -> tuple[float, float]:
 def _as_weights(w, name: str, size: int) -> np.ndarray:
     if w is None:
         return np.full(size, 1.0 / size)
-    try:
-        w = np.asarray(w, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name}: weights must be numeric ({exc})") from None
+    w = real_array(w, name, what="weights", reject_nan=False)  # the finite check below names NaN
     if w.ndim != 1:
         raise ValueError(f"{name}: weights must be a 1-D array; got shape {w.shape}")
     if w.size != size:
@@ -103,6 +101,25 @@ def _as_weights(w, name: str, size: int) -> np.ndarray:
     if not w.sum() > 0:
         raise ValueError(f"{name}: weights must have a positive total; all are zero")
     return w
+
+
+def _check_cost(C: np.ndarray) -> tuple[float, float, bool]:
+    """``(min, max)`` of the finite entries of ``C`` and whether a pair is forbidden;
+    an error naming ``C`` for NaN or ``-inf``.
+
+    ``+inf`` marks a forbidden pair; negative costs are allowed (the solve
+    shifts them, see :attr:`OTProblem.cost_offset`).
+    """
+    lo, hi = float(C.min()), float(C.max())  # the only two passes over a valid C
+    if np.isfinite(lo) and np.isfinite(hi):
+        return lo, hi, False
+    bad = np.isnan(C) | (C == -np.inf)
+    if bad.any():
+        raise ValueError(f"C: cost must be finite or +inf (a forbidden pair); {_first_bad(C, bad)}")
+    finite = C[np.isfinite(C)]
+    if finite.size == 0:
+        raise ValueError("C: every cost is +inf, so every pair is forbidden and nothing can be transported")
+    return float(finite.min()), float(finite.max()), True
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,8 +145,15 @@ class OTProblem:
     Parameters
     ----------
     C : array_like, shape (n, m)
-        Cost matrix: finite and non-negative. float32 input stays float32
-        (kernels compute in float64); anything else becomes float64.
+        Cost matrix. Entries may be negative (entropic OT is invariant to
+        adding a constant to the cost; solvers work on ``C - min C``) or
+        ``+inf``: a forbidden pair, where the plan is exactly 0. NaN and
+        ``-inf`` are refused, and so is a pattern of forbidden pairs that
+        cannot carry the weights (a row or column with mass and no finite
+        cost to the other side's mass, or no feasible plan at all: the
+        message names the first offending row or column). float32 input
+        stays float32 (kernels compute in float64); anything else becomes
+        float64.
     a, b : array_like, shape (n,) and (m,), optional
         Source and target weights, finite and non-negative. ``None`` means
         uniform with total mass 1. Weights need not be normalised, but their
@@ -145,7 +169,9 @@ class OTProblem:
         :mod:`snsot.solvers._kl_marginals` for the dual). ``inf`` on a side keeps
         its constraint; ``None`` (default) or ``inf`` on both is balanced OT.
         With a finite side the totals of ``a`` and ``b`` may differ and are
-        kept as given.
+        kept as given. Unbalanced OT is not invariant to a constant added to
+        the cost, and a forbidden pair may leave a bin nothing to move to:
+        with a finite ``reg_m`` the cost must be finite and non-negative.
 
     Raises
     ------
@@ -162,22 +188,13 @@ class OTProblem:
     def __init__(self, C, a=None, b=None, reg=None, reg_m=None):
         if isinstance(C, OTProblem):
             raise TypeError("C: expected a cost matrix, got an OTProblem")
-        try:
-            C = np.asarray(C)
-        except Exception as exc:  # ragged lists and the like
-            raise ValueError(f"C: cost must be a 2-D numeric array ({exc})") from None
-        if C.dtype == object or not (
-            np.issubdtype(C.dtype, np.number) or C.dtype == bool
-        ):
-            raise ValueError(f"C: cost must be numeric; got dtype {C.dtype}")
-        if np.iscomplexobj(C):
-            raise ValueError("C: cost must be real; got a complex array")
+        C = real_array(C, "C", what="cost", dtype=None, reject_nan=False)  # _check_cost names NaN
         if C.ndim != 2:
             raise ValueError(f"C: cost must be a 2-D array (n, m); got {C.ndim}-D shape {C.shape}")
         if C.shape[0] == 0 or C.shape[1] == 0:
             raise ValueError(f"C: cost must be non-empty; got shape {C.shape}")
         C = np.ascontiguousarray(C, dtype=np.float32 if C.dtype == np.float32 else np.float64)
-        cost_range = _require_finite_nonnegative(C, "C: cost")
+        *cost_range, forbidden = _check_cost(C)
 
         n, m = C.shape
         a = _as_weights(a, "a", n)
@@ -194,6 +211,12 @@ class OTProblem:
                 )
             if tb != ta:
                 b = b * (ta / tb)
+        elif forbidden or cost_range[0] < 0:
+            # Neither the shift of negative costs nor the feasibility check of
+            # forbidden pairs carries over to KL-relaxed marginals.
+            what = "forbidden pairs (+inf)" if forbidden else f"negative costs (min {cost_range[0]!r})"
+            raise ValueError(f"C: {what} are not supported with reg_m (unbalanced OT); "
+                             "give a finite, non-negative cost")
 
         if reg is None:
             raise ValueError("reg: the entropic regularisation is required")
@@ -204,12 +227,45 @@ class OTProblem:
         object.__setattr__(self, "b", b)
         object.__setattr__(self, "reg", reg)
         object.__setattr__(self, "reg_m", reg_m)
-        self.__dict__["cost_range"] = cost_range
+        self.__dict__["cost_range"] = tuple(cost_range)
+        if forbidden:
+            check_feasible(C, a, b)
 
     @functools.cached_property
     def cost_range(self) -> tuple[float, float]:
-        """``(min C, max C)``, computed once per problem."""
-        return float(self.C.min()), float(self.C.max())
+        """``(min C, max C)`` over the finite entries (``+inf`` marks a forbidden pair), computed once."""
+        lo, hi = float(self.C.min()), float(self.C.max())
+        if not np.isfinite(hi):
+            finite = self.C[np.isfinite(self.C)]
+            lo, hi = float(finite.min()), float(finite.max())
+        return lo, hi
+
+    @property
+    def cost_offset(self) -> float:
+        """The constant the solvers subtract from ``C``: its minimum when negative, else 0.
+
+        Entropic OT is invariant to adding a constant ``s`` to the cost: the
+        plan is unchanged, ``f`` shifts by ``s`` and the objective by ``s``
+        times the mass. Solvers work on ``C - s >= 0`` (see :meth:`shifted`);
+        :func:`snsot.solve` reports the plan, potentials, cost and objective
+        of the original ``C``.
+        """
+        return min(self.cost_range[0], 0.0)
+
+    def shifted(self) -> "OTProblem":
+        """The problem on ``C - cost_offset``, whose finite costs are non-negative (``self`` if no shift).
+
+        The shifted cost is float64 even for a float32 ``C``, so that the shift is exact.
+        """
+        offset = self.cost_offset
+        if offset == 0:
+            return self
+        lo, hi = self.cost_range
+        # in float64: float32 - float32 rounds (to 6e-8 relative, i.e. a different
+        # problem), while two float32 values differ exactly in float64
+        p = _trusted(self.C.astype(np.float64) - offset, self.a, self.b, self.reg, self.reg_m)
+        p.__dict__["cost_range"] = (0.0, hi - lo)
+        return p
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from .._kernels import thread_limit
+from .._validate import check, check_options
 from ..problem import OTProblem, positive_float
 from ..result import ConvergenceWarning, OTResult
 from .sinkhorn import solve_sinkhorn
@@ -43,15 +44,16 @@ register("sns", solve_sns)
 register("sinkhorn", solve_sinkhorn)
 
 
-def solve(C, a=None, b=None, *, reg=None, reg_m=None, method: str = "sns", tol: float = 1e-9,
-          max_iter: int | None = None, init=None, callback=None, warn: bool = True, n_threads: int | None = None,
-          **options) -> OTResult:
+def solve(C, a=None, b=None, *, reg=None, reg_m=None, method: str = "sns", tol: float = 1e-9, max_iter: int | None = None,
+          init=None, callback=None, warn: bool = True, n_threads: int | None = None, **options) -> OTResult:
     r"""Solve an entropic optimal transport problem.
 
     Parameters
     ----------
     C : array_like, shape (n, m), or OTProblem
-        Cost matrix (finite, non-negative); float32 is kept as float32. An
+        Cost matrix; float32 is kept as float32. Negative entries are fine
+        (the solvers work on ``C - min C``; everything reported is for
+        ``C``); ``+inf`` forbids a pair (the plan is exactly 0 there). An
         :class:`~snsot.OTProblem` carries its own weights and ``reg``.
     a, b : array_like, shape (n,) and (m,), optional
         Weights (non-negative, equal totals); uniform when omitted.
@@ -100,7 +102,13 @@ def solve(C, a=None, b=None, *, reg=None, reg_m=None, method: str = "sns", tol: 
     ------
     ValueError
         On invalid input (the message names the argument), an unknown
-        method or an unknown option.
+        method or an unknown option, or forbidden pairs that leave no
+        feasible plan (the message names ``C`` and the first offending row
+        or column). Every argument is checked before any solving, from the
+        rules in :data:`snsot._validate.RULES`.
+    TypeError
+        On an argument of the wrong type (also a ``ValueError``: see
+        :class:`snsot._validate.ArgumentTypeError`).
 
     Examples
     --------
@@ -110,15 +118,10 @@ def solve(C, a=None, b=None, *, reg=None, reg_m=None, method: str = "sns", tol: 
     >>> res.converged
     True
     """
-    if isinstance(C, OTProblem):
-        if a is not None or b is not None:
-            raise ValueError("a, b: give weights inside the OTProblem, not beside it")
-        if reg_m is not None:
-            raise ValueError("reg_m: give it inside the OTProblem, not beside it")
-        problem = C if reg is None else C.with_reg(positive_float(reg, "reg"))
-    else:
-        problem = OTProblem(C, a, b, reg, reg_m)
-    if method not in _REGISTRY:
+    # every argument checked once, here, from the one table of rules (snsot._validate.RULES)
+    tol, max_iter, callback = check("tol", tol), check("max_iter", max_iter), check("callback", callback)
+    warn, n_threads, options = check("warn", warn), check("n_threads", n_threads), check_options(options)
+    if not isinstance(method, str) or method not in _REGISTRY:
         raise ValueError(f"method: unknown method {method!r}; available: {', '.join(available_methods())}")
     solver = _REGISTRY[method]
     accepted = set(inspect.signature(solver).parameters) - {"problem", "tol", "max_iter", "init", "callback"}
@@ -127,28 +130,32 @@ def solve(C, a=None, b=None, *, reg=None, reg_m=None, method: str = "sns", tol: 
         raise ValueError(
             f"{unknown[0]}: not an option of method {method!r}; options: {', '.join(sorted(a for a in accepted if not a.startswith('_')))}"
         )
-    tol = positive_float(tol, "tol")
+    if isinstance(C, OTProblem):
+        if a is not None or b is not None:
+            raise ValueError("a, b: give weights inside the OTProblem, not beside it")
+        if reg_m is not None:
+            raise ValueError("reg_m: give it inside the OTProblem, not beside it")
+        problem = C if reg is None else C.with_reg(positive_float(reg, "reg"))
+    else:
+        problem = OTProblem(C, a, b, reg, reg_m)
     if max_iter is None:
         max_iter = DEFAULT_MAX_ITER[method]
-    elif isinstance(max_iter, (bool, np.bool_)) or not (
-        isinstance(max_iter, (int, np.integer)) or (isinstance(max_iter, float) and max_iter.is_integer())
-    ) or max_iter < 1:
-        raise ValueError(f"max_iter: must be a positive integer; got {max_iter!r}")
-    max_iter = int(max_iter)
 
     n, m = problem.shape
     rows, cols = problem.support()
     full = len(rows) == n and len(cols) == m
-    sub = problem if full else problem.restrict(rows, cols)
+    offset = problem.cost_offset  # negative costs: solvers see C - offset >= 0
+    sub = problem.shifted() if full else problem.shifted().restrict(rows, cols)
     if init is not None:
         init = _check_init(init, n, m, rows, cols)
+        init = (init[0] - offset, init[1]) if offset else init
 
-    if n_threads is not None and not (isinstance(n_threads, (int, np.integer)) and n_threads >= 1):
-        raise ValueError(f"n_threads: must be a positive integer; got {n_threads!r}")
     with thread_limit(sub.C.size, n_threads):
         res = solver(sub, tol=tol, max_iter=max_iter, init=init, callback=callback, **options)
     if not full:
         res = _embed(res, problem, rows, cols)
+    if offset:
+        _unshift(res, offset, problem.mass)
     if warn and not res.converged:
         warnings.warn(
             f"{method}: stopped after {res.n_iter} iterations with marginal error "
@@ -190,6 +197,20 @@ def _check_init(init, n, m, rows, cols):
     if not (np.isfinite(f).all() and np.isfinite(g).all()):
         raise ValueError("init: potentials must be finite on bins that carry mass")
     return f, g
+
+
+def _unshift(res: OTResult, offset: float, mass: float) -> None:
+    """Report a solve on ``C - offset`` for the original ``C``.
+
+    The plan is unchanged; ``f`` moves by ``offset``, so the dual value
+    ``<a, f> + <b, g> - reg sum P`` (every iterate's, too) moves by
+    ``offset * mass``, and the cost ``<C, P>`` by ``offset * sum(P)``.
+    """
+    f, g = res.potentials
+    res.potentials = (f + offset, g)
+    res.cost += offset * float(res.plan.sum())
+    res.objective += offset * mass
+    res.history.objective = res.history.objective + offset * mass
 
 
 def _embed(res: OTResult, problem: OTProblem, rows, cols) -> OTResult:

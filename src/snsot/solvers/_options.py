@@ -5,25 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
-
+from .._validate import check
 from .linalg import newton_direction
 
 __all__ = ["SNSOptions"]
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
-
-
-def _number(x, name: str, lo: float, *, integer=False, inclusive=True) -> float | int:
-    """``x`` as a finite number ``>= lo`` (``> lo`` unless ``inclusive``), or a ValueError naming ``name``."""
-    ok = _is_int(x) or (isinstance(x, (float, np.floating)) and (not integer or float(x).is_integer()))
-    ok = ok and np.isfinite(x) and (x >= lo if inclusive else x > lo)
-    if not ok:
-        kind = "an integer" if integer else "a number"
-        raise ValueError(f"{name}: must be {kind} {'>=' if inclusive else '>'} {lo:g}; got {x!r}")
-    return int(x) if integer else float(x)
 
 
 @dataclass(frozen=True)
@@ -53,45 +38,31 @@ class SNSOptions:
                   hessian="auto", direction=None) -> "SNSOptions":
         """Validate the user's options for a problem with ``n_rows`` rows; raises ValueError naming the bad one.
 
-        Longer than a screen on purpose: one flat check per option, in the
-        order of the signature, so that each message sits beside its test.
+        Each option is checked alone by :func:`snsot._validate.check` (the
+        rules and their messages live in one table); the checks here are
+        about how options combine.
         """
-        if variant not in ("adaptive", "paper"):
-            raise ValueError(f"variant: must be 'adaptive' or 'paper'; got {variant!r}")
-        if hessian not in ("auto", "sparse", "dense"):
-            raise ValueError(f"hessian: must be 'auto', 'sparse' or 'dense'; got {hessian!r}")
-        if eps_scaling not in ("auto", True, False) or isinstance(eps_scaling, (int, float)) and not isinstance(
-                eps_scaling, bool):
-            raise ValueError(f"eps_scaling: must be 'auto', True or False; got {eps_scaling!r}")
-        if not (isinstance(eps_factor, (int, float, np.number)) and not isinstance(eps_factor, bool)
-                and np.isfinite(eps_factor) and eps_factor > 1):
-            raise ValueError(f"eps_factor: must be a number > 1; got {eps_factor!r}")
-        if n_warmup is not None:
-            n_warmup = _number(n_warmup, "n_warmup", 0, integer=True)
-        kappa = _number(kappa, "kappa", 0, inclusive=False)
-        if switch_horizon is not None:
-            switch_horizon = _number(switch_horizon, "switch_horizon", 0, integer=True)
-        max_cg = _number(max_cg, "max_cg", 1, integer=True)
+        # each option alone, from the one table of rules (snsot._validate.RULES); then how they combine
+        variant, hessian, eps_scaling = check("variant", variant), check("hessian", hessian), check(
+            "eps_scaling", eps_scaling)
+        eps_factor, n_warmup, kappa = check("eps_factor", eps_factor), check("n_warmup", n_warmup), check(
+            "kappa", kappa)
+        switch_horizon, max_cg = check("switch_horizon", switch_horizon), check("max_cg", max_cg)
+        max_row_entries, sparsity = check("max_row_entries", max_row_entries), check("sparsity", sparsity)
+        direction = check("direction", direction)
         if direction is None:
             direction = newton_direction
-        elif not callable(direction):
-            raise ValueError(f"direction: must be a callable like snsot.solvers.linalg.newton_direction; got {direction!r}")
         if variant == "paper":
             if hessian == "dense":
                 raise ValueError("hessian: the paper variant sparsifies the Hessian; 'dense' needs variant='adaptive'")
             n_warmup = 20 if n_warmup is None else n_warmup
             sparsity = 2.0 / n_rows if sparsity is None else sparsity
-            if not (isinstance(sparsity, (int, float, np.number)) and not isinstance(sparsity, bool)
-                    and 0 < sparsity <= 1):
-                raise ValueError(f"sparsity: must be in (0, 1]; got {sparsity!r}")
-            sparsity = float(sparsity)
             hessian = "sparse"
             if eps_scaling == "auto":
                 eps_scaling = False
         elif sparsity is not None:
             raise ValueError("sparsity: sets the paper variant's fixed sparsity; it needs variant='paper'")
         if max_row_entries is not None:
-            max_row_entries = _number(max_row_entries, "max_row_entries", 1, integer=True)
             if hessian == "dense":
                 raise ValueError("max_row_entries: caps the sparse Hessian's rows; it cannot go with hessian='dense'")
             hessian = "sparse"  # a cap on kept entries asks for the sparse Hessian
