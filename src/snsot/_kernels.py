@@ -18,7 +18,13 @@ result independent of the thread schedule (deterministic for a given
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+import stat
+import tempfile
+import threading
+import types as pytypes
 from contextlib import contextmanager
 
 import numba
@@ -26,6 +32,175 @@ import numpy as np
 from numba import njit, prange
 from numba.core import types
 from numba.extending import intrinsic
+
+# ---------------------------------------------------------------------------
+# Builds: a serial one that releases the GIL, and a parallel one
+# ---------------------------------------------------------------------------
+#
+# Every kernel with a ``prange`` loop is compiled twice (lazily, on first use
+# of each): a parallel build, and a serial build (``prange`` runs as ``range``)
+# on numba's thread pool never touched. Both release the GIL (``nogil``), so
+# Python threads solving independent problems run at once. The serial build
+# is picked (:func:`runs_serial`) where the parallel one would be slower or
+# unsafe:
+#
+# - the solve asked for one thread (the default below PARALLEL_MIN_SIZE), so
+#   no thread hand-off is paid;
+# - in a process forked from the one that imported us: GNU OpenMP (numba's
+#   "omp" layer) kills a forked child that enters a parallel region once the
+#   parent has, and the "workqueue" layer's threads do not exist in the
+#   child, so a ``multiprocessing`` fork pool would hang;
+# - in a Python thread other than the main one under the "workqueue" layer,
+#   which aborts the process when two threads launch parallel work at once.
+
+
+def _probe():  # a function of this file for the cache locator probe below
+    return None
+
+
+def _choose_cache() -> tuple[bool, str | None]:
+    """Whether the kernels can be cached on disk, and in which directory.
+
+    numba raises at *decoration* time (so: ``import snsot``) when no cache
+    locator is usable: a read-only install, ``HOME`` not writable, a
+    container under an arbitrary UID. Then fall back to a private per-user
+    directory under the temporary directory (kept across processes), and if
+    that is not safely ours either, to no disk cache (kernels compile on
+    first use in each process).
+    """
+    from numba.core.caching import FunctionCache
+
+    try:
+        FunctionCache(_probe)
+        return True, None
+    except Exception:  # RuntimeError "no locator available", or an OSError
+        pass
+    getuid = getattr(os, "getuid", None)
+    if getuid is None:
+        return False, None
+    path = os.path.join(tempfile.gettempdir(), f"snsot-numba-cache-{getuid()}")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+        # numba unpickles what it finds there: use the directory only if no one
+        # else could have written to it.
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == getuid() and not st.st_mode & 0o022:
+            tempfile.TemporaryFile(dir=path).close()
+            return True, path
+    except OSError:
+        pass
+    return False, None
+
+
+#: Whether compiled kernels are cached on disk; :data:`CACHE_DIR` is the private
+#: fallback directory in use, or None when numba's own locations work.
+CACHE, CACHE_DIR = _choose_cache()
+
+
+@contextmanager
+def _cache_dir():
+    """numba reads ``config.CACHE_DIR`` when a cached kernel is declared: point it at our fallback only then."""
+    if CACHE_DIR is None:
+        yield
+        return
+    before = numba.config.CACHE_DIR
+    numba.config.CACHE_DIR = CACHE_DIR
+    try:
+        yield
+    finally:
+        numba.config.CACHE_DIR = before
+
+
+def kernel(fastmath=False):
+    """``njit`` for a serial kernel: cached (where possible) and releasing the GIL."""
+
+    def decorate(func):
+        with _cache_dir():
+            return njit(nogil=True, fastmath=fastmath, cache=CACHE)(func)
+
+    return decorate
+
+
+def _renamed(func, suffix: str):
+    """A copy of ``func`` under another qualified name.
+
+    numba's cache keys a function by its name and signature, not by its
+    compile flags: the serial and parallel builds need distinct names, or
+    one would load the other's machine code from the cache.
+    """
+    copy = pytypes.FunctionType(func.__code__, func.__globals__, func.__name__ + suffix,
+                                func.__defaults__, func.__closure__)
+    copy.__qualname__ = func.__qualname__ + suffix
+    copy.__doc__ = func.__doc__
+    return copy
+
+
+def parallel_kernel(fastmath=False):
+    """Compile a kernel with ``prange`` loops twice; calls go to the build :func:`runs_serial` picks.
+
+    The returned function has the kernel's name, signature and docstring,
+    and the two builds as its ``serial`` and ``parallel`` attributes.
+    """
+
+    def decorate(func):
+        with _cache_dir():
+            # error_model="numpy": a division by zero gives inf/NaN (which callers
+            # check for) in both builds, as parallel loops always do, instead
+            # of raising ZeroDivisionError in the serial build only.
+            options = dict(nogil=True, fastmath=fastmath, cache=CACHE, error_model="numpy")
+            parallel = njit(parallel=True, **options)(func)
+            serial = njit(**options)(_renamed(func, "__serial"))
+
+        @functools.wraps(func)
+        def run(*args):
+            return (serial if runs_serial() else parallel)(*args)
+
+        run.serial, run.parallel = serial, parallel
+        return run
+
+    return decorate
+
+
+_thread_state = threading.local()
+_forked = False
+
+
+def _mark_forked() -> None:
+    global _forked
+    _forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_mark_forked)
+
+_layer_is_workqueue: bool | None = None
+
+
+def _workqueue_layer() -> bool:
+    """Whether numba's parallel kernels run on its "workqueue" layer (not safe for concurrent launches)."""
+    global _layer_is_workqueue
+    if _layer_is_workqueue is None:
+        numba.get_num_threads()  # starts the threading layer if nothing has yet
+        _layer_is_workqueue = numba.threading_layer() == "workqueue"
+    return _layer_is_workqueue
+
+
+def must_run_serial() -> bool:
+    """True where the parallel builds are unsafe: in a forked child, or off the main thread under "workqueue"."""
+    if _forked:
+        return True
+    return threading.current_thread() is not threading.main_thread() and _workqueue_layer()
+
+
+def runs_serial() -> bool:
+    """Whether kernels called now run their serial build.
+
+    Inside :func:`thread_limit`: when it settled on one thread, or
+    :func:`must_run_serial`. Outside it: :func:`must_run_serial`.
+    """
+    serial = getattr(_thread_state, "serial", None)
+    return must_run_serial() if serial is None else serial
+
 
 # Instruction-level fast-math flags. 'reassoc' is left out of the exp so the
 # Cody-Waite range reduction is not re-associated away; loops that reduce use
@@ -69,7 +244,7 @@ def _float64_bits_as_int64(typingctx, x):
 _SHIFTER = 6755399441055744.0
 
 
-@njit(fastmath=_EXP_FLAGS, cache=True)
+@kernel(fastmath=_EXP_FLAGS)
 def fast_exp(x):
     """exp(x) to about 1 ulp, branch-free so that loops calling it vectorise.
 
@@ -105,7 +280,7 @@ def fast_exp(x):
     return y
 
 
-@njit(cache=True)
+@kernel()
 def _exp_array(x):
     out = np.empty_like(x)
     for i in range(x.size):
@@ -128,19 +303,38 @@ PARALLEL_MIN_SIZE = 1 << 20
 
 @contextmanager
 def thread_limit(size: int, n_threads: int | None = None):
-    """Run the kernels inside on ``n_threads`` (default: by problem ``size``), then restore."""
+    """Run the kernels inside on ``n_threads`` (default: by problem ``size``), then restore.
+
+    One thread selects the kernels' serial builds (see :func:`runs_serial`);
+    so does a forked child or a non-main thread under the "workqueue" layer,
+    whatever ``n_threads`` says. The setting is per Python thread.
+    """
+    previous = getattr(_thread_state, "serial", None)
+    if must_run_serial():
+        # numba's thread pool is not touched at all here (not even its count)
+        _thread_state.serial = True
+        try:
+            yield
+        finally:
+            _thread_state.serial = previous
+        return
     before = numba.get_num_threads()
     if n_threads is None:
         n_threads = before if size >= PARALLEL_MIN_SIZE else 1
-    numba.set_num_threads(max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS)))
+    n_threads = max(1, min(int(n_threads), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n_threads)
+    _thread_state.serial = n_threads == 1
     try:
         yield
     finally:
         numba.set_num_threads(before)
+        _thread_state.serial = previous
 
 
 def default_chunks(n_rows: int) -> int:
-    """Number of row blocks: one per thread, none smaller than 16 rows."""
+    """Number of row blocks: one per thread, none smaller than 16 rows (one block for the serial builds)."""
+    if runs_serial():
+        return 1
     return max(1, min(numba.get_num_threads(), n_rows // 16))
 
 
@@ -149,7 +343,7 @@ def default_chunks(n_rows: int) -> int:
 # ---------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@kernel()
 def _chunk_sum(part):
     """Column sums of the per-block partial sums ``part[k, :]``, added in block order (deterministic)."""
     n_chunks, m = part.shape
@@ -160,7 +354,7 @@ def _chunk_sum(part):
     return col
 
 
-@njit(parallel=True, fastmath=_LOOP_FLAGS, cache=True)
+@parallel_kernel(fastmath=_LOOP_FLAGS)
 def row_update(C, g, log_a, reg, f_out):
     """f_i = reg log a_i - softmin_reg over j of (C_ij - g_j).
 
@@ -180,7 +374,7 @@ def row_update(C, g, log_a, reg, f_out):
         f_out[i] = reg * log_a[i] - (mx + reg * math.log(s))
 
 
-@njit(parallel=True, fastmath=_LOOP_FLAGS, cache=True)
+@parallel_kernel(fastmath=_LOOP_FLAGS)
 def col_update(C, f, log_b, reg, g_out, n_chunks):
     """g_j = reg log b_j - softmin_reg over i of (C_ij - f_i), stabilised like :func:`row_update`.
 
@@ -231,7 +425,7 @@ def col_update_reference(C, f, log_b, reg):
 # ---------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@kernel()
 def _cap_cut(buf, cap, hist):
     """Smallest power of two ``2**e`` with at most ``cap`` entries of ``buf`` >= it.
 
@@ -259,7 +453,7 @@ def _cap_cut(buf, cap, hist):
 _BLOCK = 16
 
 
-@njit(fastmath=_LOOP_FLAGS, cache=True)
+@kernel(fastmath=_LOOP_FLAGS)
 def _block_max(buf, blockmax):
     # fixed-length inner loops, which LLVM unrolls into a few vector max instructions
     m = buf.shape[0]
@@ -276,7 +470,7 @@ def _block_max(buf, blockmax):
         blockmax[nfull] = bm
 
 
-@njit(fastmath=_LOOP_FLAGS, cache=True)
+@kernel(fastmath=_LOOP_FLAGS)
 def _scan(buf, blockmax, cut, ibuf, vbuf):
     """Entries of ``buf`` >= ``cut`` into ``ibuf``/``vbuf`` (branch-free within a block); returns their number."""
     m = buf.shape[0]
@@ -291,7 +485,7 @@ def _scan(buf, blockmax, cut, ibuf, vbuf):
     return c
 
 
-@njit(cache=True)
+@kernel()
 def _select_row(buf, blockmax, tau, cap, hist, ibuf, vbuf, idx_row, val_row):
     """Store up to ``cap`` entries of ``buf`` that are >= ``tau``; return how many.
 
@@ -319,7 +513,7 @@ P_FLOOR = 1e-250
 BASE_DRIFT = 100.0
 
 
-@njit(parallel=True, fastmath=_LOOP_FLAGS, cache=True)
+@parallel_kernel(fastmath=_LOOP_FLAGS)
 def plan_pass(C, f, g, reg, tau, cap, n_chunks, row_sum, counts, idx, val, P):
     """Row sums, column sums and the large entries of the plan, in one pass over ``C``.
 
@@ -361,7 +555,7 @@ def plan_pass(C, f, g, reg, tau, cap, n_chunks, row_sum, counts, idx, val, P):
     return col
 
 
-@njit(parallel=True, fastmath=_LOOP_FLAGS, cache=True)
+@parallel_kernel(fastmath=_LOOP_FLAGS)
 def scaled_pass(B, u, v, tau, cap, n_chunks, row_sum, counts, idx, val):
     """What :func:`plan_pass` computes, for the plan ``diag(u) B diag(v)`` of a stored base ``B``.
 
@@ -391,7 +585,7 @@ def scaled_pass(B, u, v, tau, cap, n_chunks, row_sum, counts, idx, val):
     return col
 
 
-@njit(parallel=True, fastmath=_LOOP_FLAGS, cache=True)
+@parallel_kernel(fastmath=_LOOP_FLAGS)
 def scaled_sinkhorn(B, u, v, a, n_chunks, s_out, u_new, kappa=1.0):
     """One Sinkhorn iteration on the plan ``diag(u) B diag(v)``, in one read of ``B``.
 
@@ -423,7 +617,7 @@ def scaled_sinkhorn(B, u, v, a, n_chunks, s_out, u_new, kappa=1.0):
     return col
 
 
-@njit(parallel=True, fastmath=_LOOP_FLAGS, cache=True)
+@parallel_kernel(fastmath=_LOOP_FLAGS)
 def scaled_sums(B, u, v, tau, n_chunks, row_sum):
     """Row and column sums of ``diag(u) B diag(v)``, and how many of its entries are >= ``tau``.
 
@@ -456,7 +650,7 @@ def scaled_sums(B, u, v, tau, n_chunks, row_sum):
 _SQUARE_FLOOR = 1e-150
 
 
-@njit(parallel=True, fastmath=_LOOP_FLAGS, cache=True)
+@parallel_kernel(fastmath=_LOOP_FLAGS)
 def dense_schur_setup(B, u, v, d_row, w, n_chunks):
     """Column passes of the dense Schur complement: ``(P^T w, sum_i P_ij**2 / d_row_i)``.
 
@@ -481,7 +675,7 @@ def dense_schur_setup(B, u, v, d_row, w, n_chunks):
     return _chunk_sum(part[0]), _chunk_sum(part[1])
 
 
-@njit(parallel=True, fastmath=_LOOP_FLAGS, cache=True)
+@parallel_kernel(fastmath=_LOOP_FLAGS)
 def dense_schur_matvec(B, u, v, d_row, d_col, y, n_chunks):
     """``diag(d_col) y - P^T diag(1/d_row) P y`` for ``P = diag(u) B diag(v)``, in one read of ``B``.
 
@@ -504,7 +698,7 @@ def dense_schur_matvec(B, u, v, d_row, d_col, y, n_chunks):
     return d_col * y - v * _chunk_sum(part_col)
 
 
-@njit(parallel=True, fastmath=_LOOP_FLAGS, cache=True)
+@parallel_kernel(fastmath=_LOOP_FLAGS)
 def scaled_matvec(B, u, v, y):
     """``diag(u) B diag(v) @ y``."""
     n, m = B.shape
@@ -518,7 +712,7 @@ def scaled_matvec(B, u, v, y):
     return out
 
 
-@njit(parallel=True, fastmath=_LOOP_FLAGS, cache=True)
+@parallel_kernel(fastmath=_LOOP_FLAGS)
 def dense_plan(C, f, g, reg, P):
     """Fill ``P`` with ``exp((f_i + g_j - C_ij)/reg)``."""
     n, m = C.shape
@@ -539,7 +733,7 @@ def plan_reference(C, f, g, reg):
 # ---------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@kernel()
 def compact_csr(counts, idx, val, tau):
     """Gather per-row candidates with value >= ``tau`` into CSR arrays."""
     n = counts.shape[0]
@@ -562,7 +756,7 @@ def compact_csr(counts, idx, val, tau):
     return indptr, indices, data
 
 
-@njit(fastmath=_LOOP_FLAGS, cache=True)
+@kernel(fastmath=_LOOP_FLAGS)
 def _schur_matvec(indptr, indices, data, d_row, d_col, y, out):
     # out = diag(d_col) y - S^T diag(1/d_row) S y, in one pass over S: each
     # row's gather (S y)_i is followed at once by its scatter into out while
@@ -579,7 +773,7 @@ def _schur_matvec(indptr, indices, data, d_row, d_col, y, out):
             out[indices[t]] -= data[t] * ti
 
 
-@njit(fastmath=_LOOP_FLAGS, cache=True)
+@kernel(fastmath=_LOOP_FLAGS)
 def schur_cg(indptr, indices, data, d_row, d_col, rhs, rtol, max_iter, y0):
     """Jacobi-preconditioned CG on the Schur complement ``K = D_col - S^T D_row^{-1} S``.
 
@@ -658,7 +852,7 @@ def schur_cg(indptr, indices, data, d_row, d_col, rhs, rtol, max_iter, y0):
     return y, it, res
 
 
-@njit(fastmath=_LOOP_FLAGS, cache=True)
+@kernel(fastmath=_LOOP_FLAGS)
 def csr_matvec(indptr, indices, data, y):
     """``S @ y`` for a CSR matrix."""
     n = indptr.shape[0] - 1
@@ -671,7 +865,7 @@ def csr_matvec(indptr, indices, data, y):
     return out
 
 
-@njit(fastmath=_LOOP_FLAGS, cache=True)
+@kernel(fastmath=_LOOP_FLAGS)
 def csr_rmatvec(indptr, indices, data, w, m):
     """``S.T @ w`` for a CSR matrix ``S`` with ``m`` columns."""
     n = indptr.shape[0] - 1

@@ -105,6 +105,7 @@ RULES: dict[str, Rule] = {
     "n_threads": _positive("int", optional=True),
     "callback": Rule("callable", optional=True),
     "warn": Rule("bool"),
+    "stop_at_floor": Rule("bool"),
     # SNS options (snsot.solvers.sns.solve_sns)
     "variant": Rule("choice", choices=("adaptive", "paper")),
     "hessian": Rule("choice", choices=("auto", "sparse", "dense")),

