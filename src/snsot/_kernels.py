@@ -586,7 +586,7 @@ def scaled_pass(B, u, v, tau, cap, n_chunks, row_sum, counts, idx, val):
 
 
 @parallel_kernel(fastmath=_LOOP_FLAGS)
-def scaled_sinkhorn(B, u, v, a, n_chunks, s_out, u_new):
+def scaled_sinkhorn(B, u, v, a, n_chunks, s_out, u_new, kappa=1.0):
     """One Sinkhorn iteration on the plan ``diag(u) B diag(v)``, in one read of ``B``.
 
     For each row: ``s_i = (B v)_i``, the plan's row sum ``u_i s_i`` is written
@@ -595,6 +595,10 @@ def scaled_sinkhorn(B, u, v, a, n_chunks, s_out, u_new):
     is accumulated into the column sums ``(B^T u_new)_j``, which are returned
     (the caller sets ``v_j = b_j / col_j``). A row with ``s_i`` not a positive
     normal number gives a non-finite ``u_new_i``: the caller checks.
+
+    ``kappa != 1`` gives the damped update of unbalanced OT,
+    ``u_new_i = a_i / s_i ** kappa`` (the caller folds the rest of the
+    update into ``a``; see :mod:`snsot.solvers._kl_marginals`).
     """
     n, m = B.shape
     part_col = np.zeros((n_chunks, m))
@@ -605,7 +609,7 @@ def scaled_sinkhorn(B, u, v, a, n_chunks, s_out, u_new):
             for j in range(m):
                 s += B[i, j] * v[j]
             s_out[i] = u[i] * s
-            un = a[i] / s
+            un = a[i] / s if kappa == 1.0 else a[i] / s ** kappa
             u_new[i] = un
             for j in range(m):
                 pc[j] += B[i, j] * un

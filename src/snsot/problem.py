@@ -3,7 +3,9 @@
 Every solver receives an :class:`OTProblem` and may trust it: the cost is an
 ``(n, m)`` float array whose entries are non-negative or ``+inf`` (a
 forbidden pair), the weights are finite, non-negative and of equal total
-mass, the allowed pairs can carry them, and ``reg`` is a positive float.
+mass (balanced problems), the allowed pairs can carry them, ``reg`` is a
+positive float and ``reg_m`` a pair of positive floats (``inf``: a hard
+constraint; both ``inf`` is balanced OT).
 Negative costs are accepted from users and shifted before a solver sees
 them (:meth:`OTProblem.shifted`).
 """
@@ -19,7 +21,7 @@ import numpy as np
 from ._feasibility import check_feasible
 from ._validate import RULES, check, real_array
 
-__all__ = ["OTProblem", "MASS_RTOL"]
+__all__ = ["OTProblem", "MASS_RTOL", "parse_reg_m"]
 
 #: Largest relative difference allowed between the totals of ``a`` and ``b``.
 MASS_RTOL = 1e-8
@@ -52,6 +54,36 @@ def _require_finite_nonnegative(x: np.ndarray, what: str) -> tuple[float, float]
 def positive_float(x, name: str) -> float:
     """``float(x)``, or an error naming ``name`` unless it is a positive finite number."""
     return check(name, x, RULES["reg"])
+
+
+def parse_reg_m(reg_m) -> tuple[float, float]:
+    """``reg_m`` as a pair ``(rho_1, rho_2)`` of positive floats (``inf`` allowed).
+
+    Raises
+    ------
+    ValueError
+        Naming ``reg_m`` when it is not a positive number or a pair of them.
+    """
+    if isinstance(reg_m, (str, bytes)):
+        raise ValueError(f"reg_m: must be a positive number or a pair of them; got {reg_m!r}")
+    try:
+        values = [reg_m] if np.ndim(reg_m) == 0 else list(reg_m)
+    except TypeError:
+        raise ValueError(f"reg_m: must be a positive number or a pair of them; got {reg_m!r}") from None
+    if len(values) not in (1, 2):
+        raise ValueError(f"reg_m: must be a number or a pair (rho_a, rho_b); got {len(values)} values")
+    out = []
+    for v in values:
+        if isinstance(v, (bool, np.bool_)):
+            raise ValueError(f"reg_m: must be a positive number or a pair of them; got {reg_m!r}")
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"reg_m: must be a positive number or a pair of them; got {reg_m!r}") from None
+        if not x > 0:  # also NaN
+            raise ValueError(f"reg_m: marginal penalties must be positive (inf for a hard constraint); got {v!r}")
+        out.append(x)
+    return (out[0], out[-1])
 
 
 def _as_weights(w, name: str, size: int) -> np.ndarray:
@@ -130,6 +162,16 @@ class OTProblem:
     reg : float
         Entropic regularisation :math:`\varepsilon > 0` (the paper's
         :math:`1/\eta`).
+    reg_m : float or pair of float, optional
+        Unbalanced OT: the marginal constraints become penalties
+        ``rho_1 KL(P 1 | a) + rho_2 KL(P^T 1 | b)`` with ``(rho_1, rho_2) =
+        reg_m`` (one number for both sides; POT's name and objective, see
+        :mod:`snsot.solvers._kl_marginals` for the dual). ``inf`` on a side keeps
+        its constraint; ``None`` (default) or ``inf`` on both is balanced OT.
+        With a finite side the totals of ``a`` and ``b`` may differ and are
+        kept as given. Unbalanced OT is not invariant to a constant added to
+        the cost, and a forbidden pair may leave a bin nothing to move to:
+        with a finite ``reg_m`` the cost must be finite and non-negative.
 
     Raises
     ------
@@ -141,8 +183,9 @@ class OTProblem:
     a: np.ndarray
     b: np.ndarray
     reg: float
+    reg_m: tuple[float, float] = (np.inf, np.inf)
 
-    def __init__(self, C, a=None, b=None, reg=None):
+    def __init__(self, C, a=None, b=None, reg=None, reg_m=None):
         if isinstance(C, OTProblem):
             raise TypeError("C: expected a cost matrix, got an OTProblem")
         C = real_array(C, "C", what="cost", dtype=None, reject_nan=False)  # _check_cost names NaN
@@ -156,15 +199,24 @@ class OTProblem:
         n, m = C.shape
         a = _as_weights(a, "a", n)
         b = _as_weights(b, "b", m)
+        reg_m = (np.inf, np.inf) if reg_m is None else parse_reg_m(reg_m)
         ta, tb = a.sum(), b.sum()
-        if abs(ta - tb) > MASS_RTOL * max(ta, tb):
-            raise ValueError(
-                f"b: total mass {tb!r} differs from the total of a {ta!r} "
-                f"(relative difference {abs(ta - tb) / max(ta, tb):.3g} > {MASS_RTOL:g}); "
-                "normalise a and b to the same total"
-            )
-        if tb != ta:
-            b = b * (ta / tb)
+        # Unbalanced problems keep their totals as given: the penalty decides how much mass moves.
+        if np.isinf(reg_m).all():
+            if abs(ta - tb) > MASS_RTOL * max(ta, tb):
+                raise ValueError(
+                    f"b: total mass {tb!r} differs from the total of a {ta!r} "
+                    f"(relative difference {abs(ta - tb) / max(ta, tb):.3g} > {MASS_RTOL:g}); "
+                    "normalise a and b to the same total, or relax the marginals with reg_m"
+                )
+            if tb != ta:
+                b = b * (ta / tb)
+        elif forbidden or cost_range[0] < 0:
+            # Neither the shift of negative costs nor the feasibility check of
+            # forbidden pairs carries over to KL-relaxed marginals.
+            what = "forbidden pairs (+inf)" if forbidden else f"negative costs (min {cost_range[0]!r})"
+            raise ValueError(f"C: {what} are not supported with reg_m (unbalanced OT); "
+                             "give a finite, non-negative cost")
 
         if reg is None:
             raise ValueError("reg: the entropic regularisation is required")
@@ -174,6 +226,7 @@ class OTProblem:
         object.__setattr__(self, "a", a)
         object.__setattr__(self, "b", b)
         object.__setattr__(self, "reg", reg)
+        object.__setattr__(self, "reg_m", reg_m)
         self.__dict__["cost_range"] = tuple(cost_range)
         if forbidden:
             check_feasible(C, a, b)
@@ -210,7 +263,7 @@ class OTProblem:
         lo, hi = self.cost_range
         # in float64: float32 - float32 rounds (to 6e-8 relative, i.e. a different
         # problem), while two float32 values differ exactly in float64
-        p = _trusted(self.C.astype(np.float64) - offset, self.a, self.b, self.reg)
+        p = _trusted(self.C.astype(np.float64) - offset, self.a, self.b, self.reg, self.reg_m)
         p.__dict__["cost_range"] = (0.0, hi - lo)
         return p
 
@@ -220,9 +273,19 @@ class OTProblem:
         return self.C.shape
 
     @property
+    def balanced(self) -> bool:
+        """Whether both marginals are hard constraints (``reg_m`` infinite on both sides)."""
+        return bool(np.isinf(self.reg_m).all())
+
+    @property
     def mass(self) -> float:
-        """Total mass of ``a`` (equal to that of ``b``)."""
-        return float(self.a.sum())
+        """Total mass of ``a`` (equal to that of ``b``); unbalanced: the geometric mean of the two totals.
+
+        A scale for tolerances and shifts, not a constraint.
+        """
+        if self.balanced:
+            return float(self.a.sum())
+        return float(np.sqrt(self.a.sum() * self.b.sum()))
 
     def support(self) -> tuple[np.ndarray, np.ndarray]:
         """Indices of the bins of ``a`` and ``b`` that carry mass."""
@@ -230,21 +293,22 @@ class OTProblem:
 
     def restrict(self, rows: np.ndarray, cols: np.ndarray) -> "OTProblem":
         """The same problem on a sub-grid of bins (used to drop zero-mass bins)."""
-        return _trusted(self.C[np.ix_(rows, cols)], self.a[rows], self.b[cols], self.reg)
+        return _trusted(self.C[np.ix_(rows, cols)], self.a[rows], self.b[cols], self.reg, self.reg_m)
 
     def with_reg(self, reg: float) -> "OTProblem":
         """The same cost and weights with another regularisation."""
-        p = _trusted(self.C, self.a, self.b, float(reg))
+        p = _trusted(self.C, self.a, self.b, float(reg), self.reg_m)
         if "cost_range" in self.__dict__:
             p.__dict__["cost_range"] = self.cost_range
         return p
 
 
-def _trusted(C, a, b, reg) -> OTProblem:
+def _trusted(C, a, b, reg, reg_m=(np.inf, np.inf)) -> OTProblem:
     """Build a problem from already-validated parts, skipping the checks."""
     p = object.__new__(OTProblem)
     object.__setattr__(p, "C", np.ascontiguousarray(C))
     object.__setattr__(p, "a", a)
     object.__setattr__(p, "b", b)
     object.__setattr__(p, "reg", reg)
+    object.__setattr__(p, "reg_m", reg_m)
     return p

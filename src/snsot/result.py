@@ -80,6 +80,9 @@ class OTResult:
         equals the primal entropic objective at the optimum.
     marginal_error : float
         :math:`\|P 1 - a\|_1 + \|P^T 1 - b\|_1`, measured on :attr:`plan`.
+        Unbalanced problems (``reg_m``): the same with the targets the KL
+        penalty settles on, ``a exp(-f / rho_1)`` and ``b exp(-g / rho_2)``:
+        the L1 norm of the dual's gradient (see :mod:`snsot.solvers._kl_marginals`).
     n_iter, n_sinkhorn, n_newton : int
         Iterations in total, Sinkhorn steps, and Newton steps.
     converged : bool

@@ -69,6 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "torch backend; needs torch); adds its section to RESULTS.md")
     parser.add_argument("--quick", action="store_true",
                         help="small problems, 1 repeat, 3 s cap, small sweep and scaling: under a minute")
+    parser.add_argument("--unbalanced", action="store_true",
+                        help="instead: unbalanced OT (reg_m = 1), SNS vs Sinkhorn vs POT's sinkhorn_unbalanced at reg "
+                        "1e-3 and 1e-4 (or --reg) to --tol (default there 1e-9); writes unbalanced.md and .json")
     parser.add_argument("--seed", type=int, default=0, help="problem seed (MNIST: index of the digit pair)")
     parser.add_argument("--threads", type=int, default=None, help="n_threads for snsot (default: its own choice)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
@@ -123,6 +126,15 @@ def run(args: argparse.Namespace, log=None) -> int:
         return 2
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if getattr(args, "unbalanced", False):
+        from . import unbalanced
+
+        rows = unbalanced.run(out_dir, quick=quick, regs=args.reg,
+                              tol=unbalanced.TOL if args.tol == DEFAULT_TOL else args.tol,
+                              repeats=cfg["repeats"], cap=args.time_cap if args.time_cap is not None else
+                              (cfg["time_cap"] if quick else 30.0), seed=args.seed, log=log)
+        print((out_dir / "unbalanced.md").read_text())
+        return 0 if rows else 1
     cache = {"problems": {}, "rows": {}}
     started = time.perf_counter()
 

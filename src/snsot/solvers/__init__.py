@@ -49,7 +49,7 @@ register("sns", solve_sns)
 register("sinkhorn", solve_sinkhorn)
 
 
-def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9, max_iter: int | None = None,
+def solve(C, a=None, b=None, *, reg=None, reg_m=None, method: str = "sns", tol: float = 1e-9, max_iter: int | None = None,
           init=None, callback=None, warn: bool = True, n_threads: int | None = None, stop_at_floor: bool = True,
           **options) -> OTResult:
     r"""Solve an entropic optimal transport problem.
@@ -71,6 +71,16 @@ def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9
     reg : float
         Entropic regularisation :math:`\varepsilon > 0` (required unless
         ``C`` is an :class:`~snsot.OTProblem`).
+    reg_m : float or pair of float, optional
+        Unbalanced OT (POT's name and objective, that of
+        ``ot.unbalanced.sinkhorn_unbalanced(..., reg_type="entropy")``): the
+        marginal constraints become penalties ``rho_1 KL(P 1 | a) + rho_2
+        KL(P^T 1 | b)``, ``(rho_1, rho_2) = reg_m`` (one number for both
+        sides; ``inf`` keeps a side's constraint). The totals of ``a`` and
+        ``b`` may then differ. Both methods solve it: Sinkhorn with the damped
+        updates, SNS by Newton on the unbalanced dual; ``tol`` then bounds the
+        L1 norm of the dual's gradient (see ``marginal_error`` in
+        :class:`OTResult`). ``None`` (default): balanced.
     method : str
         A name from :func:`available_methods`: ``"sns"`` (Sinkhorn-Newton-Sparse,
         default) or ``"sinkhorn"`` (log-domain Sinkhorn).
@@ -154,9 +164,11 @@ def solve(C, a=None, b=None, *, reg=None, method: str = "sns", tol: float = 1e-9
     if isinstance(C, OTProblem):
         if a is not None or b is not None:
             raise ValueError("a, b: give weights inside the OTProblem, not beside it")
+        if reg_m is not None:
+            raise ValueError("reg_m: give it inside the OTProblem, not beside it")
         problem = C if reg is None else C.with_reg(positive_float(reg, "reg"))
     else:
-        problem = OTProblem(C, a, b, reg)
+        problem = OTProblem(C, a, b, reg, reg_m)
     if max_iter is None:
         max_iter = DEFAULT_MAX_ITER[method]
 

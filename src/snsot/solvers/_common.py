@@ -99,7 +99,7 @@ def finalize(plan, marginals, f, g, *, method, tol, status, recorder, n_sinkhorn
     """
     final = plan.final(f, g)
     # mass outside a sparse plan's support can move each marginal by at most that much
-    err = marginals.error(final.row_sum, final.col_sum) + 2.0 * final.outside_mass
+    err = marginals.error(f, g, final.row_sum, final.col_sum) + 2.0 * final.outside_mass
     converged = bool(np.isfinite(err) and err < tol)
     if converged:
         status = "success"

@@ -102,41 +102,39 @@ class DensePlan(Plan):
     def sinkhorn_step(self, f, g, marginals) -> SinkhornStep:
         """One read of the base when ``(f, g)`` is near it and the sums are safe; else two log-domain passes over ``C``.
 
-        Marginals with update exponents other than 1 (a relaxed penalty) take
-        the log-domain passes: the fused pass of the stored base computes
-        the next column sums for the balanced row update only.
+        The row update is ``f_new = kappa (f + reg log(a / P(f, g) 1))`` with
+        ``kappa = marginals.row_exponent`` (1 for exact marginals, below 1 for
+        a relaxed penalty), likewise the column update with ``col_exponent``.
+        In the base's units ``f_new`` is ``u_new = a^kappa exp((kappa - 1)
+        (f0/reg + shift)) / s^kappa``, ``s = B v``: everything but ``s`` is
+        folded into the numerator the fused kernel divides, so the damped
+        update costs the same one read of ``B``.
         """
         p = self.problem
-        a = marginals.a
-        if marginals.row_exponent != 1.0 or marginals.col_exponent != 1.0:
-            return self._damped_sinkhorn_step(f, g, marginals)
+        a, kappa = marginals.a, marginals.row_exponent
         sc = self.scalings_at(f, g)
         if sc is not None:
             n = p.shape[0]
             rows, u_new = np.empty(n), np.empty(n)
-            col = K.scaled_sinkhorn(self.B, sc[0], sc[1], a, self.n_chunks, rows, u_new)
-            if u_new.max() <= 1.0 / _SAFE and (a / u_new).min() >= _SAFE and col.min() >= _SAFE \
+            num = a if kappa == 1.0 else np.exp(kappa * marginals.log_a + (kappa - 1.0) * (self.f0 / p.reg + self.shift))
+            col = K.scaled_sinkhorn(self.B, sc[0], sc[1], num, self.n_chunks, rows, u_new, kappa)
+            if u_new.max() <= 1.0 / _SAFE and (num / u_new).min() >= _SAFE and col.min() >= _SAFE \
                     and np.isfinite(col).all():
                 f0, g0, shift, reg, log_b = self.f0, self.g0, self.shift, p.reg, marginals.log_b
+                kappa_col = marginals.col_exponent
 
                 def advance():
                     # u_new and col carry the factors exp(-shift) of the scalings' convention
-                    return (f0 + reg * (np.log(u_new) + shift), g0 + reg * (log_b - np.log(col) - shift))
+                    g_new = g0 + reg * (log_b - np.log(col) - shift)
+                    if kappa_col != 1.0:
+                        g_new *= kappa_col
+                    return f0 + reg * (np.log(u_new) + shift), g_new
 
-                return SinkhornStep(float(np.abs(rows - a).sum()), advance)
-        f_new = np.empty(p.shape[0])
-        K.row_update(p.C, g, marginals.log_a, p.reg, f_new)
-        return SinkhornStep(float(np.abs(a * np.expm1((f - f_new) / p.reg)).sum()),
-                            lambda: (f_new, self.sinkhorn_cols(f_new, marginals)))
-
-    def _damped_sinkhorn_step(self, f, g, marginals) -> SinkhornStep:
-        """``f <- row_exponent * (reg log a - softmin_j(C_ij - g_j))``, then the columns likewise (log domain)."""
-        p = self.problem
-        f_full = np.empty(p.shape[0])  # the balanced update: rows of P(f_full, g) equal a
+                return SinkhornStep(marginals.row_error(f, rows), advance)
+        f_full = np.empty(p.shape[0])  # the undamped update: rows of P(f_full, g) equal a
         K.row_update(p.C, g, marginals.log_a, p.reg, f_full)
-        row = marginals.a * np.exp((f - f_full) / p.reg)  # rows of P(f, g)
-        f_new = marginals.row_exponent * f_full
-        return SinkhornStep(float(marginals.row_error(f, row)),
+        f_new = f_full if kappa == 1.0 else kappa * f_full
+        return SinkhornStep(marginals.sinkhorn_row_error(f, f_full),
                             lambda: (f_new, self.sinkhorn_cols(f_new, marginals)))
 
     def new_point(self, quota: int) -> PlanPoint:

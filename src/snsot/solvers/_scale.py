@@ -117,7 +117,9 @@ def solve_scaled(solver, problem: OTProblem, *, tol: float, stop_at_floor: bool 
                  **kwargs) -> OTResult:
     """``solver(problem, tol=..., init=..., **kwargs)`` at unit mass, with ``tol`` relative; see the module docstring."""
     mass = problem.mass
-    e = mass_exponent(mass)
+    # Unbalanced OT is not invariant to scaling a and b (the entropy adds reg log(2^e) sum(P)), and
+    # _trusted below would drop reg_m: solve it as given.
+    e = mass_exponent(mass) if problem.balanced else 0
     if e != 0:
         scaled = _trusted(problem.C, np.ldexp(problem.a, -e), np.ldexp(problem.b, -e), problem.reg)
         if "cost_range" in problem.__dict__:

@@ -12,7 +12,7 @@ from ..problem import OTProblem
 from ..result import STAGE_SINKHORN
 from ._common import _MARGIN_RETRIES, Recorder, finalize
 from ._dense import DensePlan
-from ._marginals import BalancedMarginals
+from ._marginals import BalancedMarginals, marginals_for
 from ._plan import Plan
 
 
@@ -73,7 +73,7 @@ def solve_sinkhorn(problem: OTProblem, *, tol: float, max_iter: int, init=None, 
     rec.reg = problem.reg
     plan = DensePlan(problem) if _plan is None else _plan
     plan.attach(problem)
-    st = SinkhornStepper(plan, BalancedMarginals(problem), None if init is None else init[0])
+    st = SinkhornStepper(plan, marginals_for(problem), None if init is None else init[0])
     inner_tol = tol
     for _ in range(_MARGIN_RETRIES + 1):
         status = run_sinkhorn(st, rec, inner_tol, max_iter - st.count)
