@@ -6,9 +6,11 @@ and LICENSE). This conftest replaces POT's ``test/conftest.py`` and:
 * keeps only the tests whose source calls ``ot.sinkhorn``, ``ot.sinkhorn2``,
   ``ot.bregman.sinkhorn`` or ``ot.bregman.sinkhorn2`` (the others test the
   rest of POT, not the drop-in);
-* patches those four names with :func:`snsot.sinkhorn` / :func:`snsot.sinkhorn2`
-  for numpy inputs (POT's other modules keep calling POT's own solver, since
-  they import it from ``ot.bregman._sinkhorn``);
+* patches those four names, and ``ot.optim``'s own binding (the inner solver
+  of ``ot.optim.gcg``, which ``test_gcg_no_reg`` compares with ``ot.sinkhorn``),
+  with :func:`snsot.sinkhorn` / :func:`snsot.sinkhorn2` for numpy inputs (POT's
+  other modules keep calling POT's own solver, since they import it from
+  ``ot.bregman._sinkhorn``);
 * skips a test at the first call with a non-numpy array (torch, jax, ...):
   this suite checks the numpy drop-in only, and runs POT's ``nx`` fixture on
   the numpy backend only;
@@ -148,6 +150,7 @@ def snsot_substituted(request, monkeypatch):
     for module in (ot, ot.bregman):
         monkeypatch.setattr(module, "sinkhorn", substitute(snsot.sinkhorn))
         monkeypatch.setattr(module, "sinkhorn2", substitute(snsot.sinkhorn2))
+    monkeypatch.setattr(ot.optim, "sinkhorn", substitute(snsot.sinkhorn))  # gcg's inner solver binds its own name
     yield
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.passed:
