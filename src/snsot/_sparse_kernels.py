@@ -17,14 +17,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from ._kernels import _LOOP_FLAGS, fast_exp
+from ._kernels import _LOOP_FLAGS, fast_exp, kernel, parallel_kernel
 
 __all__ = ["csr_lse_update", "csr_plan", "csr_col_sums", "csr_threshold", "csr_transpose"]
 
 
-@njit(parallel=True, fastmath=_LOOP_FLAGS, cache=True)
+@parallel_kernel(fastmath=_LOOP_FLAGS)
 def csr_lse_update(indptr, indices, cost, other, log_w, reg, out):
     """One log-domain Sinkhorn half-step on the support.
 
@@ -51,7 +51,7 @@ def csr_lse_update(indptr, indices, cost, other, log_w, reg, out):
         out[i] = reg * log_w[i] - (mx + reg * math.log(s))
 
 
-@njit(parallel=True, fastmath=_LOOP_FLAGS, cache=True)
+@parallel_kernel(fastmath=_LOOP_FLAGS)
 def csr_plan(indptr, indices, cost, f, g, reg, P_out, row_sum):
     """Plan entries ``P_out[t] = exp((f_i + g_j - C_ij)/reg)`` on the support and their row sums.
 
@@ -69,7 +69,7 @@ def csr_plan(indptr, indices, cost, f, g, reg, P_out, row_sum):
         row_sum[i] = s
 
 
-@njit(cache=True)
+@kernel()
 def csr_col_sums(indices, values, m):
     """Column sums of a CSR matrix's ``values`` (serial scatter: nnz additions)."""
     col = np.zeros(m)
@@ -78,7 +78,7 @@ def csr_col_sums(indices, values, m):
     return col
 
 
-@njit(cache=True)
+@kernel()
 def csr_threshold(indptr, indices, values, tau):
     """The entries with ``values >= tau`` as a new CSR ``(indptr, indices, data)``.
 
@@ -105,7 +105,7 @@ def csr_threshold(indptr, indices, values, tau):
     return out_ptr, out_idx, out_val
 
 
-@njit(cache=True)
+@kernel()
 def csr_transpose(indptr, indices, m):
     """The transposed support: ``(t_indptr, t_rows, t_pos)``.
 

@@ -400,6 +400,10 @@ class SupportProblem:
     def shape(self):
         return self.support.shape
 
+    #: Supports carry balanced OT only (the KL-relaxed marginals need a dense problem for now).
+    balanced = True
+    reg_m = (float("inf"), float("inf"))
+
     @property
     def mass(self) -> float:
         return float(self.a.sum())

@@ -108,7 +108,12 @@ def finalize(plan, marginals, f, g, *, method, tol, status, recorder, n_sinkhorn
     elif recorder.stalled is not None:
         status = "floor"
     message = MESSAGES[status]
-    if status == "floor":
+    if status == "floor" and recorder.stalled is None:  # SNS's own test: Newton steps with no new low near round-off
+        errors = recorder.history().marginal_error
+        if errors.size:
+            message += (f": no new low below {float(errors.min()):.3g} over the last Newton steps; "
+                        "float64 cannot resolve a smaller tol here")
+    elif status == "floor":  # the Recorder's rule
         mass = recorder.watch.mass
         message += (f": no new low below {recorder.stalled:.3g} ({recorder.stalled / mass:.2g} of the mass) "
                     f"in {STALL_WINDOW} Sinkhorn-equivalent iterations; float64 cannot resolve a smaller tol here")

@@ -132,7 +132,7 @@ class _AdaptiveSwitch:
 _FINAL = ("success", "callback", "nonfinite")
 #: Steps in a row (Newton steps or fallbacks) that reach no new lowest error,
 #: taken within ten times the round-off floor of the error (:func:`_error_floor`),
-#: before the stage reports "stalled": at that floor (e.g. unbalanced
+#: before the stage reports "floor": at that floor (e.g. unbalanced
 #: potentials of size 600 at reg 0.05 cannot give errors below ~5e-11 on a
 #: mass of 40) the steps otherwise trade round-off back and forth, with
 #: fallbacks of doubling length, until max_iter. Above the floor nothing
@@ -344,7 +344,7 @@ class _Stage:
                 if self.rec(cur.error, cur.dual, STAGE_NEWTON):
                     return cur.f, cur.g, "callback", self.n_sinkhorn, self.n_newton
                 if stalled >= _STALL_STEPS and not cur.error < self.tol:
-                    return cur.f, cur.g, "stalled", self.n_sinkhorn, self.n_newton
+                    return cur.f, cur.g, "floor", self.n_sinkhorn, self.n_newton
                 if t == 1.0 and cur.error > _SLOW * err and self.quota < self.quota_max \
                         and cur.fullest_row * 2 >= self.quota:
                     # A full step that gains little while rows fill their quota: the
@@ -359,7 +359,7 @@ class _Stage:
                 return st.f, st.g, status, self.n_sinkhorn, self.n_newton
             stalled = stalled + 1 if _at_floor(cur, lowest, self.reg) and not self.last_error() < lowest else 0
             if stalled >= _STALL_STEPS:
-                return st.f, st.g, "stalled", self.n_sinkhorn, self.n_newton
+                return st.f, st.g, "floor", self.n_sinkhorn, self.n_newton
             tau = self.tau_of(self.last_error())
             if self.quota < self.quota_max:
                 cur, trial = self.grow_quota(st.f, st.g, tau)
