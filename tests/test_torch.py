@@ -118,10 +118,41 @@ def test_zero_mass_bin_gets_the_divergence_one_sided_derivative():
     assert at.grad[2].item() - at.grad[0].item() == pytest.approx((div(moved) - div(a)) / t, abs=1e-5)
 
 
-def test_reg_m_is_reserved_for_unbalanced_ot():
-    C, a, b = _problem(3, 3, 6)
+def _unbalanced_problem(n=5, m=4, seed=7):
+    rng = np.random.default_rng(seed)
+    C = snsot.costs.pairwise(rng.random((n, 2)), rng.random((m, 2)))
+    return C, rng.random(n) + 0.2, 2.0 * (rng.random(m) + 0.2)  # totals differ
+
+
+@pytest.mark.parametrize("reg_m", [1.0, (0.5, 2.0), (float("inf"), 1.0)])
+def test_unbalanced_ot_loss_gradients_pass_gradcheck(reg_m):
+    C, a, b = _unbalanced_problem()
+    inputs = (_t(C, True), _t(a, True), _t(b, True))
+    assert torch.autograd.gradcheck(lambda C, a, b: st.ot_loss(C, a, b, reg=0.2, reg_m=reg_m, tol=1e-13),
+                                    inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_unbalanced_ot_loss_plan_gradient_is_pots_unbalanced_plan_and_value_is_the_primal():
+    ot = pytest.importorskip("ot")
+    from snsot.solvers._kl_marginals import unbalanced_primal
+
+    C, a, b = _unbalanced_problem(6, 5, seed=3)
+    reg, rho = 0.1, 0.7
+    Ct = _t(C, True)
+    value = st.ot_loss(Ct, _t(a), _t(b), reg=reg, reg_m=rho, tol=1e-13)
+    value.backward()
+    P_pot = ot.unbalanced.sinkhorn_unbalanced(a, b, C, reg, rho, reg_type="entropy", numItermax=100_000, stopThr=1e-15)
+    np.testing.assert_allclose(Ct.grad.numpy(), P_pot, rtol=1e-7, atol=1e-12)
+    # the value is the optimum of the primal (strong duality), evaluated at POT's plan
+    assert value.item() == pytest.approx(unbalanced_primal(C, P_pot, a, b, reg, (rho, rho)), rel=1e-8, abs=1e-10)
+
+
+def test_unbalanced_ot_plan_says_its_derivative_is_not_implemented_and_bad_reg_m_is_named():
+    C, a, b = _unbalanced_problem()
     with pytest.raises(NotImplementedError, match="reg_m"):
-        st.ot_loss(_t(C), _t(a), _t(b), reg=0.1, reg_m=1.0)
+        st.ot_plan(_t(C), _t(a), _t(b), reg=0.1, reg_m=1.0)
+    with pytest.raises(ValueError, match="reg_m"):
+        st.ot_loss(_t(C), _t(a), _t(b), reg=0.1, reg_m=-1.0)
 
 
 @pytest.mark.parametrize("bad, exc, match", [

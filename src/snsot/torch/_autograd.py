@@ -35,7 +35,8 @@ from scipy.special import logsumexp
 
 from .. import solve
 from .._kernels import thread_limit
-from ..problem import OTProblem
+from ..problem import OTProblem, parse_reg_m
+from ..solvers._kl_marginals import _relaxed
 from ..result import ConvergenceWarning
 from ..solvers import linalg
 from ..solvers.symmetric import solve_symmetric
@@ -54,17 +55,16 @@ def _to_numpy(t, name):
     return np.asarray(t, dtype=np.float64)
 
 
-def _check_reg_m(reg_m):
-    """Unbalanced OT plugs in through ``snsot.solve(..., reg_m=)`` once the solver has it."""
+def _check_reg_m(reg_m, *, plan=False):
+    """``reg_m`` as :func:`snsot.solve` takes it (``None``: balanced); the plan's derivative is balanced only."""
     if reg_m is None:
-        return {}
-    if "reg_m" not in inspect.signature(solve).parameters:
+        return None
+    parse_reg_m(reg_m)  # a ValueError naming reg_m, before any solving
+    if plan:
         raise NotImplementedError(
-            "reg_m: unbalanced OT is not available in snsot.solve yet (it lands with the unbalanced "
-            "solver); pass reg_m=None for balanced OT")
-    # TODO(unbalanced): the envelope gradients for a, b change with the KL penalty
-    # (da = reg_m * (1 - exp(-f / reg_m))); switch them on with the solver.
-    raise NotImplementedError("reg_m: gradients of unbalanced OT are not implemented yet")
+            "reg_m: implicit differentiation of the unbalanced plan is not implemented yet; "
+            "ot_loss(..., reg_m=) gives the unbalanced value and its exact gradients")
+    return reg_m
 
 
 def _solve(C, a, b, reg, method, tol, options):
@@ -119,13 +119,19 @@ def _centre(f, g):
 
 class _OTValue(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, C, a, b, reg, method, tol, options, symmetric=False):
+    def forward(ctx, C, a, b, reg, method, tol, options, symmetric=False, reg_m=None):
         Cn = _to_numpy(C, "C")
-        if symmetric:  # b is a: the self-term of a divergence
+        if reg_m is not None:  # unbalanced: the potentials are unique, no constant to fix
+            res = solve(Cn, _to_numpy(a, "a"), _to_numpy(b, "b"), reg=reg, reg_m=reg_m, method=method, tol=tol,
+                        **options)
+            rho = parse_reg_m(reg_m)
+            f, g = (_relaxed(h, r) for h, r in zip(res.potentials, rho))  # d value / d a, d value / d b
+        elif symmetric:  # b is a: the self-term of a divergence
             res = _solve_self(Cn, _to_numpy(a, "a"), reg, method, tol, options)
         else:
             res = _solve(Cn, _to_numpy(a, "a"), _to_numpy(b, "b"), reg, method, tol, options)
-        f, g = _centre(*_full_potentials(Cn, *res.potentials, res.reg))
+        if reg_m is None:
+            f, g = _centre(*_full_potentials(Cn, *res.potentials, res.reg))
         ctx.plan, ctx.f, ctx.g = res.plan, f, g
         ctx.result = res
         return torch.tensor(res.objective, dtype=C.dtype, device=C.device)
@@ -135,7 +141,7 @@ class _OTValue(torch.autograd.Function):
         go = float(grad_out)
         out = [torch.as_tensor(go * x).to(dtype=grad_out.dtype, device=grad_out.device) if need else None
                for x, need in zip((ctx.plan, ctx.f, ctx.g), ctx.needs_input_grad[:3])]
-        return (*out, None, None, None, None, None)
+        return (*out, None, None, None, None, None, None)
 
 
 def _check_inputs(C, a, b):
@@ -181,10 +187,16 @@ def ot_loss(C, a=None, b=None, *, reg, reg_m=None, method="sns", tol=1e-9, **opt
     reg : float
         Entropic regularisation :math:`\varepsilon`.
     reg_m : float or pair, optional
-        KL marginal relaxation (unbalanced OT). Reserved: raises
-        ``NotImplementedError`` until :func:`snsot.solve` accepts it.
+        KL marginal relaxation (unbalanced OT, POT's ``reg_m``): the value is
+        then :func:`snsot.solve`'s ``objective`` with ``reg_m`` (the optimum
+        of the KL-relaxed problem, whose weights may differ in mass), with
+        ``dC = P``, ``da = rho_1 (1 - exp(-f / rho_1))`` and ``db = rho_2 (1 -
+        exp(-g / rho_2))`` (``f``, ``g`` on a side whose ``rho`` is ``inf``).
+        The potentials are unique, so nothing is centred. On a zero-mass bin
+        the derivative is ``-inf`` (the entropy), returned as such.
     method, tol, **options
-        Passed to :func:`snsot.solve` (``tol``: L1 marginal error).
+        Passed to :func:`snsot.solve` (``tol``: L1 marginal error relative to
+        the mass; unbalanced: the dual gradient's L1 norm).
 
     Returns
     -------
@@ -197,12 +209,10 @@ def ot_loss(C, a=None, b=None, *, reg, reg_m=None, method="sns", tol=1e-9, **opt
     ------
     TypeError, ValueError
         On invalid input (the message names the argument).
-    NotImplementedError
-        When ``reg_m`` is given.
     """
     _check_inputs(C, a, b)
-    _check_reg_m(reg_m)
-    return _OTValue.apply(C, a, b, reg, method, tol, options)
+    reg_m = _check_reg_m(reg_m)
+    return _OTValue.apply(C, a, b, reg, method, tol, options, False, reg_m)
 
 
 def _self_loss(C, a, *, reg, method, tol, **options):
@@ -335,5 +345,5 @@ def ot_plan(C, a=None, b=None, *, reg, reg_m=None, method="sns", tol=1e-9, cg_rt
     saved plan.
     """
     _check_inputs(C, a, b)
-    _check_reg_m(reg_m)
+    _check_reg_m(reg_m, plan=True)
     return _OTPlan.apply(C, a, b, reg, method, tol, float(cg_rtol), options)
