@@ -106,6 +106,18 @@ def test_not_converged_is_reported_per_problem():
     assert out.converged.tolist() == (out.marginal_errors < 1e-9).tolist()
 
 
+def test_process_engine_gives_the_thread_engines_results_after_a_solve_in_the_parent():
+    # a solve first, so the pool forks a process whose kernels (and OpenMP) are already loaded
+    C = snsot.costs.grid((6, 5))
+    A, B = histograms(0, 5, 30), histograms(1, 5, 30)
+    snsot.solve(C, A[0], B[0], reg=REG)
+    threads = snsot.solve_batch(C, A, B, reg=REG, engine="threads", n_jobs=2, chunk_size=1)
+    processes = snsot.solve_batch(C, A, B, reg=REG, engine="processes", n_jobs=2, chunk_size=1)
+    assert processes.converged.all()
+    np.testing.assert_array_equal(processes.costs, threads.costs)  # same single-threaded solves, bit for bit
+    np.testing.assert_array_equal(processes.n_iter, threads.n_iter)
+
+
 def test_thread_engine_returns_every_chunk_once():
     engine = ThreadEngine(3)
     chunks = [np.array([k]) for k in range(20)]
@@ -128,6 +140,7 @@ def test_thread_engine_returns_every_chunk_once():
     (dict(engine="gpu"), "engine: expected one of"),
     (dict(n_jobs=0), "n_jobs: must be a positive integer"),
     (dict(client="tcp://x:1"), "client: only used with engine='dask'"),
+    (dict(client="tcp://x:1", engine="processes"), "client: only used with engine='dask'"),
     (dict(chunk_size=0), "chunk_size"),
     (dict(bogus=1), "bogus: not an option of method 'sns'"),
     (dict(init=(1, 2)), "init: not accepted here"),

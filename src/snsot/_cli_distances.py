@@ -72,7 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ground cost between pixels: sqeuclidean (default), euclidean, cityblock or a power p")
     p.add_argument("--tol", type=float, default=1e-9, help="target L1 marginal error per pair (default 1e-9)")
     p.add_argument("--method", default="sns", help="solver (default sns)")
-    p.add_argument("--engine", choices=("threads", "dask"), default=None,
+    p.add_argument("--engine", choices=("threads", "processes", "dask"), default=None,
                    help="threads of this process (default), or Dask (a local cluster unless --scheduler)")
     p.add_argument("--scheduler", metavar="tcp://HOST:8786", help="address of a running Dask scheduler")
     p.add_argument("--n-jobs", type=int, default=None, help="threads, or local Dask workers (default: one per core)")

@@ -13,14 +13,15 @@ imports it.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
-from concurrent.futures import FIRST_COMPLETED, CancelledError, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from typing import Callable, Iterator, Sequence
 
-__all__ = ["ThreadEngine", "DaskEngine", "make_engine", "ENGINES", "default_workers"]
+__all__ = ["ThreadEngine", "ProcessEngine", "DaskEngine", "make_engine", "ENGINES", "default_workers"]
 
-ENGINES = ("threads", "dask")
+ENGINES = ("threads", "processes", "dask")
 
 #: Seconds allowed to reach a Dask scheduler before giving up with a clear error.
 CONNECT_TIMEOUT = 5.0
@@ -74,14 +75,14 @@ class ThreadEngine:
             for k, chunk in enumerate(chunks):
                 yield k, task(data, chunk)
             return
-        pool = ThreadPoolExecutor(max_workers=self.n_jobs, thread_name_prefix="snsot")
+        pool, submit = self._pool(task, data)
         try:
             # Keep at most 2 chunks per thread queued, so an interrupt has little to cancel
             # and memory for pending work stays bounded.
             pending = {}
             it = iter(enumerate(chunks))
             for k, chunk in it:
-                pending[pool.submit(task, data, chunk)] = k
+                pending[submit(pool, chunk)] = k
                 if len(pending) >= 2 * self.n_jobs:
                     break
             while pending:
@@ -91,12 +92,50 @@ class ThreadEngine:
                     yield k, fut.result()
                     nxt = next(it, None)
                     if nxt is not None:
-                        pending[pool.submit(task, data, nxt[1])] = nxt[0]
+                        pending[submit(pool, nxt[1])] = nxt[0]
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
 
+    def _pool(self, task, data):
+        pool = ThreadPoolExecutor(max_workers=self.n_jobs, thread_name_prefix="snsot")
+        return pool, lambda pool, chunk: pool.submit(task, data, chunk)
+
     def close(self) -> None:
         pass
+
+
+_worker_data = None
+
+
+def _set_worker_data(data) -> None:
+    global _worker_data
+    _worker_data = data
+
+
+def _run_in_worker(task, chunk):
+    return task(_worker_data, chunk)
+
+
+class ProcessEngine(ThreadEngine):
+    """A pool of ``n_jobs`` worker processes (default: one per core) on this machine.
+
+    Each solve runs single-threaded in a worker, so the parts of a solve that
+    hold the GIL (the Python and small-NumPy work between kernels) run in
+    parallel too, which threads cannot do. The shared data reaches each
+    worker once (inherited by ``fork`` where the platform has it, otherwise
+    pickled once per worker); chunks and results are pickled. Forked workers
+    run the kernels' serial builds (see :func:`snsot._kernels.runs_serial`),
+    so a fork after a solve is safe.
+    """
+
+    name = "processes"
+
+    def _pool(self, task, data):
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        pool = ProcessPoolExecutor(max_workers=self.n_jobs, mp_context=context,
+                                   initializer=_set_worker_data, initargs=(data,))
+        return pool, lambda pool, chunk: pool.submit(_run_in_worker, task, chunk)
 
 
 class DaskEngine:
@@ -231,7 +270,7 @@ def make_engine(engine, n_jobs=None, client=None):
 
     Returns ``(engine, owned)``; ``owned`` engines are closed by the caller.
     """
-    if isinstance(engine, (ThreadEngine, DaskEngine)):
+    if isinstance(engine, (ThreadEngine, DaskEngine)):  # ProcessEngine is a ThreadEngine
         return engine, False
     if engine not in ENGINES:
         raise ValueError(f"engine: expected one of {', '.join(map(repr, ENGINES))}; got {engine!r}")
@@ -239,4 +278,8 @@ def make_engine(engine, n_jobs=None, client=None):
         if client is not None:
             raise ValueError("client: only used with engine='dask'")
         return ThreadEngine(n_jobs), True
+    if engine == "processes":
+        if client is not None:
+            raise ValueError("client: only used with engine='dask'")
+        return ProcessEngine(n_jobs), True
     return DaskEngine(client, n_jobs), True

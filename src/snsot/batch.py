@@ -176,7 +176,7 @@ def chunk_size_for(total: int, workers: int, pair_entries: float, engine_name: s
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
             raise ValueError(f"chunk_size: must be a positive integer or None; got {chunk_size!r}")
         return int(chunk_size)
-    target = 0.5 if engine_name == "dask" else 0.05
+    target = {"dask": 0.5, "processes": 0.1}.get(engine_name, 0.05)
     by_time = math.ceil(target / max(pair_entries * _SECONDS_PER_ENTRY, 1e-6))
     by_balance = max(1, total // (4 * max(1, workers)))
     return int(max(1, min(by_time, by_balance, 256)))
@@ -259,9 +259,11 @@ def solve_batch(C, A=None, B=None, *, reg, method: str = "sns", tol: float = 1e-
         Entropic regularisation, shared by every problem.
     method, tol, max_iter, **options
         As for :func:`snsot.solve`.
-    engine : {"threads", "dask"}
+    engine : {"threads", "processes", "dask"}
         ``"threads"``: a pool of ``n_jobs`` threads in this process.
-        ``"dask"``: Dask distributed (see ``client``).
+        ``"processes"``: a pool of ``n_jobs`` worker processes on this machine
+        (the Python-level work of each solve, which holds the GIL, then runs
+        in parallel too). ``"dask"``: Dask distributed (see ``client``).
     n_jobs : int, optional
         Threads, or local Dask workers; default one per core.
     client : dask.distributed.Client or str, optional

@@ -424,8 +424,10 @@ def distances(X, Y=None, *, C=None, points=None, metric="sqeuclidean", reg, valu
         a rectangular ``C`` give ``points`` instead.
     method, tol, max_iter, **options
         As for :func:`snsot.solve` (each solve has its own stopping test).
-    engine : {"threads", "dask"}
-        Threads of this process (default), or a Dask cluster (``client``).
+    engine : {"threads", "processes", "dask"}
+        Threads of this process (default), worker processes on this machine
+        (the Python-level work of each solve, which holds the GIL, then runs
+        in parallel too), or a Dask cluster (``client``).
     n_jobs : int, optional
         Threads, or workers of a local Dask cluster; default one per core.
     client : dask.distributed.Client or str, optional

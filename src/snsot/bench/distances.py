@@ -98,7 +98,8 @@ def run(args, log=print) -> int:
         snsot_run("snsot threads x2 (again)", n_jobs=2)
         snsot_run("snsot threads x1 (again)", n_jobs=1)
     snsot_run("snsot threads x2, warm starts", n_jobs=2, warm_start=True)
-    same_threads = float(np.abs(D1 - D2).max())
+    Dp = snsot_run("snsot processes x2", engine="processes", n_jobs=2)
+    same_threads = max(float(np.abs(D1 - D2).max()), float(np.abs(D1 - Dp).max()))
 
     dask_rows = {}
     try:
@@ -142,6 +143,9 @@ def run(args, log=print) -> int:
         ratios["threads x2 / x1"] = by["snsot threads x2"]["per_second"] / by["snsot threads x1"]["per_second"]
         ratios["warm starts / cold (x2)"] = (by["snsot threads x2, warm starts"]["per_second"]
                                              / by["snsot threads x2"]["per_second"])
+    if "snsot processes x2" in by and "snsot threads x1" in by:
+        ratios["processes x2 / threads x1"] = (by["snsot processes x2"]["per_second"]
+                                               / by["snsot threads x1"]["per_second"])
     if "snsot Dask LocalCluster x2" in by:
         ratios["Dask x2 / threads x2"] = by["snsot Dask LocalCluster x2"]["per_second"] / by["snsot threads x2"][
             "per_second"]
@@ -229,7 +233,8 @@ def _markdown(p) -> str:
                      f"{cell('cpu_per_wall', '%.2f')} | {cell('overhead_ms', '%.2f')} | {r.get('converged', '')} | "
                      f"{cell('max_error', '%.2g')} | {r['note']} |")
     lines += ["", "Ratios (this run): " + "; ".join(f"{k} = {v:.2f}" for k, v in p["ratios"].items()), "",
-              f"Largest difference between the threads x1 and x2 matrices: {p['threads_difference']:.2g}"]
+              f"Largest difference between the threads x1 matrix and the threads x2 and processes x2 ones: "
+              f"{p['threads_difference']:.2g}"]
     if p["dask"]:
         lines.append(f"Largest difference between the Dask and threads matrices: "
                      f"{p['dask']['max_difference_to_threads']:.2g}; LocalCluster start "
