@@ -29,6 +29,7 @@ much in L1), and ``converged`` is True only when that total is below ``tol``.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -72,11 +73,13 @@ def _finish(res, plan_shape, rows, cols, bound, support_size):
     return res
 
 
-def solve_sparse_cost(C, a, b, *, reg, tol, max_iter, init=None, callback=None, **options):
-    """SNS on the support of a ``scipy.sparse`` cost (absent entries are forbidden pairs).
+def solve_sparse_cost(C, a, b, *, reg, tol, max_iter, init=None, callback=None, solver=solve_sns, **options):
+    """SNS (or another loop, ``solver``) on the support of a ``scipy.sparse`` cost.
 
-    ``a`` and ``b`` are validated weights (see :func:`snsot.solve`); options
-    are those of :func:`~snsot.solvers.sns.solve_sns`.
+    Absent entries are forbidden pairs. ``a`` and ``b`` are validated weights
+    (see :func:`snsot.solve`); ``solver`` is :func:`~snsot.solvers.sns.solve_sns`
+    (default) or :func:`~snsot.solvers.sinkhorn.solve_sinkhorn`, driven by a
+    :class:`SparsePlan`; options are the solver's.
     """
     support = from_sparse_cost(C)
     a = np.asarray(a, dtype=np.float64)
@@ -88,8 +91,8 @@ def solve_sparse_cost(C, a, b, *, reg, tol, max_iter, init=None, callback=None, 
     problem = SupportProblem(support, a[rows], b[cols], reg)
     if init is not None:
         init = (np.asarray(init[0])[rows], np.asarray(init[1])[cols])
-    res = solve_sns(problem, tol=tol, max_iter=max_iter, init=init, callback=callback,
-                    _plan=SparsePlan(problem), **options)
+    res = solver(problem, tol=tol, max_iter=max_iter, init=init, callback=callback,
+                 _plan=SparsePlan(problem), **options)
     return _finish(res, (a.size, b.size), rows, cols, 0.0, support.nnz)
 
 
@@ -332,9 +335,11 @@ def solve_without_dense_cost(C, a, b, *, reg, method, tol, max_iter, init, callb
     elif method == "sns":
         solver, args = solve_sparse_cost, (C, a, b)
     else:
-        solver, args = _sparse_sinkhorn, (C, a, b)
+        from .sinkhorn import solve_sinkhorn
+
+        solver, args = functools.partial(solve_sparse_cost, solver=solve_sinkhorn), (C, a, b)
     accepted = set(inspect.signature(solver).parameters) | set(inspect.signature(solve_sns).parameters)
-    accepted -= {"problem", "tol", "max_iter", "init", "callback", "_plan", "cloud", "C", "a", "b", "reg"}
+    accepted -= {"problem", "tol", "max_iter", "init", "callback", "_plan", "cloud", "C", "a", "b", "reg", "solver"}
     unknown = sorted(k for k in options if k not in accepted)
     if unknown:
         raise ValueError(f"{unknown[0]}: not an option for {kind}; options: {', '.join(sorted(accepted))}")
@@ -352,19 +357,3 @@ def solve_without_dense_cost(C, a, b, *, reg, method, tol, max_iter, init, callb
             stacklevel=3,
         )
     return res
-
-
-def _sparse_sinkhorn(C, a, b, *, reg, tol, max_iter, init=None, callback=None):
-    """Log-domain Sinkhorn on the support of a ``scipy.sparse`` cost (the same loop as the dense one)."""
-    from .sinkhorn import solve_sinkhorn
-
-    support = from_sparse_cost(C)
-    support.check_feasible(a, b)
-    rows, cols = np.flatnonzero(a > 0), np.flatnonzero(b > 0)
-    if rows.size < a.size or cols.size < b.size:
-        support = from_sparse_cost(support.to_scipy()[rows][:, cols])
-    problem = SupportProblem(support, a[rows], b[cols], reg)
-    if init is not None:
-        init = (init[0][rows], init[1][cols])
-    res = solve_sinkhorn(problem, tol=tol, max_iter=max_iter, init=init, callback=callback, _plan=SparsePlan(problem))
-    return _finish(res, (a.size, b.size), rows, cols, 0.0, support.nnz)
