@@ -524,6 +524,16 @@ def test_schur_cg_reports_breakdown_as_nan():
     assert np.isnan(res)
 
 
+def test_schur_cg_reports_a_zero_row_sum_as_nan_instead_of_raising():
+    # a row sum that underflowed to 0 divides by zero: the kernel must hand back a
+    # non-finite residual (the Newton step then falls back), not raise ZeroDivisionError
+    (indptr, indices, data), S, d_row, d_col, Kd, rhs = _schur_system(19, 10, 8, keep=0.5, mu=1e-3)
+    d_row = d_row.copy()
+    d_row[3] = 0.0
+    y, it, res = K.schur_cg(indptr, indices, data, d_row, d_col, rhs, 1e-10, 100, NO_GUESS)
+    assert not np.isfinite(res)
+
+
 def test_schur_cg_respects_max_iter():
     (indptr, indices, data), S, d_row, d_col, Kd, rhs = _schur_system(17, 60, 60, keep=0.9, mu=1e-6, reg=1.0)
     y, it, res = K.schur_cg(indptr, indices, data, d_row, d_col, rhs, 1e-15, 3, NO_GUESS)

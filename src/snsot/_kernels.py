@@ -112,11 +112,17 @@ def _cache_dir():
 
 
 def kernel(fastmath=False):
-    """``njit`` for a serial kernel: cached (where possible) and releasing the GIL."""
+    """``njit`` for a serial kernel: cached (where possible) and releasing the GIL.
+
+    ``error_model="numpy"``, as in :func:`parallel_kernel`: a division by zero
+    (a row sum that underflowed to 0, say) gives inf/NaN, which the callers
+    check for and turn into a fallback, instead of a ``ZeroDivisionError``
+    escaping from :func:`snsot.solve`.
+    """
 
     def decorate(func):
         with _cache_dir():
-            return njit(nogil=True, fastmath=fastmath, cache=CACHE)(func)
+            return njit(nogil=True, fastmath=fastmath, cache=CACHE, error_model="numpy")(func)
 
     return decorate
 
