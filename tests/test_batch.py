@@ -9,7 +9,8 @@ import pytest
 from checks import pot_plan
 
 import snsot
-from snsot._engines import ThreadEngine, make_engine
+from snsot import _engines
+from snsot._engines import ProcessEngine, ThreadEngine, make_engine
 
 REG = 2e-2
 
@@ -116,6 +117,40 @@ def test_process_engine_gives_the_thread_engines_results_after_a_solve_in_the_pa
     assert processes.converged.all()
     np.testing.assert_array_equal(processes.costs, threads.costs)  # same single-threaded solves, bit for bit
     np.testing.assert_array_equal(processes.n_iter, threads.n_iter)
+
+
+@pytest.fixture
+def two_blas_threads():
+    """OpenBLAS set to 2 threads (restored after); skip where no OpenBLAS is found."""
+    controls = _engines._openblas_controls()
+    if not controls:
+        pytest.skip("no OpenBLAS loaded in this process")
+    before = [get() for get, _ in controls]
+    for _, set_ in controls:
+        set_(2)
+    yield
+    for (_, set_), n in zip(controls, before):
+        set_(n)
+
+
+def _blas_threads_in_task(data, chunk):
+    return _engines.blas_threads()
+
+
+@pytest.mark.parametrize("engine", [ThreadEngine(1), ThreadEngine(2), ProcessEngine(2)], ids=["threads x1", "threads x2", "processes x2"])
+def test_engines_run_each_task_on_one_blas_thread_and_restore_it(engine, two_blas_threads):
+    # OpenBLAS's own threads spun between two solves and took the second core from the other worker
+    seen = [counts for _, counts in engine.run(_blas_threads_in_task, None, [0, 1, 2])]
+    assert len(seen) == 3 and all(counts and set(counts) == {1} for counts in seen)
+    assert set(_engines.blas_threads()) == {2}
+
+
+def test_one_blas_thread_nests_and_restores_on_the_last_exit(two_blas_threads):
+    with _engines.one_blas_thread():
+        with _engines.one_blas_thread():
+            assert set(_engines.blas_threads()) == {1}
+        assert set(_engines.blas_threads()) == {1}
+    assert set(_engines.blas_threads()) == {2}
 
 
 def test_thread_engine_returns_every_chunk_once():
