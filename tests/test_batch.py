@@ -50,6 +50,23 @@ def test_costs_match_pot_sinkhorn(shared):
         assert abs(out.costs[k] - float((C * P).sum())) < 1e-8
 
 
+@pytest.mark.parametrize("stacked", [False, True])
+def test_negative_costs_are_shifted_as_solve_shifts_them(shared, stacked):
+    # Entropic OT is invariant to a constant added to C: same plan, cost and objective moved by s x mass.
+    C, A, B = shared
+    shift = 3.0 * C.max()
+    Cn = np.stack([C - shift] * len(A)) if stacked else C - shift
+    out = snsot.solve_batch(Cn, A, B, reg=REG, n_jobs=2, return_results=True)
+    base = snsot.solve_batch(C, A, B, reg=REG)
+    assert out.converged.all()
+    np.testing.assert_allclose(out.costs, base.costs - shift, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(out.objectives, base.objectives - shift, rtol=0, atol=1e-10)
+    for k in (0, 4):
+        r = snsot.solve(C - shift, A[k], B[k], reg=REG)
+        np.testing.assert_array_equal(out.results[k].plan, r.plan)  # the same solve, not a re-derivation
+        assert out.costs[k] == r.cost and out.n_iter[k] == r.n_iter
+
+
 def test_each_problem_stops_on_its_own():
     # Far-apart problems need many more iterations than identical ones: a batch that
     # ran a common iteration count would report equal counts.

@@ -67,6 +67,19 @@ def test_rectangular_matrix_equals_single_solves(value, grid_cost):
     assert info.n_solves == 12 + (7 if value == "divergence" else 0)  # self-terms once per row and column
 
 
+@pytest.mark.parametrize("value", ["cost", "divergence"])
+def test_negative_costs_give_the_matrix_of_single_solves(value, grid_cost):
+    X = normalised(images(3, 4))
+    C = grid_cost - 0.75  # negative entries
+    D = snsot.distances(X, C=C, reg=REG, value=value, n_jobs=2)
+    for i in range(4):
+        for j in range(i, 4):
+            assert abs(D[i, j] - single(C, X[i], X[j], value)) <= 1e-10
+    shifted = snsot.distances(X, C=grid_cost, reg=REG, value=value)
+    # a constant added to C moves every cost by that constant (mass 1) and leaves divergences unchanged
+    np.testing.assert_allclose(D, shifted - (0.75 if value == "cost" else 0.0), rtol=0, atol=1e-10)
+
+
 def test_cost_matches_pot_sinkhorn2(grid_cost):
     X, Y = normalised(images(3, 2)), normalised(images(4, 2))
     D = snsot.distances(X, Y, C=grid_cost, reg=REG)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._engines import make_engine
-from .problem import MASS_RTOL, OTProblem, _require_finite_nonnegative, _trusted, positive_float
+from .problem import MASS_RTOL, OTProblem, _first_bad, _require_finite_nonnegative, _trusted, positive_float
 from .result import ConvergenceWarning, OTResult
 from .solvers import DEFAULT_MAX_ITER, available_methods, solve
 
@@ -158,6 +158,20 @@ def _solve_chunk(work: _Work, chunk: np.ndarray):
     return records, extras
 
 
+def finite_cost_range(C: np.ndarray, what: str = "C: cost") -> tuple[float, float]:
+    """``(min, max)`` of a cost; ``ValueError`` naming the first entry that is not finite.
+
+    Negative entries are accepted: each solve shifts them as :func:`snsot.solve`
+    does (see :attr:`snsot.OTProblem.cost_offset`), so a batch gives the
+    plans, costs and objectives of single solves of the same ``C``.
+    """
+    lo, hi = float(C.min()), float(C.max())
+    if np.isfinite(lo) and np.isfinite(hi):
+        return lo, hi
+    raise ValueError(f"{what} must be finite (forbidden pairs, +inf, are not supported in a batch); "
+                     f"{_first_bad(C, ~np.isfinite(C))}")
+
+
 def warn_not_converged(count: int, total: int, tol: float, what: str) -> None:
     """One ConvergenceWarning for a batch (``converged`` says which)."""
     warnings.warn(f"{count} of {total} {what} stopped with a marginal error >= tol {tol:g} (see converged)",
@@ -248,7 +262,9 @@ def solve_batch(C, A=None, B=None, *, reg, method: str = "sns", tol: float = 1e-
     Parameters
     ----------
     C : array_like, shape (n, m) or (k, n, m)
-        One cost shared by every problem, or one per problem.
+        One cost shared by every problem, or one per problem; finite.
+        Negative entries are shifted as :func:`snsot.solve` shifts them (same
+        plans, costs and objectives as single solves).
     A, B : array_like, shape (k, n) / (k, m), or (n,) / (m,), optional
         Source and target weights, one row per problem; a 1-D vector is
         shared by every problem, ``None`` is uniform. The number of problems
@@ -310,7 +326,7 @@ def solve_batch(C, A=None, B=None, *, reg, method: str = "sns", tol: float = 1e-
         raise ValueError(f"C: expected a non-empty (n, m) cost or a (k, n, m) stack; got shape {C.shape}")
     C = np.ascontiguousarray(C, dtype=np.float32 if C.dtype == np.float32 else np.float64)
     n, m = C.shape[-2:]
-    cost_range = _require_finite_nonnegative(C, "C: cost")
+    cost_range = finite_cost_range(C)
     A = np.full((1, n), 1.0 / n) if A is None else _as_stack(A, "A", n)
     B = np.full((1, m), 1.0 / m) if B is None else _as_stack(B, "B", m)
     sizes = {len(A), len(B), len(C) if C.ndim == 3 else 1} - {1}

@@ -30,7 +30,8 @@ import numpy as np
 
 from . import costs as _costs
 from ._engines import make_engine
-from .batch import RECORD_FIELDS, _Work, check_method_options, chunk_size_for, run_chunks, warn_not_converged
+from .batch import (RECORD_FIELDS, _Work, check_method_options, chunk_size_for, finite_cost_range, run_chunks,
+                    warn_not_converged)
 from .problem import _require_finite_nonnegative, positive_float
 
 __all__ = ["distances", "DistanceInfo", "VALUES"]
@@ -170,7 +171,7 @@ def _cost(C, shape, name="C"):
         raise ValueError(f"{name}: has shape {C.shape} but the histograms need {shape} "
                          f"({shape[0]} bins in X, {shape[1]} in Y)")
     C = np.ascontiguousarray(C, dtype=np.float32 if C.dtype == np.float32 else np.float64)
-    return C, _require_finite_nonnegative(C, f"{name}: cost")
+    return C, finite_cost_range(C, f"{name}: cost")
 
 
 def _prepare(X, Y, C, points, metric, value):
@@ -403,7 +404,8 @@ def distances(X, Y=None, *, C=None, points=None, metric="sqeuclidean", reg, valu
         or a list of point clouds, each an ``(n_i, d)`` array (uniform
         weights) or a pair ``(points, weights)``.
     C : array_like, shape (n, m), optional
-        Ground cost between the bins of ``X`` and of ``Y`` (histograms).
+        Ground cost between the bins of ``X`` and of ``Y`` (histograms);
+        finite, negative entries allowed (shifted as :func:`snsot.solve` does).
     points : array_like (n, d), or a pair of them, optional
         Positions of the bins (shared, or ``(points_x, points_y)``); the cost
         is then ``snsot.costs.pairwise(points_x, points_y, metric)``.
