@@ -196,11 +196,39 @@ def chunk_size_for(total: int, workers: int, pair_entries: float, engine_name: s
     return int(max(1, min(by_time, by_balance, 256)))
 
 
-def run_chunks(engine, work: _Work, rows: np.ndarray, chunk_size: int):
-    """Split ``rows`` (an ``(N, 3)`` int array of ``(kind, i, j)``) and yield ``(rows, records, extras)`` per chunk."""
-    chunks = [rows[s:s + chunk_size] for s in range(0, len(rows), chunk_size)]
-    for k, (records, extras) in engine.run(_solve_chunk, work, chunks):
-        yield chunks[k], records, extras
+def rechunk(blocks, chunk_size: int):
+    """Chunks of exactly ``chunk_size`` rows (the last may be shorter) from ``(N, 3)`` row blocks of any size.
+
+    Lazy: only the block being cut and one partial chunk are held, so the
+    rows of a large matrix never exist all at once.
+    """
+    carry = np.empty((0, 3), dtype=np.int64)
+    for block in blocks:
+        if len(carry):
+            block = np.concatenate([carry, block])
+        stop = len(block) - len(block) % chunk_size
+        for s in range(0, stop, chunk_size):
+            yield block[s:s + chunk_size]
+        carry = block[stop:]
+    if len(carry):
+        yield carry
+
+
+def run_chunks(engine, work: _Work, chunks):
+    """Run the chunks (``(n, 3)`` int arrays of ``(kind, i, j)``, any iterable) and yield ``(rows, records, extras)``.
+
+    Chunks are drawn from ``chunks`` only as the engine submits them, and
+    dropped once their results are back.
+    """
+    drawn = {}
+
+    def source():
+        for k, chunk in enumerate(chunks):
+            drawn[k] = chunk
+            yield chunk
+
+    for k, (records, extras) in engine.run(_solve_chunk, work, source()):
+        yield drawn.pop(k), records, extras
 
 
 def check_method_options(method, max_iter, options):
@@ -361,7 +389,7 @@ def solve_batch(C, A=None, B=None, *, reg, method: str = "sns", tol: float = 1e-
         size = chunk_size_for(k, eng.n_workers, n * m, eng.name, chunk_size)
         records = np.full((k, len(RECORD_FIELDS)), np.nan)
         extras = [None] * k if keep != "none" else None
-        with closing(run_chunks(eng, work, rows, size)) as results:
+        with closing(run_chunks(eng, work, rechunk([rows], size))) as results:
             for chunk, recs, ext in results:
                 records[chunk[:, 1]] = recs
                 if extras is not None:
