@@ -174,6 +174,9 @@ def test_solves_are_listed_in_blocks_each_once(k, l, symmetric, divergence):
         blocks = list(layout.blocks(target))
         rows = [tuple(int(v) for v in r) for b in blocks for r in b]
         assert len(rows) == len(set(rows)) == layout.n_solves and set(rows) == expected
+        # each solve has its own row of the table, and the table has no unused row
+        flat = layout.flat(np.array(rows))
+        np.testing.assert_array_equal(np.sort(flat), np.arange(layout.size))
         if target:
             assert max(len(b) for b in blocks) <= max(target, k)  # one source row at least
 
@@ -197,8 +200,9 @@ def test_resume_at_large_k_holds_no_index_array_of_all_pairs(tmp_path, monkeypat
     table[:, 0] = 1
     table[:, 1] = -1.0  # cost
     table[:, 4] = 1  # converged
+    assert table.shape[0] == k * (k + 1) // 2  # the upper triangle only, diagonal included
     for i, j in missing:
-        table[i * k + j, 0] = 0
+        table[i * k - i * (i - 1) // 2 + j - i, 0] = 0  # row i of the triangle starts after sum(k - t, t < i)
     table.flush()
     del table
     monkeypatch.setattr(dist_module, "_BLOCK", 4096)
@@ -208,7 +212,7 @@ def test_resume_at_large_k_holds_no_index_array_of_all_pairs(tmp_path, monkeypat
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    # all (i, j) index pairs as int64 would take 8 MB, the table's records 28 MB; 4096-solve blocks ~0.3 MB
+    # all (i, j) index pairs as int64 would take 8 MB; 4096-solve blocks ~0.3 MB
     assert peak < 2e6
     H = X / X.sum(axis=1, keepdims=True)
     for i, j in missing:

@@ -41,7 +41,7 @@ VALUES = ("cost", "objective", "divergence")
 #: Columns of the solves file: a done flag, then :data:`snsot.batch.RECORD_FIELDS`.
 _COLUMNS = ("done",) + RECORD_FIELDS
 _COST, _OBJ, _ERR, _CONV, _NIT, _TIME = range(1, 7)
-_FORMAT = 1
+_FORMAT = 2  # 2: a symmetric matrix's solves table holds its upper triangle only
 #: Solves per block when the solves are listed, counted or refilled: bounds the index arrays held at once.
 _BLOCK = 1 << 16
 
@@ -248,14 +248,18 @@ class _Layout:
 
     def __init__(self, k, l, symmetric, divergence):
         self.k, self.l, self.symmetric, self.divergence = k, l, symmetric, divergence
-        self.size = k * k if symmetric else k * l + (k + l if divergence else 0)
+        self.size = k * (k + 1) // 2 if symmetric else k * l + (k + l if divergence else 0)
 
     def flat(self, rows):
         kind, i, j = rows[:, 0], rows[:, 1], rows[:, 2]
         if self.symmetric:
-            return i * self.k + j
+            return self.pair_index(i, j)
         return np.where(kind == 0, i * self.l + j, np.where(kind == 1, self.k * self.l + i,
                                                             self.k * self.l + self.k + j))
+
+    def pair_index(self, i, j):
+        """Row of the unordered pair ``i <= j`` in a symmetric matrix's table: its upper triangle, row by row."""
+        return i * self.k - i * (i - 1) // 2 + (j - i)
 
     @property
     def n_solves(self) -> int:
@@ -328,9 +332,10 @@ def _fill(D, table, layout, value, I, J):
     col = _COST if value == "cost" else _OBJ
     if layout.symmetric:
         lo, hi = np.minimum(I, J), np.maximum(I, J)
-        v = table[lo * layout.k + hi, col]
+        v = table[layout.pair_index(lo, hi), col]
         if value == "divergence":
-            d = table[np.arange(layout.k) * (layout.k + 1), _OBJ]
+            diagonal = np.arange(layout.k)
+            d = table[layout.pair_index(diagonal, diagonal), _OBJ]
             v = v - 0.5 * (d[lo] + d[hi])
         D[I, J] = v
         D[J, I] = v
@@ -597,7 +602,7 @@ def _info(table, layout, n_solves, n_solved, wall, engine_name, n_workers) -> Di
     k, l = layout.k, layout.l
     I, J = (a.ravel() for a in np.indices((k, l)))
     if layout.symmetric:
-        idx = np.minimum(I, J) * k + np.maximum(I, J)
+        idx = layout.pair_index(np.minimum(I, J), np.maximum(I, J))
     else:
         idx = I * l + J
     rec = table[idx]
@@ -605,7 +610,7 @@ def _info(table, layout, n_solves, n_solved, wall, engine_name, n_workers) -> Di
     converged = done & (rec[:, _CONV] == 1)
     if layout.divergence:
         if layout.symmetric:
-            selfs = table[np.arange(k) * (k + 1), _CONV] == 1
+            selfs = table[layout.pair_index(np.arange(k), np.arange(k)), _CONV] == 1
             converged &= selfs[I] & selfs[J]
         else:
             base = k * l
