@@ -82,6 +82,26 @@ def _openblas_controls() -> list:
     return controls
 
 
+_found: tuple | None = None  # (pid, threadpoolctl controller or None, OpenBLAS controls)
+
+
+def _blas_libraries():
+    """The BLAS controls of this process, found once per process (a search takes milliseconds).
+
+    NumPy's and SciPy's BLAS are loaded when snsot is imported, before the
+    first search; a BLAS loaded later is not seen.
+    """
+    global _found
+    if _found is None or _found[0] != os.getpid():
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _found = (os.getpid(), None, _openblas_controls())
+        else:
+            _found = (os.getpid(), ThreadpoolController(), [])
+    return _found[1], _found[2]
+
+
 class _BlasLimit:
     """Cap the BLAS libraries of this process at ``limit`` threads until :meth:`restore`.
 
@@ -91,22 +111,17 @@ class _BlasLimit:
     """
 
     def __init__(self, limit: int):
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:
-            self._tpc = None
-            self._before = [(set_, get()) for get, set_ in _openblas_controls()]
-            for set_, _ in self._before:
-                set_(limit)
-        else:
-            self._tpc = threadpool_limits(limits=limit, user_api="blas")
+        controller, controls = _blas_libraries()
+        self._tpc = None if controller is None else controller.limit(limits=limit, user_api="blas")
+        self._before = [(set_, get()) for get, set_ in controls]
+        for set_, _ in self._before:
+            set_(limit)
 
     def restore(self) -> None:
         if self._tpc is not None:
             self._tpc.restore_original_limits()
-        else:
-            for set_, before in self._before:
-                set_(before)
+        for set_, before in self._before:
+            set_(before)
 
 
 _blas_lock = threading.Lock()
