@@ -9,7 +9,8 @@ import pytest
 from checks import pot_plan
 
 import snsot
-from snsot._engines import ThreadEngine, make_engine
+from snsot import _engines
+from snsot._engines import ProcessEngine, ThreadEngine, make_engine
 
 REG = 2e-2
 
@@ -47,6 +48,23 @@ def test_costs_match_pot_sinkhorn(shared):
     for k in range(3):
         P = pot_plan(C, A[k], B[k], REG)
         assert abs(out.costs[k] - float((C * P).sum())) < 1e-8
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_negative_costs_are_shifted_as_solve_shifts_them(shared, stacked):
+    # Entropic OT is invariant to a constant added to C: same plan, cost and objective moved by s x mass.
+    C, A, B = shared
+    shift = 3.0 * C.max()
+    Cn = np.stack([C - shift] * len(A)) if stacked else C - shift
+    out = snsot.solve_batch(Cn, A, B, reg=REG, n_jobs=2, return_results=True)
+    base = snsot.solve_batch(C, A, B, reg=REG)
+    assert out.converged.all()
+    np.testing.assert_allclose(out.costs, base.costs - shift, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(out.objectives, base.objectives - shift, rtol=0, atol=1e-10)
+    for k in (0, 4):
+        r = snsot.solve(C - shift, A[k], B[k], reg=REG)
+        np.testing.assert_array_equal(out.results[k].plan, r.plan)  # the same solve, not a re-derivation
+        assert out.costs[k] == r.cost and out.n_iter[k] == r.n_iter
 
 
 def test_each_problem_stops_on_its_own():
@@ -116,6 +134,40 @@ def test_process_engine_gives_the_thread_engines_results_after_a_solve_in_the_pa
     assert processes.converged.all()
     np.testing.assert_array_equal(processes.costs, threads.costs)  # same single-threaded solves, bit for bit
     np.testing.assert_array_equal(processes.n_iter, threads.n_iter)
+
+
+@pytest.fixture
+def two_blas_threads():
+    """OpenBLAS set to 2 threads (restored after); skip where no OpenBLAS is found."""
+    controls = _engines._openblas_controls()
+    if not controls:
+        pytest.skip("no OpenBLAS loaded in this process")
+    before = [get() for get, _ in controls]
+    for _, set_ in controls:
+        set_(2)
+    yield
+    for (_, set_), n in zip(controls, before):
+        set_(n)
+
+
+def _blas_threads_in_task(data, chunk):
+    return _engines.blas_threads()
+
+
+@pytest.mark.parametrize("engine", [ThreadEngine(1), ThreadEngine(2), ProcessEngine(2)], ids=["threads x1", "threads x2", "processes x2"])
+def test_engines_run_each_task_on_one_blas_thread_and_restore_it(engine, two_blas_threads):
+    # OpenBLAS's own threads spun between two solves and took the second core from the other worker
+    seen = [counts for _, counts in engine.run(_blas_threads_in_task, None, [0, 1, 2])]
+    assert len(seen) == 3 and all(counts and set(counts) == {1} for counts in seen)
+    assert set(_engines.blas_threads()) == {2}
+
+
+def test_one_blas_thread_nests_and_restores_on_the_last_exit(two_blas_threads):
+    with _engines.one_blas_thread():
+        with _engines.one_blas_thread():
+            assert set(_engines.blas_threads()) == {1}
+        assert set(_engines.blas_threads()) == {1}
+    assert set(_engines.blas_threads()) == {2}
 
 
 def test_thread_engine_returns_every_chunk_once():

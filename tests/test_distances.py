@@ -67,6 +67,19 @@ def test_rectangular_matrix_equals_single_solves(value, grid_cost):
     assert info.n_solves == 12 + (7 if value == "divergence" else 0)  # self-terms once per row and column
 
 
+@pytest.mark.parametrize("value", ["cost", "divergence"])
+def test_negative_costs_give_the_matrix_of_single_solves(value, grid_cost):
+    X = normalised(images(3, 4))
+    C = grid_cost - 0.75  # negative entries
+    D = snsot.distances(X, C=C, reg=REG, value=value, n_jobs=2)
+    for i in range(4):
+        for j in range(i, 4):
+            assert abs(D[i, j] - single(C, X[i], X[j], value)) <= 1e-10
+    shifted = snsot.distances(X, C=grid_cost, reg=REG, value=value)
+    # a constant added to C moves every cost by that constant (mass 1) and leaves divergences unchanged
+    np.testing.assert_allclose(D, shifted - (0.75 if value == "cost" else 0.0), rtol=0, atol=1e-10)
+
+
 def test_cost_matches_pot_sinkhorn2(grid_cost):
     X, Y = normalised(images(3, 2)), normalised(images(4, 2))
     D = snsot.distances(X, Y, C=grid_cost, reg=REG)
@@ -142,6 +155,69 @@ def test_interrupted_run_resumes_computing_only_missing_pairs(tmp_path, n_jobs):
     # a third call has nothing to do
     _, again = snsot.distances(X, reg=REG, value="divergence", out=out, return_info=True)
     assert again.n_solved == 0
+
+
+@pytest.mark.parametrize("k, l, symmetric, divergence", [(7, 7, True, False), (7, 7, True, True), (5, 3, False, True),
+                                                         (5, 3, False, False), (40, 40, True, False)])
+def test_solves_are_listed_in_blocks_each_once(k, l, symmetric, divergence):
+    from snsot.distances import _Layout
+
+    layout = _Layout(k, l, symmetric, divergence)
+    if symmetric:
+        i, j = np.triu_indices(k)
+        expected = {(0, a, b) for a, b in zip(i, j)}
+    else:
+        expected = {(0, a, b) for a in range(k) for b in range(l)}
+        if divergence:
+            expected |= {(1, a, a) for a in range(k)} | {(2, b, b) for b in range(l)}
+    for target in (1, 5, 64, None):
+        blocks = list(layout.blocks(target))
+        rows = [tuple(int(v) for v in r) for b in blocks for r in b]
+        assert len(rows) == len(set(rows)) == layout.n_solves and set(rows) == expected
+        # each solve has its own row of the table, and the table has no unused row
+        flat = layout.flat(np.array(rows))
+        np.testing.assert_array_equal(np.sort(flat), np.arange(layout.size))
+        if target:
+            assert max(len(b) for b in blocks) <= max(target, k)  # one source row at least
+
+
+def test_resume_at_large_k_holds_no_index_array_of_all_pairs(tmp_path, monkeypatch):
+    # 1000 histograms: 500,500 solves. All but four are marked done (with a fake cost, -1, that must survive),
+    # so the resumed call lists, counts and refills them block by block and solves only the four.
+    import importlib
+    import tracemalloc
+
+    dist_module = importlib.import_module("snsot.distances")  # the module (snsot.distances is the function)
+
+    k = 1000
+    X = np.random.default_rng(5).random((k, 2)) + 0.1
+    C = np.array([[0.0, 1.0], [1.0, 0.0]])
+    out = tmp_path / "D.npy"
+    with pytest.raises(KeyboardInterrupt):
+        snsot.distances(X, C=C, reg=0.1, out=out, n_jobs=1, chunk_size=1, progress=Interrupt(1))
+    missing = [(0, 0), (0, 999), (500, 731), (998, 999)]
+    table = np.lib.format.open_memmap(str(out) + ".solves.npy", mode="r+")
+    table[:, 0] = 1
+    table[:, 1] = -1.0  # cost
+    table[:, 4] = 1  # converged
+    assert table.shape[0] == k * (k + 1) // 2  # the upper triangle only, diagonal included
+    for i, j in missing:
+        table[i * k - i * (i - 1) // 2 + j - i, 0] = 0  # row i of the triangle starts after sum(k - t, t < i)
+    table.flush()
+    del table
+    monkeypatch.setattr(dist_module, "_BLOCK", 4096)
+    tracemalloc.start()
+    try:
+        D = snsot.distances(X, C=C, reg=0.1, out=out, n_jobs=1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # all (i, j) index pairs as int64 would take 8 MB; 4096-solve blocks ~0.3 MB
+    assert peak < 2e6
+    H = X / X.sum(axis=1, keepdims=True)
+    for i, j in missing:
+        assert abs(D[i, j] - snsot.solve(C, H[i], H[j], reg=0.1).cost) <= 1e-10 and D[j, i] == D[i, j]
+    assert D[1, 2] == D[2, 1] == -1.0 and not np.isnan(D).any()
 
 
 def test_refuses_to_resume_a_different_problem(tmp_path):

@@ -9,17 +9,29 @@ thread pool shares it by reference; Dask sends it to each worker once
 
 Dask is imported only when a Dask engine is made, so ``import snsot`` never
 imports it.
+
+Every engine runs its tasks with the BLAS library capped at one thread
+(:func:`one_blas_thread`): each solve then keeps exactly one core busy. Left
+alone, OpenBLAS wakes a worker thread for the plan's cost (one ``ddot`` over
+the ``n m`` entries) and that thread then spins, waiting for more work, for
+longer than the next solve takes: one "single-threaded" solve kept both
+cores of a 2-core machine busy (CPU/wall 1.99), so a second solve running
+beside it had no core of its own.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import threading
 import time
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, CancelledError, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from typing import Callable, Iterator, Sequence
 
-__all__ = ["ThreadEngine", "ProcessEngine", "DaskEngine", "make_engine", "ENGINES", "default_workers"]
+__all__ = ["ThreadEngine", "ProcessEngine", "DaskEngine", "make_engine", "ENGINES", "default_workers",
+           "one_blas_thread", "blas_threads"]
 
 ENGINES = ("threads", "processes", "dask")
 
@@ -33,6 +45,124 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS, Windows
         return max(1, os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------- one BLAS thread per solve
+
+#: OpenBLAS builds name their thread controls with a prefix (``scipy_`` in the NumPy/SciPy
+#: wheels) and a suffix (``64_`` for the 64-bit-integer build NumPy ships).
+_OPENBLAS_NAMES = [f"{prefix}openblas_{{}}_num_threads{suffix}" for prefix in ("", "scipy_")
+                   for suffix in ("", "64_")]
+
+
+def _openblas_controls() -> list:
+    """``(get, set)`` thread-count functions of every OpenBLAS loaded in this process.
+
+    Found from ``/proc/self/maps`` (Linux); the libraries are only looked
+    up (``RTLD_NOLOAD``), never loaded. Elsewhere, an empty list.
+    """
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = {line.split()[-1] for line in fh if "openblas" in line.rsplit("/", 1)[-1].lower()}
+    except OSError:
+        return []
+    controls = []
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_LOCAL)
+        except OSError:
+            continue
+        for name in _OPENBLAS_NAMES:
+            if hasattr(lib, name.format("set")) and hasattr(lib, name.format("get")):
+                get, set_ = getattr(lib, name.format("get")), getattr(lib, name.format("set"))
+                get.restype, get.argtypes = ctypes.c_int, []
+                set_.restype, set_.argtypes = None, [ctypes.c_int]
+                controls.append((get, set_))
+                break
+    return controls
+
+
+_found: tuple | None = None  # (pid, threadpoolctl controller or None, OpenBLAS controls)
+
+
+def _blas_libraries():
+    """The BLAS controls of this process, found once per process (a search takes milliseconds).
+
+    NumPy's and SciPy's BLAS are loaded when snsot is imported, before the
+    first search; a BLAS loaded later is not seen.
+    """
+    global _found
+    if _found is None or _found[0] != os.getpid():
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _found = (os.getpid(), None, _openblas_controls())
+        else:
+            _found = (os.getpid(), ThreadpoolController(), [])
+    return _found[1], _found[2]
+
+
+class _BlasLimit:
+    """Cap the BLAS libraries of this process at ``limit`` threads until :meth:`restore`.
+
+    With threadpoolctl installed it does the work (OpenBLAS, MKL, BLIS, on
+    every platform); without it OpenBLAS is capped directly (Linux), and
+    other BLAS libraries are left as they are.
+    """
+
+    def __init__(self, limit: int):
+        controller, controls = _blas_libraries()
+        self._tpc = None if controller is None else controller.limit(limits=limit, user_api="blas")
+        self._before = [(set_, get()) for get, set_ in controls]
+        for set_, _ in self._before:
+            set_(limit)
+
+    def restore(self) -> None:
+        if self._tpc is not None:
+            self._tpc.restore_original_limits()
+        for set_, before in self._before:
+            set_(before)
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_limit = None
+
+
+@contextmanager
+def one_blas_thread():
+    """Run the body with BLAS (OpenBLAS, and MKL/BLIS through threadpoolctl) on one thread.
+
+    BLAS thread counts are per process, not per thread: the cap is set when
+    the first caller enters and lifted when the last one leaves, so nested
+    and concurrent uses (several engines, threads of a Dask worker) are
+    safe. Other code of this process that calls BLAS meanwhile also runs on
+    one thread.
+    """
+    global _blas_users, _blas_limit
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limit = _BlasLimit(1)
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limit.restore()
+                _blas_limit = None
+
+
+def blas_threads() -> list[int]:
+    """Thread counts of the OpenBLAS libraries loaded in this process (Linux; for tests and reports)."""
+    return [get() for get, _ in _openblas_controls()]
+
+
+def _with_one_blas_thread(task, data, chunk):
+    """``task(data, chunk)`` under :func:`one_blas_thread` (the form sent to Dask workers)."""
+    with one_blas_thread():
+        return task(data, chunk)
 
 
 def _check_jobs(n_jobs) -> int:
@@ -71,6 +201,10 @@ class ThreadEngine:
         return self.n_jobs
 
     def run(self, task: Callable, data, chunks: Sequence) -> Iterator[tuple[int, object]]:
+        with one_blas_thread():
+            yield from self._run(task, data, chunks)
+
+    def _run(self, task, data, chunks):
         if self.n_jobs == 1:  # no pool: the same results, in order, in this thread
             for k, chunk in enumerate(chunks):
                 yield k, task(data, chunk)
@@ -105,11 +239,14 @@ class ThreadEngine:
 
 
 _worker_data = None
+_worker_blas = None
 
 
 def _set_worker_data(data) -> None:
-    global _worker_data
+    global _worker_data, _worker_blas
     _worker_data = data
+    # The worker process is ours alone: cap BLAS for its whole life.
+    _worker_blas = _BlasLimit(1)
 
 
 def _run_in_worker(task, chunk):
@@ -204,7 +341,8 @@ class DaskEngine:
 
         def submit(k, chunk):
             attempts[k] = attempts.get(k, 0) + 1
-            fut = self.client.submit(task, scattered[-1], chunk, retries=self.retries, pure=False,
+            fut = self.client.submit(_with_one_blas_thread, task, scattered[-1], chunk, retries=self.retries,
+                                     pure=False,
                                      key=f"snsot-chunk-{run_id}-{k}-{attempts[k]}")
             futures[fut], chunk_of[k] = k, chunk
             return fut

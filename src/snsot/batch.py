@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._engines import make_engine
-from .problem import MASS_RTOL, OTProblem, _require_finite_nonnegative, _trusted, positive_float
+from .problem import MASS_RTOL, OTProblem, _first_bad, _require_finite_nonnegative, _trusted, positive_float
 from .result import ConvergenceWarning, OTResult
 from .solvers import DEFAULT_MAX_ITER, available_methods, solve
 
@@ -158,6 +158,20 @@ def _solve_chunk(work: _Work, chunk: np.ndarray):
     return records, extras
 
 
+def finite_cost_range(C: np.ndarray, what: str = "C: cost") -> tuple[float, float]:
+    """``(min, max)`` of a cost; ``ValueError`` naming the first entry that is not finite.
+
+    Negative entries are accepted: each solve shifts them as :func:`snsot.solve`
+    does (see :attr:`snsot.OTProblem.cost_offset`), so a batch gives the
+    plans, costs and objectives of single solves of the same ``C``.
+    """
+    lo, hi = float(C.min()), float(C.max())
+    if np.isfinite(lo) and np.isfinite(hi):
+        return lo, hi
+    raise ValueError(f"{what} must be finite (forbidden pairs, +inf, are not supported in a batch); "
+                     f"{_first_bad(C, ~np.isfinite(C))}")
+
+
 def warn_not_converged(count: int, total: int, tol: float, what: str) -> None:
     """One ConvergenceWarning for a batch (``converged`` says which)."""
     warnings.warn(f"{count} of {total} {what} stopped with a marginal error >= tol {tol:g} (see converged)",
@@ -182,11 +196,39 @@ def chunk_size_for(total: int, workers: int, pair_entries: float, engine_name: s
     return int(max(1, min(by_time, by_balance, 256)))
 
 
-def run_chunks(engine, work: _Work, rows: np.ndarray, chunk_size: int):
-    """Split ``rows`` (an ``(N, 3)`` int array of ``(kind, i, j)``) and yield ``(rows, records, extras)`` per chunk."""
-    chunks = [rows[s:s + chunk_size] for s in range(0, len(rows), chunk_size)]
-    for k, (records, extras) in engine.run(_solve_chunk, work, chunks):
-        yield chunks[k], records, extras
+def rechunk(blocks, chunk_size: int):
+    """Chunks of exactly ``chunk_size`` rows (the last may be shorter) from ``(N, 3)`` row blocks of any size.
+
+    Lazy: only the block being cut and one partial chunk are held, so the
+    rows of a large matrix never exist all at once.
+    """
+    carry = np.empty((0, 3), dtype=np.int64)
+    for block in blocks:
+        if len(carry):
+            block = np.concatenate([carry, block])
+        stop = len(block) - len(block) % chunk_size
+        for s in range(0, stop, chunk_size):
+            yield block[s:s + chunk_size]
+        carry = block[stop:]
+    if len(carry):
+        yield carry
+
+
+def run_chunks(engine, work: _Work, chunks):
+    """Run the chunks (``(n, 3)`` int arrays of ``(kind, i, j)``, any iterable) and yield ``(rows, records, extras)``.
+
+    Chunks are drawn from ``chunks`` only as the engine submits them, and
+    dropped once their results are back.
+    """
+    drawn = {}
+
+    def source():
+        for k, chunk in enumerate(chunks):
+            drawn[k] = chunk
+            yield chunk
+
+    for k, (records, extras) in engine.run(_solve_chunk, work, source()):
+        yield drawn.pop(k), records, extras
 
 
 def check_method_options(method, max_iter, options):
@@ -248,7 +290,9 @@ def solve_batch(C, A=None, B=None, *, reg, method: str = "sns", tol: float = 1e-
     Parameters
     ----------
     C : array_like, shape (n, m) or (k, n, m)
-        One cost shared by every problem, or one per problem.
+        One cost shared by every problem, or one per problem; finite.
+        Negative entries are shifted as :func:`snsot.solve` shifts them (same
+        plans, costs and objectives as single solves).
     A, B : array_like, shape (k, n) / (k, m), or (n,) / (m,), optional
         Source and target weights, one row per problem; a 1-D vector is
         shared by every problem, ``None`` is uniform. The number of problems
@@ -310,7 +354,7 @@ def solve_batch(C, A=None, B=None, *, reg, method: str = "sns", tol: float = 1e-
         raise ValueError(f"C: expected a non-empty (n, m) cost or a (k, n, m) stack; got shape {C.shape}")
     C = np.ascontiguousarray(C, dtype=np.float32 if C.dtype == np.float32 else np.float64)
     n, m = C.shape[-2:]
-    cost_range = _require_finite_nonnegative(C, "C: cost")
+    cost_range = finite_cost_range(C)
     A = np.full((1, n), 1.0 / n) if A is None else _as_stack(A, "A", n)
     B = np.full((1, m), 1.0 / m) if B is None else _as_stack(B, "B", m)
     sizes = {len(A), len(B), len(C) if C.ndim == 3 else 1} - {1}
@@ -345,7 +389,7 @@ def solve_batch(C, A=None, B=None, *, reg, method: str = "sns", tol: float = 1e-
         size = chunk_size_for(k, eng.n_workers, n * m, eng.name, chunk_size)
         records = np.full((k, len(RECORD_FIELDS)), np.nan)
         extras = [None] * k if keep != "none" else None
-        with closing(run_chunks(eng, work, rows, size)) as results:
+        with closing(run_chunks(eng, work, rechunk([rows], size))) as results:
             for chunk, recs, ext in results:
                 records[chunk[:, 1]] = recs
                 if extras is not None:

@@ -30,7 +30,8 @@ import numpy as np
 
 from . import costs as _costs
 from ._engines import make_engine
-from .batch import RECORD_FIELDS, _Work, check_method_options, chunk_size_for, run_chunks, warn_not_converged
+from .batch import (RECORD_FIELDS, _Work, check_method_options, chunk_size_for, finite_cost_range, rechunk,
+                    run_chunks, warn_not_converged)
 from .problem import _require_finite_nonnegative, positive_float
 
 __all__ = ["distances", "DistanceInfo", "VALUES"]
@@ -40,7 +41,9 @@ VALUES = ("cost", "objective", "divergence")
 #: Columns of the solves file: a done flag, then :data:`snsot.batch.RECORD_FIELDS`.
 _COLUMNS = ("done",) + RECORD_FIELDS
 _COST, _OBJ, _ERR, _CONV, _NIT, _TIME = range(1, 7)
-_FORMAT = 1
+_FORMAT = 2  # 2: a symmetric matrix's solves table holds its upper triangle only
+#: Solves per block when the solves are listed, counted or refilled: bounds the index arrays held at once.
+_BLOCK = 1 << 16
 
 
 @dataclass
@@ -170,7 +173,7 @@ def _cost(C, shape, name="C"):
         raise ValueError(f"{name}: has shape {C.shape} but the histograms need {shape} "
                          f"({shape[0]} bins in X, {shape[1]} in Y)")
     C = np.ascontiguousarray(C, dtype=np.float32 if C.dtype == np.float32 else np.float64)
-    return C, _require_finite_nonnegative(C, f"{name}: cost")
+    return C, finite_cost_range(C, f"{name}: cost")
 
 
 def _prepare(X, Y, C, points, metric, value):
@@ -245,27 +248,69 @@ class _Layout:
 
     def __init__(self, k, l, symmetric, divergence):
         self.k, self.l, self.symmetric, self.divergence = k, l, symmetric, divergence
-        self.size = k * k if symmetric else k * l + (k + l if divergence else 0)
+        self.size = k * (k + 1) // 2 if symmetric else k * l + (k + l if divergence else 0)
 
     def flat(self, rows):
         kind, i, j = rows[:, 0], rows[:, 1], rows[:, 2]
         if self.symmetric:
-            return i * self.k + j
+            return self.pair_index(i, j)
         return np.where(kind == 0, i * self.l + j, np.where(kind == 1, self.k * self.l + i,
                                                             self.k * self.l + self.k + j))
 
-    def all_rows(self):
-        """Every solve, self-terms first, then pairs by source row (so warm starts share a source)."""
+    def pair_index(self, i, j):
+        """Row of the unordered pair ``i <= j`` in a symmetric matrix's table: its upper triangle, row by row."""
+        return i * self.k - i * (i - 1) // 2 + (j - i)
+
+    @property
+    def n_solves(self) -> int:
+        """Solves the matrix needs: unordered pairs and the diagonal, or all pairs and the self-terms."""
         k, l = self.k, self.l
         if self.symmetric:
-            i, j = np.triu_indices(k)
-            return np.stack([np.zeros_like(i), i, j], axis=1)
-        pairs = np.stack([np.zeros(k * l, np.int64), np.repeat(np.arange(k), l), np.tile(np.arange(l), k)], axis=1)
-        if not self.divergence:
-            return pairs
-        sx = np.stack([np.ones(k, np.int64), np.arange(k), np.arange(k)], axis=1)
-        sy = np.stack([np.full(l, 2, np.int64), np.arange(l), np.arange(l)], axis=1)
-        return np.concatenate([sx, sy, pairs])
+            return k * (k + 1) // 2
+        return k * l + (k + l if self.divergence else 0)
+
+    def blocks(self, target: int | None = None):
+        """Every solve as ``(N, 3)`` arrays of ``(kind, i, j)`` of about ``target`` rows, generated lazily.
+
+        Order: self-terms first, then pairs by source row (so warm starts
+        share a source). No array of all k l (or k^2 / 2) solves is ever made.
+        """
+        k, l = self.k, self.l
+        target = target or _BLOCK
+        if self.symmetric:
+            i0 = 0
+            while i0 < k:
+                # row i of the upper triangle holds the k - i solves (i, i..k-1)
+                i1, count = i0 + 1, k - i0
+                while i1 < k and count + (k - i1) <= target:
+                    count, i1 = count + k - i1, i1 + 1
+                i = np.arange(i0, i1)
+                lens = k - i
+                I = np.repeat(i, lens)
+                J = np.arange(len(I)) - np.repeat(np.cumsum(lens) - lens, lens) + I
+                yield np.stack([np.zeros_like(I), I, J], axis=1)
+                i0 = i1
+            return
+        if self.divergence:
+            for kind, size in ((1, k), (2, l)):
+                for s in range(0, size, target):
+                    r = np.arange(s, min(size, s + target))
+                    yield np.stack([np.full(len(r), kind), r, r], axis=1)
+        per = max(1, target // l)
+        for s in range(0, k, per):
+            i = np.arange(s, min(k, s + per))
+            yield np.stack([np.zeros(len(i) * l, np.int64), np.repeat(i, l), np.tile(np.arange(l), len(i))], axis=1)
+
+    def pending(self, table, target: int | None = None):
+        """The solves not marked done in ``table``, block by block (see :meth:`blocks`)."""
+        for rows in self.blocks(target):
+            rows = rows[table[self.flat(rows), 0] != 1]
+            if len(rows):
+                yield rows
+
+    def count(self, table, test, target: int | None = None) -> int:
+        """Solves whose table rows pass ``test(records)``, counted block by block."""
+        return sum(int(test(table[self.flat(rows)]).sum()) for rows in self.blocks(target))
 
     def entries(self, rows):
         """Matrix entries ``(I, J)`` whose value may change when the solves ``rows`` finish."""
@@ -287,9 +332,10 @@ def _fill(D, table, layout, value, I, J):
     col = _COST if value == "cost" else _OBJ
     if layout.symmetric:
         lo, hi = np.minimum(I, J), np.maximum(I, J)
-        v = table[lo * layout.k + hi, col]
+        v = table[layout.pair_index(lo, hi), col]
         if value == "divergence":
-            d = table[np.arange(layout.k) * (layout.k + 1), _OBJ]
+            diagonal = np.arange(layout.k)
+            d = table[layout.pair_index(diagonal, diagonal), _OBJ]
             v = v - 0.5 * (d[lo] + d[hi])
         D[I, J] = v
         D[J, I] = v
@@ -403,7 +449,8 @@ def distances(X, Y=None, *, C=None, points=None, metric="sqeuclidean", reg, valu
         or a list of point clouds, each an ``(n_i, d)`` array (uniform
         weights) or a pair ``(points, weights)``.
     C : array_like, shape (n, m), optional
-        Ground cost between the bins of ``X`` and of ``Y`` (histograms).
+        Ground cost between the bins of ``X`` and of ``Y`` (histograms);
+        finite, negative entries allowed (shifted as :func:`snsot.solve` does).
     points : array_like (n, d), or a pair of them, optional
         Positions of the bins (shared, or ``(points_x, points_y)``); the cost
         is then ``snsot.costs.pairwise(points_x, points_y, metric)``.
@@ -508,22 +555,23 @@ def distances(X, Y=None, *, C=None, points=None, metric="sqeuclidean", reg, valu
         table = np.full((layout.size, len(_COLUMNS)), np.nan)
         table[:, 0] = 0
 
-    rows = layout.all_rows()
-    done = table[layout.flat(rows), 0] == 1
-    if done.any():  # resumed: rebuild every entry from the solves (D may lag behind the table)
-        I, J = (np.triu_indices(k) if symmetric else np.indices((k, l)).reshape(2, -1))
-        _fill(D, table, layout, value, I, J)
-    todo = rows[~done]
+    n_total = layout.n_solves
+    n_done = layout.count(table, lambda rec: rec[:, 0] == 1)
+    if n_done:  # resumed: rebuild every entry from the solves (D may lag behind the table)
+        for rows in layout.blocks():
+            rows = rows[rows[:, 0] == 0]  # every entry is one pair solve (self-terms come in through _fill)
+            _fill(D, table, layout, value, rows[:, 1], rows[:, 2])
+    n_todo = n_total - n_done
     n_solved = 0
-    if len(todo):
+    if n_todo:
         eng, owned = make_engine(engine, n_jobs, client)
-        bar = _Progress(progress, len(rows), int(done.sum()), f"{value} {k}x{l}")
+        bar = _Progress(progress, n_total, n_done, f"{value} {k}x{l}")
         try:
             n_workers = eng.n_workers
             pair_entries = float(np.mean([np.size(w) for w in measures["x"]]) *
                                  np.mean([np.size(w) for w in measures["y"]]))
-            size = chunk_size_for(len(todo), n_workers, pair_entries, eng.name, chunk_size)
-            with closing(run_chunks(eng, work, todo, size)) as results:
+            size = chunk_size_for(n_todo, n_workers, pair_entries, eng.name, chunk_size)
+            with closing(run_chunks(eng, work, rechunk(layout.pending(table), size))) as results:
                 for chunk, records, _ in results:
                     idx = layout.flat(chunk)
                     table[idx, 1:] = records
@@ -541,12 +589,12 @@ def distances(X, Y=None, *, C=None, points=None, metric="sqeuclidean", reg, valu
                 D.flush()
     else:
         n_workers = 0
-    missed = int(((table[:, 0] == 1) & (table[:, _CONV] != 1)).sum())
+    missed = layout.count(table, lambda rec: (rec[:, 0] == 1) & (rec[:, _CONV] != 1))
     if warn and missed:
-        warn_not_converged(missed, len(rows), tol, "solves")
+        warn_not_converged(missed, n_total, tol, "solves")
     if not return_info:
         return D
-    return D, _info(table, layout, len(rows), n_solved, time.perf_counter() - t0,
+    return D, _info(table, layout, n_total, n_solved, time.perf_counter() - t0,
                     engine if isinstance(engine, str) else engine.name, n_workers)
 
 
@@ -554,7 +602,7 @@ def _info(table, layout, n_solves, n_solved, wall, engine_name, n_workers) -> Di
     k, l = layout.k, layout.l
     I, J = (a.ravel() for a in np.indices((k, l)))
     if layout.symmetric:
-        idx = np.minimum(I, J) * k + np.maximum(I, J)
+        idx = layout.pair_index(np.minimum(I, J), np.maximum(I, J))
     else:
         idx = I * l + J
     rec = table[idx]
@@ -562,7 +610,7 @@ def _info(table, layout, n_solves, n_solved, wall, engine_name, n_workers) -> Di
     converged = done & (rec[:, _CONV] == 1)
     if layout.divergence:
         if layout.symmetric:
-            selfs = table[np.arange(k) * (k + 1), _CONV] == 1
+            selfs = table[layout.pair_index(np.arange(k), np.arange(k)), _CONV] == 1
             converged &= selfs[I] & selfs[J]
         else:
             base = k * l

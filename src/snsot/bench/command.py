@@ -82,6 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peer-pairs", type=int, default=6, help="--distances: pairs for the peers (default 6)")
     parser.add_argument("--pot-iter", type=int, default=300,
                         help="--distances: iteration cap of POT's Sinkhorn solvers (default 300)")
+    parser.add_argument("--sample-pairs", type=int, default=1000,
+                        help="--distances: random pairs timed on 1 and 2 workers (default 1000; the whole matrix "
+                             "runs on 2 threads and on Dask)")
     parser.add_argument("--pointcloud", action="store_true",
                         help="instead: 2-D point clouds on a truncated support vs dense SNS and POT's lazy solvers "
                         "(writes POINTCLOUD.md, pointcloud.json, pointcloud_scaling.png)")

@@ -4,9 +4,15 @@ Every figure comes from one run of one command, on the packaged MNIST
 digits (grid cost |x - y|^2 with pixels spanning [0, 1], reg 1/1200 by
 default). It measures
 
-* snsot on all unordered pairs of ``--digits`` digits (diagonal included):
-  solves per second with the thread engine on 1 and on 2 threads, with warm
-  starts, and with a Dask ``LocalCluster`` of 2 single-threaded workers;
+* snsot on ``--sample-pairs`` seeded random pairs ``i < j`` of ``--digits``
+  digits with :func:`snsot.solve_batch`, the same pairs on the thread engine
+  with 1 and 2 threads (interleaved 1, 2, 2, 1 with ``--repeats 2``) and on
+  the process engine with 2 workers; then the whole matrix (all pairs,
+  diagonal included) with :func:`snsot.distances` on 2 threads and on a Dask
+  ``LocalCluster`` of 2 single-threaded workers; warm starts against cold
+  starts on all pairs of 16 of the digits;
+* where each thread worker's time went (Linux schedstat): on a core,
+  waiting for a core (other jobs), or blocked (the GIL);
 * the fan-out's own cost, per solve: worker-seconds not spent inside a solve,
   ``(wall x workers - sum of solve times) / solves``, on MNIST and on tiny
   problems with one solve per task (where it is nearly all overhead);
@@ -25,12 +31,16 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .. import costs, datasets
+from .._engines import ThreadEngine
+from ..batch import solve_batch
 from ..distances import distances
 
 __all__ = ["run", "mnist_histograms"]
@@ -68,6 +78,59 @@ def _row(name, solves, wall, *, cpu=None, info=None, workers=None, error=None, n
     return row
 
 
+class _ProbedThreads(ThreadEngine):
+    """The thread engine, recording where each worker thread's time went while it ran a chunk.
+
+    From ``/proc/thread-self/schedstat`` (Linux): seconds on a core, and
+    seconds runnable but waiting for one (other jobs on the machine); the
+    rest of the wall time the thread was blocked, which for these solves
+    means waiting for the GIL. Elsewhere nothing is recorded.
+    """
+
+    def __init__(self, n_jobs):
+        super().__init__(n_jobs)
+        self.wall = self.on_core = self.waiting = 0.0
+        self._lock = threading.Lock()
+
+    def run(self, task, data, chunks):
+        def probed(data, chunk):
+            t0, s0 = time.perf_counter(), _schedstat()
+            out = task(data, chunk)
+            t1, s1 = time.perf_counter(), _schedstat()
+            if s0 is not None and s1 is not None:
+                with self._lock:
+                    self.wall += t1 - t0
+                    self.on_core += s1[0] - s0[0]
+                    self.waiting += s1[1] - s0[1]
+            return out
+
+        return super().run(probed, data, chunks)
+
+    def shares(self) -> dict:
+        if not self.wall:
+            return {}
+        return dict(on_core=self.on_core / self.wall, waiting=self.waiting / self.wall,
+                    blocked=max(0.0, 1.0 - (self.on_core + self.waiting) / self.wall))
+
+
+def _schedstat():
+    try:
+        with open("/proc/thread-self/schedstat") as fh:
+            run, wait, _ = fh.read().split()
+        return int(run) / 1e9, int(wait) / 1e9
+    except (OSError, ValueError):
+        return None
+
+
+def sample_pairs(n_digits: int, size: int, seed: int = 0) -> np.ndarray:
+    """``size`` unordered pairs ``i < j`` drawn without replacement (all of them if fewer), sorted."""
+    i, j = np.triu_indices(n_digits, k=1)
+    if size < len(i):
+        pick = np.sort(np.random.default_rng(seed).choice(len(i), size=size, replace=False))
+        i, j = i[pick], j[pick]
+    return np.stack([i, j], axis=1)
+
+
 def run(args, log=print) -> int:
     """Run the distances benchmark with the parsed ``snsot bench`` arguments; write DISTANCES.md/.json."""
     n_digits = args.digits
@@ -81,25 +144,53 @@ def run(args, log=print) -> int:
     C = costs.grid((28, 28))
     distances(X[:2], C=C, reg=reg, tol=tol, n_jobs=1)  # load the kernels
     rows = []
+    pairs = sample_pairs(n_digits, getattr(args, "sample_pairs", None) or 1000)
+    A, B = X[pairs[:, 0]], X[pairs[:, 1]]
+    n_all = n_digits * (n_digits - 1) // 2
 
-    def snsot_run(name, **kw):
-        (D, info), wall, cpu = _timed(lambda: distances(X, C=C, reg=reg, tol=tol, return_info=True, **kw))
-        rows.append(_row(name, info.n_solved, wall, cpu=cpu, info=info, workers=info.n_workers,
-                         note=kw.get("note", "")))
-        log(f"  {name}: {info.n_solved} solves in {wall:.1f} s ({info.n_solved / wall:.2f}/s)")
+    def add(name, solves, wall, cpu, *, workers, converged, max_error, overhead=None, engine=None, note=""):
+        row = dict(name=name, solves=int(solves), wall=wall, per_second=solves / wall, cpu_per_wall=cpu / wall,
+                   workers=workers, converged=converged, max_error=float(max_error), note=note)
+        if overhead is not None:
+            row["overhead_ms"] = overhead
+        if isinstance(engine, _ProbedThreads):
+            row.update({f"share_{k}": v for k, v in engine.shares().items()})
+        rows.append(row)
+        log(f"  {name}: {solves} solves in {wall:.1f} s ({solves / wall:.2f}/s)")
+
+    def batch_run(name, engine, n_jobs, **kw):
+        eng = _ProbedThreads(n_jobs) if engine == "threads" else engine
+        out, wall, cpu = _timed(lambda: solve_batch(C, A, B, reg=reg, tol=tol, engine=eng, n_jobs=n_jobs, **kw))
+        add(name, len(out), wall, cpu, workers=n_jobs, converged=f"{int(out.converged.sum())}/{len(out)}",
+            max_error=out.marginal_errors.max(), overhead=1e3 * (wall * n_jobs - out.times.sum()) / len(out),
+            engine=eng, note=f"{len(out)} of the {n_all} pairs")
+        return out
+
+    def matrix_run(name, Xm, engine, n_jobs, **kw):
+        eng = _ProbedThreads(n_jobs) if engine == "threads" else engine
+        (D, info), wall, cpu = _timed(lambda: distances(Xm, C=C, reg=reg, tol=tol, return_info=True, engine=eng,
+                                                        n_jobs=n_jobs, **kw))
+        add(name, info.n_solved, wall, cpu, workers=info.n_workers,
+            converged=f"{int(info.converged.sum())}/{info.converged.size}", max_error=np.nanmax(info.marginal_error),
+            overhead=1e3 * (wall * info.n_workers - info.solve_time) / max(1, info.n_solved), engine=eng,
+            note=f"all pairs of {len(Xm)} digits" + (", warm starts" if kw.get("warm_start") else ""))
         return D
 
-    log(f"snsot.distances on {n_digits} MNIST digits ({n_digits * (n_digits + 1) // 2} solves), reg {reg:g}, "
+    log(f"snsot on {len(pairs)} of the {n_all} pairs of {n_digits} MNIST digits, then on all of them; reg {reg:g}, "
         f"tol {tol:g}")
-    # Interleaved 1, 2, 2, 1 so a change in the machine's load hits both settings alike.
-    D1 = snsot_run("snsot threads x1", n_jobs=1)
-    D2 = snsot_run("snsot threads x2", n_jobs=2)
+    # The same pairs on 1 and 2 workers, interleaved 1, 2, 2, 1 so a change in the machine's load hits both alike.
+    b1 = batch_run("threads x1", "threads", 1)
+    b2 = batch_run("threads x2", "threads", 2)
     if args.repeats and args.repeats > 1:
-        snsot_run("snsot threads x2 (again)", n_jobs=2)
-        snsot_run("snsot threads x1 (again)", n_jobs=1)
-    snsot_run("snsot threads x2, warm starts", n_jobs=2, warm_start=True)
-    Dp = snsot_run("snsot processes x2", engine="processes", n_jobs=2)
-    same_threads = max(float(np.abs(D1 - D2).max()), float(np.abs(D1 - Dp).max()))
+        batch_run("threads x2 (again)", "threads", 2)
+        batch_run("threads x1 (again)", "threads", 1)
+    bp = batch_run("processes x2", "processes", 2)
+    same_threads = max(float(np.abs(b1.costs - b2.costs).max()), float(np.abs(b1.costs - bp.costs).max()))
+    # Warm starts need pairs that share a source: all pairs of a few digits, cold and warm.
+    Xw = X[:: max(1, n_digits // 16)][:16]
+    matrix_run("threads x2, cold", Xw, "threads", 2)
+    matrix_run("threads x2, warm starts", Xw, "threads", 2, warm_start=True)
+    D2 = matrix_run("threads x2, whole matrix", X, "threads", 2)
 
     dask_rows = {}
     try:
@@ -115,8 +206,8 @@ def run(args, log=print) -> int:
         distances(X[:3], C=C, reg=reg, tol=tol, engine="dask", client=client)  # workers load the kernels
         startup = time.perf_counter() - t
         try:
-            Dd = snsot_run("snsot Dask LocalCluster x2", engine="dask", client=client)
-            dask_rows["max_difference_to_threads"] = float(np.abs(Dd - D1).max())
+            Dd = matrix_run("Dask LocalCluster x2, whole matrix", X, "dask", None, client=client)
+            dask_rows["max_difference_to_threads"] = float(np.abs(Dd - D2).max())
             dask_rows["startup_seconds"] = startup
             # Tiny problems, one solve per task: the per-task cost of the fan-out itself.
             rng = np.random.default_rng(0)
@@ -136,25 +227,28 @@ def run(args, log=print) -> int:
     rows += peer_rows
     elapsed = time.perf_counter() - started
     load_after = os.getloadavg()
-    command = getattr(args, "command_line", None) or "snsot bench --distances"
+    command = getattr(args, "command_line", None) or (
+        "snsot " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "snsot bench --distances")
     by = {r["name"]: r for r in rows}
+    rate = lambda name: by[name]["per_second"] if name in by else None  # noqa: E731
     ratios = {}
-    if "snsot threads x1" in by:
-        ratios["threads x2 / x1"] = by["snsot threads x2"]["per_second"] / by["snsot threads x1"]["per_second"]
-        ratios["warm starts / cold (x2)"] = (by["snsot threads x2, warm starts"]["per_second"]
-                                             / by["snsot threads x2"]["per_second"])
-    if "snsot processes x2" in by and "snsot threads x1" in by:
-        ratios["processes x2 / threads x1"] = (by["snsot processes x2"]["per_second"]
-                                               / by["snsot threads x1"]["per_second"])
-    if "snsot Dask LocalCluster x2" in by:
-        ratios["Dask x2 / threads x2"] = by["snsot Dask LocalCluster x2"]["per_second"] / by["snsot threads x2"][
-            "per_second"]
-    if "POT ot.batch.solve_batch (log_sinkhorn)" in by and "snsot to POT's error, threads x2" in by:
-        ratios["snsot / POT batch, equal error"] = (by["snsot to POT's error, threads x2"]["per_second"]
-                                                     / by["POT ot.batch.solve_batch (log_sinkhorn)"]["per_second"])
+    for label, top, bottom in (("threads x2 / x1, same pairs", "threads x2", "threads x1"),
+                               ("threads x2 / x1, same pairs (again)", "threads x2 (again)", "threads x1 (again)"),
+                               ("processes x2 / threads x1, same pairs", "processes x2", "threads x1"),
+                               ("threads x2 whole matrix / threads x1 sample", "threads x2, whole matrix", "threads x1"),
+                               ("Dask x2 / threads x2, whole matrix", "Dask LocalCluster x2, whole matrix",
+                                "threads x2, whole matrix"),
+                               ("warm starts / cold (x2)", "threads x2, warm starts", "threads x2, cold"),
+                               ("snsot / POT batch, equal error", "snsot to POT's error, threads x2",
+                                "POT ot.batch.solve_batch (log_sinkhorn)")):
+        if rate(top) and rate(bottom):
+            ratios[label] = rate(top) / rate(bottom)
+    if "Dask LocalCluster x2, whole matrix" in by and "threads x2, whole matrix" in by:
+        dask_rows["overhead_ms_per_solve_more_than_threads"] = (by["Dask LocalCluster x2, whole matrix"]["overhead_ms"]
+                                                                - by["threads x2, whole matrix"]["overhead_ms"])
     payload = dict(command=command, digits=n_digits, reg=reg, tol=tol, rows=rows, ratios=ratios,
                    threads_difference=same_threads, dask=dask_rows, load_before=load_before, load_after=load_after,
-                   cpus=os.cpu_count(), elapsed=elapsed)
+                   cpus=os.cpu_count(), elapsed=elapsed, sample=len(pairs), all_pairs=n_all)
     (out_dir / "distances.json").write_text(json.dumps(payload, indent=1))
     text = _markdown(payload)
     (out_dir / "DISTANCES.md").write_text(text)
@@ -193,8 +287,6 @@ def _peers(X, C, reg, tol, args, log):
         log(f"  POT batch: failed ({type(exc).__name__}: {exc})")
         pot_err = None
 
-    from ..batch import solve_batch
-
     for name, t in ((("snsot to POT's error, threads x2", pot_err) if pot_err and pot_err > tol else (None, None)),
                     ("snsot to tol, threads x2", tol)):
         if name is None:
@@ -222,23 +314,37 @@ def _peers(X, C, reg, tol, args, log):
 
 def _markdown(p) -> str:
     lines = [f"# snsot.distances benchmark", "", f"Command: `{p['command']}`", "",
-             f"{p['digits']} packaged MNIST digits, grid cost |x - y|^2, reg {p['reg']:.6g}, tol {p['tol']:g}; "
-             f"{p['cpus']} CPUs, load average {p['load_before'][0]:.1f} before and {p['load_after'][0]:.1f} after "
-             f"(the machine is shared: absolute rates are low, ratios from this one run), {p['elapsed']:.0f} s in all.",
-             "", "| run | solves | wall s | solves/s | CPU/wall | overhead ms/solve | converged | max marginal error "
-             "| note |", "|---|---|---|---|---|---|---|---|---|"]
+             f"{p['digits']} packaged MNIST digits ({p['all_pairs']} pairs), grid cost |x - y|^2, reg {p['reg']:.6g}, "
+             f"tol {p['tol']:g}; {p['cpus']} CPUs, load average {p['load_before'][0]:.1f} before and "
+             f"{p['load_after'][0]:.1f} after (ratios from this one run), {p['elapsed']:.0f} s in all.", "",
+             f"Rows on \"{p['sample']} of the {p['all_pairs']} pairs\" solve the same seeded random sample of pairs with "
+             "`solve_batch` (so 1 and 2 workers are compared on identical work); \"whole matrix\" rows are "
+             "`distances` on all pairs (diagonal included).",
+             "", "| run | solves | wall s | solves/s | CPU/wall | overhead ms/solve | on core | waiting for a core "
+             "| blocked (GIL) | converged | max marginal error | note |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in p["rows"]:
         cell = lambda key, fmt: (fmt % r[key]) if key in r and r[key] is not None else ""  # noqa: E731
+        pct = lambda key: ("%.0f%%" % (100 * r[key])) if key in r else ""  # noqa: E731
         lines.append(f"| {r['name']} | {r['solves']} | {r['wall']:.2f} | {r['per_second']:.3g} | "
-                     f"{cell('cpu_per_wall', '%.2f')} | {cell('overhead_ms', '%.2f')} | {r.get('converged', '')} | "
+                     f"{cell('cpu_per_wall', '%.2f')} | {cell('overhead_ms', '%.2f')} | {pct('share_on_core')} | "
+                     f"{pct('share_waiting')} | {pct('share_blocked')} | {r.get('converged', '')} | "
                      f"{cell('max_error', '%.2g')} | {r['note']} |")
     lines += ["", "Ratios (this run): " + "; ".join(f"{k} = {v:.2f}" for k, v in p["ratios"].items()), "",
-              f"Largest difference between the threads x1 matrix and the threads x2 and processes x2 ones: "
+              f"Largest difference between the threads x1 costs and the threads x2 and processes x2 ones: "
               f"{p['threads_difference']:.2g}"]
     if p["dask"]:
+        d = p["dask"]
         lines.append(f"Largest difference between the Dask and threads matrices: "
-                     f"{p['dask']['max_difference_to_threads']:.2g}; LocalCluster start "
-                     f"and worker warm-up {p['dask']['startup_seconds']:.1f} s (not counted in solves/s)")
+                     f"{d['max_difference_to_threads']:.2g}; LocalCluster start and worker warm-up "
+                     f"{d['startup_seconds']:.1f} s (not counted in solves/s)"
+                     + (f"; Dask's overhead per solve beyond the thread pool's: "
+                        f"{d['overhead_ms_per_solve_more_than_threads']:.2f} ms"
+                        if "overhead_ms_per_solve_more_than_threads" in d else ""))
     lines += ["", "overhead ms/solve = (wall x workers - sum of solve times) / solves: worker time not spent "
-              "solving (scheduling, transfers, idle workers at the end, and time lost to other jobs on the machine)."]
+              "solving (scheduling, transfers, idle workers at the end, and time lost to other jobs on the machine).",
+              "On core / waiting for a core / blocked: shares of the thread workers' wall time inside chunks, from "
+              "/proc/thread-self/schedstat. Waiting for a core is time lost to other jobs; blocked is time the "
+              "thread could not run at all, here waiting for the GIL (the Python parts of a solve hold it, the "
+              "kernels release it)."]
     return "\n".join(lines) + "\n"
