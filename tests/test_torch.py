@@ -147,12 +147,67 @@ def test_unbalanced_ot_loss_plan_gradient_is_pots_unbalanced_plan_and_value_is_t
     assert value.item() == pytest.approx(unbalanced_primal(C, P_pot, a, b, reg, (rho, rho)), rel=1e-8, abs=1e-10)
 
 
-def test_unbalanced_ot_plan_says_its_derivative_is_not_implemented_and_bad_reg_m_is_named():
+def test_bad_reg_m_is_named_before_solving():
     C, a, b = _unbalanced_problem()
-    with pytest.raises(NotImplementedError, match="reg_m"):
-        st.ot_plan(_t(C), _t(a), _t(b), reg=0.1, reg_m=1.0)
-    with pytest.raises(ValueError, match="reg_m"):
-        st.ot_loss(_t(C), _t(a), _t(b), reg=0.1, reg_m=-1.0)
+    for fn in (st.ot_loss, st.ot_plan):
+        with pytest.raises(ValueError, match="reg_m"):
+            fn(_t(C), _t(a), _t(b), reg=0.1, reg_m=-1.0)
+
+
+@pytest.mark.parametrize("reg_m", [1.0, (0.5, 2.0), (float("inf"), 1.0), (1.0, float("inf"))])
+def test_unbalanced_ot_plan_gradients_pass_gradcheck(reg_m):
+    C, a, b = _unbalanced_problem()
+    W = _t(np.random.default_rng(2).standard_normal(C.shape))
+    inputs = (_t(C, True), _t(a, True), _t(b, True))
+    assert torch.autograd.gradcheck(
+        lambda C, a, b: (st.ot_plan(C, a, b, reg=0.2, reg_m=reg_m, tol=1e-13) * W).sum(),
+        inputs, eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:If reg_type = entropy")
+def test_unbalanced_ot_plan_is_pots_unbalanced_plan():
+    ot = pytest.importorskip("ot")
+    C, a, b = _unbalanced_problem(6, 5, seed=7)
+    plan = st.ot_plan(_t(C), _t(a), _t(b), reg=0.1, reg_m=0.7, tol=1e-13).numpy()
+    P_pot = ot.unbalanced.sinkhorn_unbalanced(a, b, C, 0.1, 0.7, reg_type="entropy", numItermax=100_000,
+                                              stopThr=1e-14)
+    np.testing.assert_allclose(plan, P_pot, rtol=1e-9, atol=1e-13)
+
+
+def test_unbalanced_plan_gradients_tend_to_the_balanced_ones_as_reg_m_grows():
+    C, a, b = _problem(6, 5, 11)
+    W = np.random.default_rng(3).standard_normal(C.shape)
+
+    def grads(**kw):
+        Ct, at, bt = _t(C, True), _t(a, True), _t(b, True)
+        (st.ot_plan(Ct, at, bt, reg=0.1, tol=1e-13, **kw) * _t(W)).sum().backward()
+        # the balanced weight gradients are defined up to a shared constant: compare centred
+        return [Ct.grad.numpy(), at.grad.numpy() - at.grad.numpy().mean(), bt.grad.numpy() - bt.grad.numpy().mean()]
+
+    balanced = grads()
+    errors = []
+    for rho in (1e5, 1e7):
+        errors.append(max(np.abs(x - y).max() for x, y in zip(grads(reg_m=rho), balanced)))
+    assert errors[1] < 1e-6
+    assert errors[1] < errors[0] / 30  # O(reg / rho): 100x per 100x in rho
+
+
+@pytest.mark.parametrize("reg_m", [0.7, (float("inf"), 0.7)])
+def test_unbalanced_ot_plan_zero_mass_row_one_sided_derivative(reg_m):
+    C, a, b = _unbalanced_problem(6, 5, seed=7)
+    a[1] = 0.0
+    W = np.random.default_rng(4).standard_normal(C.shape)
+    reg = 0.1
+    at = _t(a, True)
+    (st.ot_plan(_t(C), at, _t(b), reg=reg, reg_m=reg_m, tol=1e-13) * _t(W)).sum().backward()
+    loss = lambda w: (snsot.solve(C, w, b, reg=reg, reg_m=reg_m, tol=1e-14).plan * W).sum()
+    moved = a.copy()
+    moved[1] = 1e-8
+    fd = (loss(moved) - loss(a)) / 1e-8
+    if reg_m == 0.7:  # relaxed row: mass grows like t**(rho / (rho + reg)), an infinite slope
+        assert np.isinf(at.grad[1].item()) and np.sign(at.grad[1].item()) == np.sign(fd)
+    else:  # hard row: the finite one-sided derivative
+        assert at.grad[1].item() == pytest.approx(fd, abs=1e-5)
 
 
 @pytest.mark.parametrize("bad, exc, match", [

@@ -27,6 +27,7 @@ on empty bins too; the plan's derivative there is finite and exact.
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 
 import numpy as np
@@ -55,15 +56,11 @@ def _to_numpy(t, name):
     return np.asarray(t, dtype=np.float64)
 
 
-def _check_reg_m(reg_m, *, plan=False):
-    """``reg_m`` as :func:`snsot.solve` takes it (``None``: balanced); the plan's derivative is balanced only."""
+def _check_reg_m(reg_m):
+    """``reg_m`` as :func:`snsot.solve` takes it (``None``: balanced), checked before any solving."""
     if reg_m is None:
         return None
-    parse_reg_m(reg_m)  # a ValueError naming reg_m, before any solving
-    if plan:
-        raise NotImplementedError(
-            "reg_m: implicit differentiation of the unbalanced plan is not implemented yet; "
-            "ot_loss(..., reg_m=) gives the unbalanced value and its exact gradients")
+    parse_reg_m(reg_m)  # a ValueError naming reg_m
     return reg_m
 
 
@@ -232,24 +229,29 @@ def _self_loss(C, a, *, reg, method, tol, **options):
 
 # --------------------------------------------------------------------- plan ---
 
-def _adjoint(P, r, c, rhs_r, rhs_c, rtol, max_iter):
-    """Solve ``[[diag(r), P], [P^T, diag(c)]] [lam; mu] = [rhs_r; rhs_c]`` (consistent, singular along (1, -1)).
+def _adjoint(P, r, c, rhs_r, rhs_c, rtol, max_iter, singular=True):
+    """Solve ``[[diag(r), P], [P^T, diag(c)]] [lam; mu] = [rhs_r; rhs_c]`` by CG on a Schur complement.
 
     Eliminates the larger block and runs Jacobi-preconditioned CG on the
     Schur complement ``diag(c) - P^T diag(1/r) P`` of the smaller one, as the
-    Newton step of SNS does. That complement is positive semi-definite with
-    null vector ``1`` (``P 1 = r``); adding ``s 1 1^T`` makes it definite
-    without changing the solution of a right-hand side orthogonal to ``1``
-    (which it is: both blocks of the right-hand side have the same sum), and
-    picks the solution with ``sum mu = 0``.
+    Newton step of SNS does.
+
+    Balanced (``singular``): ``r``, ``c`` are the plan's sums, so the
+    complement is positive semi-definite with null vector ``1`` (``P 1 =
+    r``); adding ``s 1 1^T`` makes it definite without changing the solution
+    of a right-hand side orthogonal to ``1`` (which it is: both blocks of the
+    right-hand side have the same sum), and picks the solution with ``sum mu
+    = 0``. Unbalanced: ``r``, ``c`` carry the KL terms ``reg / rho * target``
+    on a relaxed side, the matrix is definite and nothing is fixed.
     """
     swap = P.shape[1] > P.shape[0]
     if swap:
         P, r, c, rhs_r, rhs_c = P.T, c, r, rhs_c, rhs_r
     m = len(c)
-    s = float(c.mean()) / m
+    s = float(c.mean()) / m if singular else 0.0
     rhs = rhs_c - P.T @ (rhs_r / r)
-    rhs = rhs - rhs.mean()  # remove the round-off component along the null vector
+    if singular:
+        rhs = rhs - rhs.mean()  # remove the round-off component along the null vector
 
     def matvec(y):
         return c * y - P.T @ ((P @ y) / r) + s * y.sum()
@@ -264,65 +266,115 @@ def _adjoint(P, r, c, rhs_r, rhs_c, rtol, max_iter):
     return (mu, lam) if swap else (lam, mu)
 
 
+def _relaxed_block(sums, h, rho, reg):
+    """``(diagonal block of H, exp(-h / rho))`` for one side; ``(sums, 1)`` on a hard side."""
+    if math.isinf(rho):
+        return sums, np.ones_like(sums)
+    return sums * (1.0 + reg / rho), np.exp(-h / rho)
+
+
+def _zero_bin_gradient(q, G, other, reg, relaxed):
+    """Derivative of ``<G, P>`` with respect to the weight of empty bins (one row of ``q`` each).
+
+    Giving an empty bin a mass ``t`` adds a row ``t q`` to the plan (``q`` the
+    conditional ``exp((g_j - C_ij) / reg)``, normalised) and moves the other
+    side's sums by ``t q``, whose effect is ``-reg <mu, q>`` through the
+    adjoint: the derivative is ``sum_j q_ij (G_ij - reg mu_j)``. On a relaxed
+    side the row's mass grows like ``t ** (rho / (rho + reg))``, so the
+    derivative is infinite, with that sign.
+    """
+    q = q / q.sum(1, keepdims=True)
+    d = (q * (G - reg * other[None, :])).sum(1)
+    if relaxed:
+        return np.where(d == 0, 0.0, np.copysign(np.inf, d))
+    return d
+
+
 class _OTPlan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, C, a, b, reg, method, tol, cg_rtol, options):
+    def forward(ctx, C, a, b, reg, method, tol, cg_rtol, options, reg_m=None):
         Cn = _to_numpy(C, "C")
-        res = _solve(Cn, _to_numpy(a, "a"), _to_numpy(b, "b"), reg, method, tol, options)
+        an, bn = _to_numpy(a, "a"), _to_numpy(b, "b")
+        if reg_m is None:
+            res = _solve(Cn, an, bn, reg, method, tol, options)
+        else:
+            res = solve(Cn, an, bn, reg=reg, reg_m=reg_m, method=method, tol=tol, **options)
         ctx.C, ctx.result, ctx.cg_rtol = Cn, res, cg_rtol
+        ctx.rho = (math.inf, math.inf) if reg_m is None else parse_reg_m(reg_m)
         return torch.as_tensor(res.plan).to(dtype=C.dtype, device=C.device)
 
     @staticmethod
     def backward(ctx, grad_plan):
-        res, Cn = ctx.result, ctx.C
+        res, Cn, rho = ctx.result, ctx.C, ctx.rho
+        balanced = math.isinf(rho[0]) and math.isinf(rho[1])
         reg, P = res.reg, res.plan
         G = grad_plan.detach().to(device="cpu", dtype=torch.float64).numpy()
         f, g = res.potentials
         rows, cols = np.flatnonzero(np.isfinite(f)), np.flatnonzero(np.isfinite(g))
         Ps, Gs = P[np.ix_(rows, cols)], G[np.ix_(rows, cols)]
         GP = Gs * Ps
-        # dL = <G, dP>, dP = P (df_i + dg_j - dC_ij) / reg and the marginal constraints
-        # H (df, dg) = reg (da, db) + ((P dC) 1, (P dC)^T 1) give, with H (lam, mu) = ((GP) 1, (GP)^T 1) / reg:
-        # dL/dC = P (lam_i + mu_j) - G P / reg, dL/da = reg lam, dL/db = reg mu.
-        lam_s, mu_s = _adjoint(Ps, Ps.sum(1), Ps.sum(0), GP.sum(1) / reg, GP.sum(0) / reg, ctx.cg_rtol,
-                               max_iter=max(1000, 10 * min(Ps.shape)))
+        # dL = <G, dP>, dP = P (df_i + dg_j - dC_ij) / reg. Differentiating the optimality
+        # conditions P 1 = a exp(-f / rho_1), P^T 1 = b exp(-g / rho_2) (rho = inf: balanced) gives
+        # H (df, dg) = reg (e_a da, e_b db) + ((P dC) 1, (P dC)^T 1), e_a = exp(-f / rho_1), with
+        # H = [[diag(P 1 + reg / rho_1 a~), P], [P^T, diag(P^T 1 + reg / rho_2 b~)]] (solvers/_kl_marginals.py).
+        # With the adjoint H (lam, mu) = ((GP) 1, (GP)^T 1) / reg:
+        # dL/dC = P (lam_i + mu_j) - G P / reg, dL/da = reg e_a lam, dL/db = reg e_b mu.
+        # At the optimum the targets a~, b~ are the plan's sums: H's diagonal is P 1 (1 + reg / rho_1).
+        r, c = Ps.sum(1), Ps.sum(0)
+        (d_row, scale_a), (d_col, scale_b) = (_relaxed_block(s, h, rh, reg) for s, h, rh in
+                                              ((r, f[rows], rho[0]), (c, g[cols], rho[1])))
+        lam_s, mu_s = _adjoint(Ps, d_row, d_col, GP.sum(1) / reg, GP.sum(0) / reg, ctx.cg_rtol,
+                               max_iter=max(1000, 10 * min(Ps.shape)), singular=balanced)
         n, m = P.shape
         lam, mu = np.zeros(n), np.zeros(m)
         lam[rows], mu[cols] = lam_s, mu_s
+        ga, gb = np.zeros(n), np.zeros(m)
+        ga[rows], gb[cols] = reg * scale_a * lam_s, reg * scale_b * mu_s
         if len(rows) < n or len(cols) < m:
-            # A zero-mass bin's one-sided derivative: its row of the plan is a times the
-            # conditional q_ij = exp((f_i + g_j - C_ij) / reg) with f_i the c-transform, so
-            # lam_i = sum_j q_ij (G_ij / reg - mu_j).
             ff, gg = _full_potentials(Cn, f, g, reg)
             zr, zc = np.setdiff1d(np.arange(n), rows), np.setdiff1d(np.arange(m), cols)
             if len(zr):
-                q = np.exp((ff[zr, None] + gg[None, cols] - Cn[np.ix_(zr, cols)]) / reg)
-                lam[zr] = (q * (G[np.ix_(zr, cols)] / reg - mu_s[None, :])).sum(1)
+                q = np.exp((gg[None, cols] - Cn[np.ix_(zr, cols)]) / reg
+                           - ((gg[None, cols] - Cn[np.ix_(zr, cols)]) / reg).max(1, keepdims=True))
+                ga[zr] = _zero_bin_gradient(q, G[np.ix_(zr, cols)], mu_s, reg, not math.isinf(rho[0]))
             if len(zc):
-                q = np.exp((ff[rows, None] + gg[None, zc] - Cn[np.ix_(rows, zc)]) / reg)
-                mu[zc] = (q * (G[np.ix_(rows, zc)] / reg - lam_s[:, None])).sum(0)
+                e = (ff[rows, None] - Cn[np.ix_(rows, zc)]).T / reg
+                q = np.exp(e - e.max(1, keepdims=True))
+                gb[zc] = _zero_bin_gradient(q, G[np.ix_(rows, zc)].T, lam_s, reg, not math.isinf(rho[1]))
         gC = P * (lam[:, None] + mu[None, :]) - G * P / reg
-        ga, gb = _centre(reg * lam, reg * mu)
+        if balanced:
+            ga, gb = _centre(ga, gb)
         ref = grad_plan
         out = [torch.as_tensor(x).to(dtype=ref.dtype, device=ref.device) if need else None
                for x, need in zip((gC, ga, gb), ctx.needs_input_grad[:3])]
-        return (*out, None, None, None, None, None)
+        return (*out, None, None, None, None, None, None)
 
 
 def ot_plan(C, a=None, b=None, *, reg, reg_m=None, method="sns", tol=1e-9, cg_rtol=1e-10, **options):
     r"""Entropic OT plan as a tensor, differentiable by implicit differentiation.
 
     The plan :math:`P_{ij} = \exp((f_i + g_j - C_{ij})/\varepsilon)` is
-    defined by its marginal conditions ``P 1 = a``, ``P^T 1 = b``.
-    Differentiating them gives the Newton system of the dual,
-    ``[[diag(a), P], [P^T, diag(b)]]``, which the backward pass solves once
-    (for the adjoint) by conjugate gradients on its Schur complement, the
-    linear algebra of SNS's Newton step. For a loss ``L(P)`` with ``G =
-    dL/dP`` and the adjoint ``(lam, mu)`` of ``((G P) 1, (G P)^T 1) / reg``:
+    defined by its marginal conditions ``P 1 = a``, ``P^T 1 = b``
+    (unbalanced, ``reg_m = (rho_1, rho_2)``: ``P 1 = a exp(-f / rho_1)``,
+    ``P^T 1 = b exp(-g / rho_2)``). Differentiating them gives the Newton
+    system of the dual, ``H = [[diag(P 1 (1 + reg / rho_1)), P], [P^T,
+    diag(P^T 1 (1 + reg / rho_2))]]`` (``reg / rho = 0`` on a hard side; the
+    KL Hessian of :mod:`snsot.solvers._kl_marginals` at the optimum), which
+    the backward pass solves once (for the adjoint) by conjugate gradients on
+    its Schur complement, the linear algebra of SNS's Newton step. For a loss
+    ``L(P)`` with ``G = dL/dP`` and the adjoint ``(lam, mu)`` of ``((G P) 1,
+    (G P)^T 1) / reg``:
 
-    ``dL/dC = P (lam_i + mu_j) - G P / reg``, ``dL/da = reg lam``,
-    ``dL/db = reg mu`` (centred so that their sums agree, as in
-    :func:`ot_loss`).
+    ``dL/dC = P (lam_i + mu_j) - G P / reg``, ``dL/da = reg lam exp(-f /
+    rho_1)``, ``dL/db = reg mu exp(-g / rho_2)``. Balanced (both ``rho``
+    infinite), ``H`` is singular along ``(1, -1)`` and the weight gradients
+    are centred so that their sums agree, as in :func:`ot_loss`; with a
+    finite ``rho`` the system is definite and they are unique.
+
+    Zero-mass bins: the derivative with respect to their weight is the
+    one-sided one (module docstring); on a relaxed side (finite ``rho``) the
+    row's mass grows like ``t ** (rho / (rho + reg))``, so that derivative
+    is ``+inf`` or ``-inf`` (0 if the loss does not see the row).
 
     Parameters
     ----------
@@ -345,5 +397,7 @@ def ot_plan(C, a=None, b=None, *, reg, reg_m=None, method="sns", tol=1e-9, cg_rt
     saved plan.
     """
     _check_inputs(C, a, b)
-    _check_reg_m(reg_m, plan=True)
-    return _OTPlan.apply(C, a, b, reg, method, tol, float(cg_rtol), options)
+    reg_m = _check_reg_m(reg_m)
+    if reg_m is not None and all(math.isinf(r) for r in parse_reg_m(reg_m)):
+        reg_m = None  # both sides hard: the balanced problem (solve() does the same)
+    return _OTPlan.apply(C, a, b, reg, method, tol, float(cg_rtol), options, reg_m)
