@@ -269,6 +269,47 @@ def test_ot_plan_zero_mass_row_one_sided_derivative():
     assert at.grad[1].item() - at.grad[3].item() == pytest.approx(fd, abs=1e-5)
 
 
+@pytest.mark.parametrize("reg_m", [None, 1.0, (float("inf"), 0.5)])
+def test_sparse_backward_matches_the_dense_one_at_small_reg(reg_m):
+    from snsot.torch._autograd import _sparse_block
+
+    rng = np.random.default_rng(20)
+    n = 200
+    C = snsot.costs.pairwise(rng.random((n, 2)), rng.random((n, 2)))
+    W = rng.standard_normal(C.shape)
+    grads = {}
+    for backward in ("dense", "sparse", "auto"):
+        Ct, at, bt = _t(C, True), _t(np.full(n, 1 / n), True), _t(np.full(n, 1 / n), True)
+        P = st.ot_plan(Ct, at, bt, reg=1e-3, reg_m=reg_m, tol=1e-10, backward=backward)
+        (P * _t(W)).sum().backward()
+        grads[backward] = [Ct.grad.numpy(), at.grad.numpy(), bt.grad.numpy()]
+    assert _sparse_block(P.detach().numpy(), 1e-10) is not None  # "auto" took the sparse path here
+    for dense, sparse, auto in zip(grads["dense"], grads["sparse"], grads["auto"]):
+        assert np.abs(dense - sparse).max() < 1e-8
+        np.testing.assert_array_equal(sparse, auto)
+
+
+def test_sparse_backward_passes_gradcheck():
+    C, a, b = _problem(6, 5, 21)
+    W = _t(np.random.default_rng(5).standard_normal(C.shape))
+    plan = lambda C, al, be: (st.ot_plan(C, torch.softmax(al, 0), torch.softmax(be, 0), reg=0.1, tol=1e-13,
+                                         backward="sparse") * W).sum()
+    assert torch.autograd.gradcheck(plan, (_t(C, True), _t(np.log(a), True), _t(np.log(b), True)),
+                                    eps=1e-6, atol=1e-7)
+
+
+def test_dense_plan_keeps_the_dense_backward_and_bad_backward_is_named():
+    from snsot.torch._autograd import _sparse_block
+
+    C, a, b = _problem(30, 20, 22)
+    P = snsot.solve(C, a, b, reg=0.5).plan  # every entry well above the threshold
+    assert _sparse_block(P, 1e-10) is None
+    with pytest.raises(ValueError, match="backward"):
+        st.ot_plan(_t(C), _t(a), _t(b), reg=0.1, backward="csr")
+    with pytest.raises(ValueError, match="cg_rtol"):
+        st.ot_plan(_t(C), _t(a), _t(b), reg=0.1, cg_rtol=0.0)
+
+
 # ----------------------------------------------------- sinkhorn_divergence ---
 
 def test_divergence_gradcheck_points_and_weights():

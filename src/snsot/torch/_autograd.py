@@ -39,6 +39,7 @@ from .._kernels import thread_limit
 from ..problem import OTProblem, parse_reg_m
 from ..solvers._kl_marginals import _relaxed
 from ..result import ConvergenceWarning
+from .. import _kernels as K
 from ..solvers import linalg
 from ..solvers.symmetric import solve_symmetric
 
@@ -266,6 +267,47 @@ def _adjoint(P, r, c, rhs_r, rhs_c, rtol, max_iter, singular=True):
     return (mu, lam) if swap else (lam, mu)
 
 
+# The sparse backward keeps plan entries above tau = cg_rtol * mass / (n m), so the dropped mass
+# is at most cg_rtol times the total, the accuracy asked of CG anyway; it is taken when at most
+# this fraction of the entries is kept (above it a dense BLAS pass beats the CSR kernels).
+_SPARSE_DENSITY = 0.2
+
+
+def _sparse_block(P, rtol, force=False):
+    """The plan's entries above ``rtol * sum(P) / P.size`` in CSR; None when more than ``_SPARSE_DENSITY`` remain.
+
+    ``force``: the CSR block whatever its density.
+    """
+    tau = rtol * float(P.sum()) / P.size
+    keep = P > tau
+    if not force and np.count_nonzero(keep) > _SPARSE_DENSITY * P.size:
+        return None
+    rows, cols = np.nonzero(keep)
+    indptr = np.zeros(P.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=P.shape[0]), out=indptr[1:])
+    return linalg.CsrOffDiagonal(indptr, cols.astype(np.int32), P[rows, cols], P.shape)
+
+
+def _adjoint_sparse(S, rho, reg, rhs_r, rhs_c, rtol, max_iter):
+    """The adjoint system of :func:`_adjoint` on the CSR block ``S``, by the compiled CG of SNS's Newton step.
+
+    ``S``'s own sums make the diagonal (so ``H`` is exactly the Newton
+    matrix of the sparsified plan, and balanced it keeps its null vector
+    ``1``; the right-hand side is orthogonal to it and CG from 0 stays
+    consistent). Returns ``(lam, mu)`` or None if CG missed ``rtol`` (the
+    caller then solves densely).
+    """
+    ones = np.ones
+    r = K.csr_matvec(S.indptr, S.indices, S.data, ones(S.shape[1]))
+    c = S.rmatvec(ones(S.shape[0]))
+    d_row = r if math.isinf(rho[0]) else r * (1.0 + reg / rho[0])
+    d_col = c if math.isinf(rho[1]) else c * (1.0 + reg / rho[1])
+    d = linalg.newton_direction(S, d_row, d_col, rhs_r, rhs_c, 1.0, rtol, max_iter)
+    if not d.residual <= rtol:
+        return None
+    return d.x, d.y
+
+
 def _relaxed_block(sums, h, rho, reg):
     """``(diagonal block of H, exp(-h / rho))`` for one side; ``(sums, 1)`` on a hard side."""
     if math.isinf(rho):
@@ -292,14 +334,14 @@ def _zero_bin_gradient(q, G, other, reg, relaxed):
 
 class _OTPlan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, C, a, b, reg, method, tol, cg_rtol, options, reg_m=None):
+    def forward(ctx, C, a, b, reg, method, tol, cg_rtol, options, reg_m=None, backward="auto"):
         Cn = _to_numpy(C, "C")
         an, bn = _to_numpy(a, "a"), _to_numpy(b, "b")
         if reg_m is None:
             res = _solve(Cn, an, bn, reg, method, tol, options)
         else:
             res = solve(Cn, an, bn, reg=reg, reg_m=reg_m, method=method, tol=tol, **options)
-        ctx.C, ctx.result, ctx.cg_rtol = Cn, res, cg_rtol
+        ctx.C, ctx.result, ctx.cg_rtol, ctx.backward = Cn, res, cg_rtol, backward
         ctx.rho = (math.inf, math.inf) if reg_m is None else parse_reg_m(reg_m)
         return torch.as_tensor(res.plan).to(dtype=C.dtype, device=C.device)
 
@@ -323,8 +365,14 @@ class _OTPlan(torch.autograd.Function):
         r, c = Ps.sum(1), Ps.sum(0)
         (d_row, scale_a), (d_col, scale_b) = (_relaxed_block(s, h, rh, reg) for s, h, rh in
                                               ((r, f[rows], rho[0]), (c, g[cols], rho[1])))
-        lam_s, mu_s = _adjoint(Ps, d_row, d_col, GP.sum(1) / reg, GP.sum(0) / reg, ctx.cg_rtol,
-                               max_iter=max(1000, 10 * min(Ps.shape)), singular=balanced)
+        rhs_r, rhs_c = GP.sum(1) / reg, GP.sum(0) / reg
+        max_iter = max(1000, 10 * min(Ps.shape))
+        adjoint = None
+        S = None if ctx.backward == "dense" else _sparse_block(Ps, ctx.cg_rtol, force=ctx.backward == "sparse")
+        if S is not None:
+            adjoint = _adjoint_sparse(S, rho, reg, rhs_r, rhs_c, ctx.cg_rtol, max_iter)
+        lam_s, mu_s = adjoint if adjoint is not None else _adjoint(
+            Ps, d_row, d_col, rhs_r, rhs_c, ctx.cg_rtol, max_iter=max_iter, singular=balanced)
         n, m = P.shape
         lam, mu = np.zeros(n), np.zeros(m)
         lam[rows], mu[cols] = lam_s, mu_s
@@ -347,10 +395,11 @@ class _OTPlan(torch.autograd.Function):
         ref = grad_plan
         out = [torch.as_tensor(x).to(dtype=ref.dtype, device=ref.device) if need else None
                for x, need in zip((gC, ga, gb), ctx.needs_input_grad[:3])]
-        return (*out, None, None, None, None, None, None)
+        return (*out, None, None, None, None, None, None, None)
 
 
-def ot_plan(C, a=None, b=None, *, reg, reg_m=None, method="sns", tol=1e-9, cg_rtol=1e-10, **options):
+def ot_plan(C, a=None, b=None, *, reg, reg_m=None, method="sns", tol=1e-9, cg_rtol=1e-10, backward="auto",
+            **options):
     r"""Entropic OT plan as a tensor, differentiable by implicit differentiation.
 
     The plan :math:`P_{ij} = \exp((f_i + g_j - C_{ij})/\varepsilon)` is
@@ -383,6 +432,15 @@ def ot_plan(C, a=None, b=None, *, reg, reg_m=None, method="sns", tol=1e-9, cg_rt
     cg_rtol : float
         Relative residual of the backward CG solve (a
         :class:`~snsot.ConvergenceWarning` is emitted if it is not reached).
+    backward : {"auto", "sparse", "dense"}
+        Operator of the backward CG. ``"sparse"``: the plan's entries above
+        ``cg_rtol * sum(P) / (n m)`` (so the dropped mass is at most
+        ``cg_rtol`` of the total) in CSR, with the diagonal made of their own
+        sums, solved by the compiled CG of SNS's sparse Newton step
+        (:func:`snsot._kernels.schur_cg`); ``"dense"``: the whole plan (two
+        BLAS passes per CG iteration); ``"auto"``: sparse when at most 20 % of
+        the entries are kept, as at small ``reg``. A sparse CG that misses
+        ``cg_rtol`` falls back to the dense one.
 
     Returns
     -------
@@ -392,12 +450,15 @@ def ot_plan(C, a=None, b=None, *, reg, reg_m=None, method="sns", tol=1e-9, cg_rt
 
     Notes
     -----
-    The backward pass uses the whole plan (dense Schur complement, two
-    passes over ``P`` per CG iteration); it costs ``O(n m)`` memory for the
-    saved plan.
+    The backward pass saves the dense plan (``O(n m)`` memory) and forms the
+    dense gradient ``dL/dC``; only the CG iterations run on the sparse block.
     """
     _check_inputs(C, a, b)
     reg_m = _check_reg_m(reg_m)
     if reg_m is not None and all(math.isinf(r) for r in parse_reg_m(reg_m)):
         reg_m = None  # both sides hard: the balanced problem (solve() does the same)
-    return _OTPlan.apply(C, a, b, reg, method, tol, float(cg_rtol), options, reg_m)
+    if backward not in ("auto", "sparse", "dense"):
+        raise ValueError(f"backward: expected 'auto', 'sparse' or 'dense'; got {backward!r}")
+    if not (isinstance(cg_rtol, (int, float)) and 0 < cg_rtol < 1):
+        raise ValueError(f"cg_rtol: must be a number in (0, 1); got {cg_rtol!r}")
+    return _OTPlan.apply(C, a, b, reg, method, tol, float(cg_rtol), options, reg_m, backward)
