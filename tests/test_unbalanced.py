@@ -362,13 +362,36 @@ def test_large_rho_and_very_different_masses_sns_converges_or_says_stalled():
     np.testing.assert_allclose(tight.plan, res.plan, rtol=1e-8)
 
 
-@pytest.mark.parametrize("bad, what", [(-0.5, "negative costs"), (np.inf, "forbidden pairs")])
-def test_negative_or_forbidden_costs_are_refused_with_reg_m(bad, what):
-    """The balanced solve shifts negative costs and checks forbidden pairs' feasibility; neither
-    carries over to KL marginals (the unbalanced plan changes when a constant is added to C)."""
-    C, a, b = _problem(23, n=4, m=5)
-    C[1, 2] = bad
-    with pytest.raises(ValueError, match=f"C: {what}.*reg_m"):
+@pytest.mark.parametrize("method", ["sns", "sinkhorn"])
+@pytest.mark.parametrize("rho", [0.7, (0.5, 2.0), (math.inf, 0.7), (0.7, math.inf)])
+def test_negative_costs_are_solved_exactly_and_match_pot(method, rho):
+    """Adding a constant to C changes the unbalanced problem; solve() maps it to a reweighting instead."""
+    C, a, b = _problem(23, n=6, m=5)
+    C = C - 0.6  # most entries negative
+    pair = parse_reg_m(rho)
+    res = snsot.solve(C, a, b, reg=0.1, reg_m=rho, method=method, tol=1e-12)
+    assert res.converged
+    P_pot, _ = _pot_plan(C, a, b, 0.1, list(pair) if np.isfinite(pair).all() else pair)
+    np.testing.assert_allclose(res.plan, P_pot, rtol=1e-9, atol=1e-13)
+    assert res.objective == pytest.approx(unbalanced_primal(C, res.plan, a, b, 0.1, pair), rel=1e-10, abs=1e-12)
+    # the potentials are the original problem's: P = exp((f + g - C) / reg), P 1 = a exp(-f / rho_1)
+    f, g = res.potentials
+    np.testing.assert_allclose(res.plan, _plan(C, f, g, 0.1), rtol=1e-10)
+    target = a if math.isinf(pair[0]) else a * np.exp(-f / pair[0])
+    np.testing.assert_allclose(res.plan.sum(1), target, rtol=1e-9)
+    again = snsot.solve(C, a, b, reg=0.1, reg_m=rho, method=method, tol=1e-11, init=res.potentials)
+    assert again.n_iter <= 2
+
+
+def test_negative_costs_whose_plan_would_overflow_are_refused_naming_c():
+    C, a, b = _problem(24, n=4, m=5)
+    C[0, 0] = -1e4  # the plan's mass grows like exp(1e4 / rho)
+    with pytest.raises(ValueError, match="C: negative costs.*overflow"):
         snsot.solve(C, a, b, reg=0.1, reg_m=1.0)
-    b = b * a.sum() / b.sum()
-    assert snsot.solve(C, a, b, reg=0.1).converged  # the balanced problem takes it
+
+
+def test_forbidden_costs_are_refused_with_reg_m():
+    C, a, b = _problem(23, n=4, m=5)
+    C[1, 2] = np.inf
+    with pytest.raises(ValueError, match="C: forbidden pairs.*reg_m"):
+        snsot.solve(C, a, b, reg=0.1, reg_m=1.0)

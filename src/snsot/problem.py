@@ -171,7 +171,8 @@ class OTProblem:
         With a finite side the totals of ``a`` and ``b`` may differ and are
         kept as given. Unbalanced OT is not invariant to a constant added to
         the cost, and a forbidden pair may leave a bin nothing to move to:
-        with a finite ``reg_m`` the cost must be finite and non-negative.
+        with a finite ``reg_m`` the cost must be finite; negative costs are
+        solved exactly (:meth:`potential_shifts`).
 
     Raises
     ------
@@ -211,12 +212,10 @@ class OTProblem:
                 )
             if tb != ta:
                 b = b * (ta / tb)
-        elif forbidden or cost_range[0] < 0:
-            # Neither the shift of negative costs nor the feasibility check of
-            # forbidden pairs carries over to KL-relaxed marginals.
-            what = "forbidden pairs (+inf)" if forbidden else f"negative costs (min {cost_range[0]!r})"
-            raise ValueError(f"C: {what} are not supported with reg_m (unbalanced OT); "
-                             "give a finite, non-negative cost")
+        elif forbidden:
+            # The feasibility check of forbidden pairs does not carry over to KL-relaxed marginals.
+            raise ValueError("C: forbidden pairs (+inf) are not supported with reg_m (unbalanced OT); "
+                             "give a finite cost")
 
         if reg is None:
             raise ValueError("reg: the entropic regularisation is required")
@@ -252,18 +251,64 @@ class OTProblem:
         """
         return min(self.cost_range[0], 0.0)
 
+    def potential_shifts(self) -> tuple[float, float]:
+        """``(s_1, s_2)``, ``s_1 + s_2 = cost_offset``: how the potentials of :meth:`shifted` map back.
+
+        Balanced, ``f`` takes the whole offset. Unbalanced, adding ``s`` to
+        the cost is no longer an invariance, but ``s sum(P)`` splits into
+        ``s_1 sum(P 1) + s_2 sum(P^T 1)`` and ``rho KL(r | a) + s_1 sum(r) =
+        rho KL(r | a exp(-s_1 / rho)) + rho (m(a) - m(a exp(-s_1 / rho)))``:
+        the problem on ``C - s`` with weights ``a exp(-s_1 / rho_1)``, ``b
+        exp(-s_2 / rho_2)`` has the same plan, potentials ``f - s_1``, ``g -
+        s_2``, and its objective differs by :meth:`objective_offset`. A hard
+        side takes the whole offset (there ``sum(r)`` is fixed); two relaxed
+        sides share it in proportion to their ``rho`` (the same factor on
+        both weights).
+        """
+        s = self.cost_offset
+        rho_1, rho_2 = self.reg_m
+        if s == 0:
+            return 0.0, 0.0
+        if np.isinf(rho_1):
+            return s, 0.0
+        if np.isinf(rho_2):
+            return 0.0, s
+        return s * rho_1 / (rho_1 + rho_2), s * rho_2 / (rho_1 + rho_2)
+
+    def objective_offset(self) -> float:
+        """The original objective minus that of :meth:`shifted` (see :meth:`potential_shifts`)."""
+        if self.balanced:
+            return self.cost_offset * self.mass
+        total = 0.0
+        for s_k, rho_k, w in zip(self.potential_shifts(), self.reg_m, (self.a, self.b)):
+            if s_k == 0:
+                continue
+            m_k = float(w.sum())
+            total += s_k * m_k if np.isinf(rho_k) else -rho_k * m_k * float(np.expm1(-s_k / rho_k))
+        return total
+
     def shifted(self) -> "OTProblem":
         """The problem on ``C - cost_offset``, whose finite costs are non-negative (``self`` if no shift).
 
         The shifted cost is float64 even for a float32 ``C``, so that the shift is exact.
+        Unbalanced, the weights are rescaled as :meth:`potential_shifts` says.
         """
         offset = self.cost_offset
         if offset == 0:
             return self
         lo, hi = self.cost_range
+        a, b = self.a, self.b
+        if not self.balanced:
+            with np.errstate(over="ignore"):
+                a, b = (w if np.isinf(r) else w * np.exp(-s / r)
+                        for w, s, r in zip((a, b), self.potential_shifts(), self.reg_m))
+            if not (np.isfinite(a.sum()) and np.isfinite(b.sum())):
+                raise ValueError(f"C: negative costs (min {lo!r}) against reg_m {self.reg_m} make the optimal "
+                                 "plan's mass overflow float64 (it grows like exp(-min C / rho)); "
+                                 "shift C or raise reg_m")
         # in float64: float32 - float32 rounds (to 6e-8 relative, i.e. a different
         # problem), while two float32 values differ exactly in float64
-        p = _trusted(self.C.astype(np.float64) - offset, self.a, self.b, self.reg, self.reg_m)
+        p = _trusted(self.C.astype(np.float64) - offset, a, b, self.reg, self.reg_m)
         p.__dict__["cost_range"] = (0.0, hi - lo)
         return p
 

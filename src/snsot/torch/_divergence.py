@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
 
+from ..problem import parse_reg_m
 from ._autograd import _self_loss, ot_loss
 
 __all__ = ["pairwise_cost", "sinkhorn_divergence", "SinkhornLoss"]
@@ -85,8 +87,32 @@ def _points(x, name):
     return x
 
 
-def sinkhorn_divergence(x, y, a=None, b=None, *, reg, cost="sqeuclidean", debias=True, method="sns", tol=1e-9,
-                        **options):
+def _divergence_reg_m(reg_m):
+    """One finite ``rho`` for the unbalanced divergence, ``None`` for the balanced one (``inf``)."""
+    if reg_m is None:
+        return None
+    rho = parse_reg_m(reg_m)
+    if rho[0] != rho[1]:
+        raise ValueError(f"reg_m: the unbalanced divergence needs the same penalty on both sides; got {reg_m!r}")
+    return None if math.isinf(rho[0]) else rho[0]
+
+
+def _kl_loss(p, q, u, v, *, reg, reg_m, cost, **kw):
+    r"""Unbalanced OT with the entropy relative to ``u (x) v``: ``OT(u, v) - reg m(u) m(v)``.
+
+    ``reg KL(P | u v^T) = reg sum P (log P - 1) - reg <P, log u_i + log v_j> +
+    reg m(u) m(v)``: the problem of :func:`ot_loss` on the cost ``C - reg
+    log u_i - reg log v_j``; the constant ``reg m(u) m(v)`` is left out (it
+    cancels in the divergence). Points of zero weight are dropped.
+    """
+    pu, qv = u > 0, v > 0
+    p, u, q, v = p[pu], u[pu], q[qv], v[qv]
+    C = pairwise_cost(p, q, cost) - reg * torch.log(u)[:, None] - reg * torch.log(v)[None, :]
+    return ot_loss(C, u, v, reg=reg, reg_m=reg_m, **kw)
+
+
+def sinkhorn_divergence(x, y, a=None, b=None, *, reg, reg_m=None, cost="sqeuclidean", debias=True, method="sns",
+                        tol=1e-9, **options):
     r"""Sinkhorn divergence between two weighted point clouds, with exact gradients.
 
     .. math::
@@ -109,10 +135,16 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, reg, cost="sqeuclidean", debias
         Weights, equal totals per item; uniform when omitted.
     reg : float
         Entropic regularisation :math:`\varepsilon`, in the units of the cost.
+    reg_m : float, optional
+        Unbalanced divergence (Séjourné et al. 2019, GeomLoss's ``reach``):
+        the marginals are relaxed by ``rho KL`` (one ``rho`` for both sides;
+        ``inf`` or ``None`` is balanced) and the weights may differ in mass.
+        See Notes for the definition.
     cost : {"sqeuclidean", "euclidean"}, float or callable
         See :func:`pairwise_cost`.
     debias : bool
-        ``False`` returns the plain entropic OT value :math:`\mathrm{OT}_\varepsilon(a, b)`.
+        ``False`` returns the plain entropic OT value :math:`\mathrm{OT}_\varepsilon(a, b)`
+        (:func:`ot_loss`, with ``reg_m`` if given).
     method, tol, **options
         Passed to :func:`snsot.solve`.
 
@@ -125,6 +157,24 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, reg, cost="sqeuclidean", debias
 
     Notes
     -----
+    Unbalanced (``reg_m = rho``): with :math:`\mathrm{OT}^{KL}` the
+    optimum of :math:`\langle C, P\rangle + \varepsilon \mathrm{KL}(P | a
+    \otimes b) + \rho \mathrm{KL}(P 1 | a) + \rho \mathrm{KL}(P^T 1 | b)`,
+
+    .. math::
+        S = \mathrm{OT}^{KL}(a, b) - \tfrac12 \mathrm{OT}^{KL}(a, a)
+        - \tfrac12 \mathrm{OT}^{KL}(b, b) + \tfrac{\varepsilon}{2} (m(a) - m(b))^2,
+
+    Séjourné et al. (2019), Prop. 12, and GeomLoss's value for ``reach =
+    rho ** (1 / p)`` (its dual form ``(rho + eps / 2) <a, exp(-f_aa / rho) -
+    exp(-f_ab / rho)> + ...``). The entropy is taken relative to the product
+    of the weights, not as in :func:`ot_loss`: with unequal marginals the two
+    conventions are different problems. Each term is solved by
+    :func:`snsot.solve` on the cost ``C - eps log a_i - eps log b_j``, where
+    it equals :func:`ot_loss` with ``reg_m`` up to ``eps m(a) m(b)``, which
+    cancels against the mass term. Points of zero weight are dropped (their
+    weight's gradient is 0). The self-terms use the general solver.
+
     A batch is solved as ``B`` independent problems, one after the other.
     The self-terms :math:`\mathrm{OT}_\varepsilon(a, a)` are solved on the
     symmetric dual (potentials ``f = g``, :mod:`snsot.solvers.symmetric`),
@@ -140,11 +190,19 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, reg, cost="sqeuclidean", debias
     if batch is not None and y.shape[0] != batch:
         raise ValueError(f"y: batch size {y.shape[0]} differs from that of x ({batch})")
     _check_cost(cost)
+    rho = _divergence_reg_m(reg_m)
     a = _weights(a, x.shape[-2], "a", batch, x)
     b = _weights(b, y.shape[-2], "b", batch, x)
     x64, y64 = x.to(torch.float64), y.to(torch.float64)
 
     def one(xi, yi, ai, bi):
+        if rho is not None:
+            kw = dict(reg=reg, reg_m=rho, cost=cost, method=method, tol=tol, **options)
+            if not debias:
+                return ot_loss(pairwise_cost(xi, yi, cost), ai, bi, reg=reg, reg_m=rho, method=method, tol=tol,
+                               **options)
+            return _kl_loss(xi, yi, ai, bi, **kw) - 0.5 * (_kl_loss(xi, xi, ai, ai, **kw)
+                                                           + _kl_loss(yi, yi, bi, bi, **kw))
         value = ot_loss(pairwise_cost(xi, yi, cost), ai, bi, reg=reg, method=method, tol=tol, **options)
         if debias:
             value = value - 0.5 * (_self_loss(pairwise_cost(xi, xi, cost), ai, reg=reg, method=method, tol=tol,
@@ -174,6 +232,9 @@ class SinkhornLoss(torch.nn.Module):
         See :func:`pairwise_cost`.
     debias : bool
         Subtract the self-terms (the Sinkhorn divergence) or not.
+    reg_m : float, optional
+        Unbalanced divergence (:func:`sinkhorn_divergence`); GeomLoss's
+        ``reach=r`` with ``p`` is ``reg_m=r**p``.
     method, tol, **options
         Passed to :func:`snsot.solve`.
 
@@ -195,15 +256,18 @@ class SinkhornLoss(torch.nn.Module):
                                                 pairwise_cost(x, y, p) / p)``
     ``scaling=...`` (annealing speed)            no counterpart: every solve runs to ``tol`` (L1 marginal
                                                 error), so values and gradients do not depend on it
+    ``reach=r`` (unbalanced)                    ``reg_m=r**p`` (same cost and ``reg`` as above; the debiased
+                                                values agree, see :func:`sinkhorn_divergence`)
     ``debias=False``                            ``debias=False`` (values differ by the entropy convention:
                                                 GeomLoss uses ``KL(P | a b^T)``, snsot ``sum P (log P - 1)``)
     ==========================================  ==========================================================
     """
 
-    def __init__(self, reg, cost="sqeuclidean", debias=True, method="sns", tol=1e-9, **options):
+    def __init__(self, reg, cost="sqeuclidean", debias=True, reg_m=None, method="sns", tol=1e-9, **options):
         super().__init__()
         _check_cost(cost)
-        self.reg, self.cost, self.debias = reg, cost, debias
+        _divergence_reg_m(reg_m)
+        self.reg, self.cost, self.debias, self.reg_m = reg, cost, debias, reg_m
         self.method, self.tol, self.options = method, tol, options
 
     def forward(self, *args):
@@ -214,8 +278,9 @@ class SinkhornLoss(torch.nn.Module):
             a, x, b, y = args
         else:
             raise TypeError(f"SinkhornLoss: call as loss(x, y) or loss(a, x, b, y); got {len(args)} arguments")
-        return sinkhorn_divergence(x, y, a, b, reg=self.reg, cost=self.cost, debias=self.debias,
+        return sinkhorn_divergence(x, y, a, b, reg=self.reg, reg_m=self.reg_m, cost=self.cost, debias=self.debias,
                                    method=self.method, tol=self.tol, **self.options)
 
     def extra_repr(self) -> str:
-        return f"reg={self.reg!r}, cost={self.cost!r}, debias={self.debias}"
+        extra = "" if self.reg_m is None else f", reg_m={self.reg_m!r}"
+        return f"reg={self.reg!r}, cost={self.cost!r}, debias={self.debias}{extra}"
