@@ -375,6 +375,103 @@ def test_batch_gives_one_divergence_per_item():
         np.testing.assert_allclose(x.grad[k].numpy(), xk.grad.numpy(), atol=1e-14)
 
 
+# ------------------------------------------------ unbalanced divergence ---
+
+def _clouds(seed, n=7, m=5):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 2)), rng.random((m, 2)), rng.random(n) + 0.2, 2.0 * (rng.random(m) + 0.2)
+
+
+def _pot_kl_value(ot, x, y, u, v, reg, rho):
+    """OT with the entropy relative to u (x) v, from POT's reg_type="kl" plan and the primal written out."""
+    C = snsot.costs.pairwise(x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        P = ot.unbalanced.sinkhorn_unbalanced(u, v, C, reg, rho, reg_type="kl", numItermax=200_000, stopThr=1e-15)
+    kl = lambda p, q: float(np.sum(p * np.log(p / q) - p + q))
+    return float((C * P).sum()) + reg * kl(P, np.outer(u, v)) + rho * kl(P.sum(1), u) + rho * kl(P.sum(0), v)
+
+
+def test_unbalanced_divergence_is_sejourne_formula_on_pots_kl_plans():
+    ot = pytest.importorskip("ot")
+    x, y, a, b = _clouds(3)
+    reg, rho = 0.1, 0.7
+    value = st.sinkhorn_divergence(_t(x), _t(y), _t(a), _t(b), reg=reg, reg_m=rho, tol=1e-13).item()
+    expected = (_pot_kl_value(ot, x, y, a, b, reg, rho) - 0.5 * _pot_kl_value(ot, x, x, a, a, reg, rho)
+                - 0.5 * _pot_kl_value(ot, y, y, b, b, reg, rho) + 0.5 * reg * (a.sum() - b.sum()) ** 2)
+    assert value == pytest.approx(expected, rel=1e-10, abs=1e-13)
+
+
+def test_unbalanced_divergence_is_its_three_terms_solved_by_snsot():
+    x, y, a, b = _clouds(4)
+    reg, rho = 0.05, 0.4
+
+    def term(p, q, u, v):  # reg KL(P | u v^T) is the cost C - reg log u_i - reg log v_j, plus reg m(u) m(v)
+        C = snsot.costs.pairwise(p, q) - reg * np.log(u)[:, None] - reg * np.log(v)[None, :]
+        return snsot.solve(C, u, v, reg=reg, reg_m=rho, tol=1e-13).objective + reg * u.sum() * v.sum()
+
+    expected = (term(x, y, a, b) - 0.5 * term(x, x, a, a) - 0.5 * term(y, y, b, b)
+                + 0.5 * reg * (a.sum() - b.sum()) ** 2)
+    value = st.sinkhorn_divergence(_t(x), _t(y), _t(a), _t(b), reg=reg, reg_m=rho, tol=1e-13)
+    assert value.item() == pytest.approx(expected, rel=1e-11, abs=1e-13)
+    # debias=False is ot_loss's value with reg_m (the solver's objective)
+    plain = st.sinkhorn_divergence(_t(x), _t(y), _t(a), _t(b), reg=reg, reg_m=rho, tol=1e-13, debias=False)
+    assert plain.item() == pytest.approx(
+        snsot.solve(snsot.costs.pairwise(x, y), a, b, reg=reg, reg_m=rho, tol=1e-13).objective, rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_unbalanced_divergence_is_nonnegative_and_zero_on_equal_measures(seed):
+    x, y, a, b = _clouds(seed, n=9, m=6)
+    for reg, rho in ((0.1, 1.0), (0.01, 0.3)):
+        assert st.sinkhorn_divergence(_t(x), _t(y), _t(a), _t(b), reg=reg, reg_m=rho).item() >= -1e-12
+        # same points, different masses: positive
+        assert st.sinkhorn_divergence(_t(x), _t(x), _t(a), _t(2 * a), reg=reg, reg_m=rho).item() > 1e-6
+        assert st.sinkhorn_divergence(_t(x), _t(x), _t(a), _t(a), reg=reg, reg_m=rho).item() == pytest.approx(
+            0.0, abs=1e-12)
+
+
+def test_unbalanced_divergence_gradcheck_points_and_weights():
+    x, y, a, b = _clouds(5, n=5, m=4)
+    div = lambda x, y, a, b: st.sinkhorn_divergence(x, y, a, b, reg=0.1, reg_m=0.5, tol=1e-13)
+    assert torch.autograd.gradcheck(div, (_t(x, True), _t(y, True), _t(a, True), _t(b, True)),
+                                    eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+def test_unbalanced_divergence_tends_to_the_balanced_one():
+    x, y, a, b = _clouds(6)
+    a, b = a / a.sum(), b / b.sum()
+    balanced = st.sinkhorn_divergence(_t(x), _t(y), _t(a), _t(b), reg=0.1, tol=1e-13).item()
+    gaps = [abs(st.sinkhorn_divergence(_t(x), _t(y), _t(a), _t(b), reg=0.1, reg_m=rho, tol=1e-13).item() - balanced)
+            for rho in (1e4, 1e6)]
+    assert gaps[1] < 1e-7 and gaps[1] < gaps[0] / 30  # O(1 / rho)
+    assert st.sinkhorn_divergence(_t(x), _t(y), _t(a), _t(b), reg=0.1, reg_m=float("inf"),
+                                  tol=1e-13).item() == pytest.approx(balanced, abs=1e-14)
+
+
+def test_unbalanced_sinkhorn_loss_matches_geomloss_reach():
+    geomloss = pytest.importorskip("geomloss")
+    rng = np.random.default_rng(17)
+    x, y = _t(rng.random((40, 2))), _t(rng.random((30, 2)))
+    a, b = torch.full((40,), 1 / 40, dtype=F64), torch.full((30,), 1.5 / 30, dtype=F64)
+    blur, reach = 0.3, 2.0  # GeomLoss's annealing at scaling 0.999 converges here (its error ~1e-8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = geomloss.SamplesLoss("sinkhorn", p=2, blur=blur, reach=reach, scaling=0.999,
+                                      backend="tensorized")(a, x, b, y).item()
+    loss = st.SinkhornLoss(reg=blur ** 2, reg_m=reach ** 2, cost=lambda p, q: st.pairwise_cost(p, q) / 2, tol=1e-12)
+    assert "reg_m=4" in repr(loss)
+    assert loss(a, x, b, y).item() == pytest.approx(theirs, rel=1e-6)
+
+
+def test_unbalanced_divergence_refuses_two_penalties_naming_reg_m():
+    x, y, a, b = _clouds(7)
+    with pytest.raises(ValueError, match="reg_m"):
+        st.sinkhorn_divergence(_t(x), _t(y), _t(a), _t(b), reg=0.1, reg_m=(1.0, 2.0))
+    with pytest.raises(ValueError, match="reg_m"):
+        st.SinkhornLoss(reg=0.1, reg_m=-1.0)
+
+
 def test_float32_keeps_its_dtype_and_gets_gradients():
     rng = np.random.default_rng(14)
     x = torch.tensor(rng.random((10, 2)), dtype=torch.float32, requires_grad=True)
