@@ -164,6 +164,21 @@ def test_unbalanced_ot_plan_gradients_pass_gradcheck(reg_m):
         inputs, eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
+def test_unbalanced_gradients_with_forbidden_pairs_and_a_row_that_cannot_send():
+    C, a, b = _unbalanced_problem(6, 5, seed=8)
+    C[0, 1] = C[3, 2] = np.inf
+    C[2, :] = np.inf  # row 2 sends nothing: its value gradient is rho (it pays rho a_2), its plan gradient 0
+    C[4, 0] = -0.2
+    W = _t(np.random.default_rng(6).standard_normal(C.shape))
+    Ct = _t(C)
+    for fn in (lambda a, b: st.ot_loss(Ct, a, b, reg=0.2, reg_m=0.8, tol=1e-13),
+               lambda a, b: (st.ot_plan(Ct, a, b, reg=0.2, reg_m=0.8, tol=1e-13) * W).sum()):
+        assert torch.autograd.gradcheck(fn, (_t(a, True), _t(b, True)), eps=1e-6, atol=1e-6, rtol=1e-4)
+    at = _t(a, True)
+    st.ot_loss(Ct, at, _t(b), reg=0.2, reg_m=0.8, tol=1e-13).backward()
+    assert at.grad[2].item() == pytest.approx(0.8, rel=1e-12)
+
+
 @pytest.mark.filterwarnings("ignore:If reg_type = entropy")
 def test_unbalanced_ot_plan_is_pots_unbalanced_plan():
     ot = pytest.importorskip("ot")

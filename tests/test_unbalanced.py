@@ -390,8 +390,61 @@ def test_negative_costs_whose_plan_would_overflow_are_refused_naming_c():
         snsot.solve(C, a, b, reg=0.1, reg_m=1.0)
 
 
-def test_forbidden_costs_are_refused_with_reg_m():
+def _forbidden_problem(seed=25, n=8, m=6):
+    C, a, b = _problem(seed, n=n, m=m)
+    rng = np.random.default_rng(seed)
+    C[rng.random(C.shape) < 0.3] = np.inf
+    return C, a, b
+
+
+@pytest.mark.parametrize("method", ["sns", "sinkhorn"])
+@pytest.mark.parametrize("rho", [0.7, (0.5, 2.0)])
+def test_forbidden_pairs_match_pot_where_every_bin_can_move_mass(method, rho):
+    C, a, b = _forbidden_problem()
+    assert np.isfinite(C).any(1).all() and np.isfinite(C).any(0).all()
+    res = snsot.solve(C, a, b, reg=0.1, reg_m=rho, method=method, tol=1e-12)
+    pair = parse_reg_m(rho)
+    P_pot, _ = _pot_plan(C, a, b, 0.1, list(pair))
+    assert res.converged
+    np.testing.assert_allclose(res.plan, P_pot, rtol=1e-9, atol=1e-13)
+    assert (res.plan[np.isinf(C)] == 0).all()
+    assert res.objective == pytest.approx(unbalanced_primal(np.where(np.isinf(C), 0.0, C), res.plan, a, b, 0.1, pair),
+                                          rel=1e-10)
+
+
+@pytest.mark.parametrize("method", ["sns", "sinkhorn"])
+@pytest.mark.parametrize("rho", [0.7, (0.5, 2.0), (math.inf, 0.7)])
+def test_forbidden_pairs_are_the_limit_of_huge_costs_even_for_bins_that_cannot_move(method, rho):
+    """A row whose every cost is +inf sends nothing and pays rho * a_i; a huge finite cost says the same."""
+    C, a, b = _forbidden_problem()
+    C[5, 1] = -0.3  # and a negative cost
+    C[:, 4] = np.inf  # a column that can receive nothing
+    if math.isinf(parse_reg_m(rho)[0]):
+        C[2, 0] = 0.5
+    else:
+        C[2, :] = np.inf  # a row that can send nothing
+    res = snsot.solve(C, a, b, reg=0.1, reg_m=rho, method=method, tol=1e-12)
+    huge = snsot.solve(np.where(np.isinf(C), 200.0, C), a, b, reg=0.1, reg_m=rho, method=method, tol=1e-12)
+    assert res.converged
+    np.testing.assert_allclose(res.plan, huge.plan, rtol=1e-9, atol=1e-13)
+    assert res.objective == pytest.approx(huge.objective, rel=1e-11)
+    assert res.cost == pytest.approx(huge.cost, rel=1e-10)
+    assert res.potentials[1][4] == np.inf
+    if not math.isinf(parse_reg_m(rho)[0]):
+        assert res.potentials[0][2] == np.inf and (res.plan[2] == 0).all()
+        more = a.copy()
+        more[2] += 0.25  # the dead row's weight only adds its penalty, rho * KL(0 | a_2) = rho * a_2
+        moved = snsot.solve(C, more, b, reg=0.1, reg_m=rho, method=method, tol=1e-12)
+        assert moved.objective - res.objective == pytest.approx(0.25 * parse_reg_m(rho)[0], rel=1e-9)
+
+
+def test_forbidden_row_of_a_hard_side_is_refused_naming_c_and_the_row():
     C, a, b = _problem(23, n=4, m=5)
-    C[1, 2] = np.inf
-    with pytest.raises(ValueError, match="C: forbidden pairs.*reg_m"):
-        snsot.solve(C, a, b, reg=0.1, reg_m=1.0)
+    C[1, :] = np.inf
+    with pytest.raises(ValueError, match="C: row 1 .*hard side"):
+        snsot.solve(C, a, b, reg=0.1, reg_m=(math.inf, 1.0))
+    with pytest.raises(ValueError, match="C: column 3 .*hard side"):
+        C[1, :] = 0.5
+        C[:, 3] = np.inf
+        snsot.solve(C, a, b, reg=0.1, reg_m=(1.0, math.inf))
+    assert snsot.solve(C, a, b, reg=0.1, reg_m=(math.inf, 1.0)).converged  # rows can still send

@@ -122,6 +122,26 @@ def _check_cost(C: np.ndarray) -> tuple[float, float, bool]:
     return float(finite.min()), float(finite.max()), True
 
 
+def _dead_bins(C, a, b, reg_m):
+    """:attr:`OTProblem.dead_bins`; a ``ValueError`` naming ``C`` if such a bin is on a hard side.
+
+    With KL-relaxed marginals any pattern of forbidden pairs is feasible
+    except a bin of a hard side (``rho = inf``) with mass and no allowed pair
+    towards the other side's mass; a hard row that has one can put its mass
+    there, and the relaxed columns take any amount.
+    """
+    allowed = np.isfinite(C) & (a[:, None] > 0) & (b[None, :] > 0)
+    dead = []
+    for side, (w, reach, rho) in enumerate(((a, allowed.any(1), reg_m[0]), (b, allowed.any(0), reg_m[1]))):
+        idx = np.flatnonzero((w > 0) & ~reach)
+        if len(idx) and np.isinf(rho):
+            what = ("row", "a", "columns", "b") if side == 0 else ("column", "b", "rows", "a")
+            raise ValueError(f"C: {what[0]} {int(idx[0])} has mass in {what[1]} (a hard side, reg_m inf) but every "
+                             f"cost towards the {what[2]} with mass in {what[3]} is +inf; nothing can carry it")
+        dead.append(idx)
+    return dead[0], dead[1]
+
+
 @dataclass(frozen=True, eq=False)
 class OTProblem:
     r"""An entropic optimal transport problem between weights ``a`` and ``b``.
@@ -151,7 +171,8 @@ class OTProblem:
         ``-inf`` are refused, and so is a pattern of forbidden pairs that
         cannot carry the weights (a row or column with mass and no finite
         cost to the other side's mass, or no feasible plan at all: the
-        message names the first offending row or column). float32 input
+        message names the first offending row or column; unbalanced, see
+        :attr:`dead_bins` and :meth:`potential_shifts`). float32 input
         stays float32 (kernels compute in float64); anything else becomes
         float64.
     a, b : array_like, shape (n,) and (m,), optional
@@ -213,9 +234,7 @@ class OTProblem:
             if tb != ta:
                 b = b * (ta / tb)
         elif forbidden:
-            # The feasibility check of forbidden pairs does not carry over to KL-relaxed marginals.
-            raise ValueError("C: forbidden pairs (+inf) are not supported with reg_m (unbalanced OT); "
-                             "give a finite cost")
+            self.__dict__["dead_bins"] = _dead_bins(C, a, b, reg_m)
 
         if reg is None:
             raise ValueError("reg: the entropic regularisation is required")
@@ -227,7 +246,7 @@ class OTProblem:
         object.__setattr__(self, "reg", reg)
         object.__setattr__(self, "reg_m", reg_m)
         self.__dict__["cost_range"] = tuple(cost_range)
-        if forbidden:
+        if forbidden and np.isinf(reg_m).all():
             check_feasible(C, a, b)
 
     @functools.cached_property
@@ -280,7 +299,8 @@ class OTProblem:
         if self.balanced:
             return self.cost_offset * self.mass
         total = 0.0
-        for s_k, rho_k, w in zip(self.potential_shifts(), self.reg_m, (self.a, self.b)):
+        rows, cols = self.support()  # the bins the solvers see (dead bins are charged apart)
+        for s_k, rho_k, w in zip(self.potential_shifts(), self.reg_m, (self.a[rows], self.b[cols])):
             if s_k == 0:
                 continue
             m_k = float(w.sum())
@@ -332,9 +352,25 @@ class OTProblem:
             return float(self.a.sum())
         return float(np.sqrt(self.a.sum() * self.b.sum()))
 
+    @property
+    def dead_bins(self) -> tuple[np.ndarray, np.ndarray]:
+        """Unbalanced: bins with mass whose every cost towards the other side's mass is ``+inf``.
+
+        Such a row can send nothing: its plan row is 0, the penalty charges
+        ``rho_1 KL(0 | a_i) = rho_1 a_i``, and its potential is ``+inf``
+        (the dual's maximiser: ``rho_1 (1 - exp(-f / rho_1)) -> rho_1``).
+        Empty when nothing is forbidden, and always empty balanced (there
+        such a bin is infeasible and refused).
+        """
+        return self.__dict__.get("dead_bins", (np.empty(0, np.intp), np.empty(0, np.intp)))
+
     def support(self) -> tuple[np.ndarray, np.ndarray]:
-        """Indices of the bins of ``a`` and ``b`` that carry mass."""
-        return np.flatnonzero(self.a > 0), np.flatnonzero(self.b > 0)
+        """Indices of the bins of ``a`` and ``b`` that carry mass (and, unbalanced, can move some)."""
+        rows, cols = np.flatnonzero(self.a > 0), np.flatnonzero(self.b > 0)
+        dead_rows, dead_cols = self.dead_bins
+        if len(dead_rows) or len(dead_cols):
+            rows, cols = np.setdiff1d(rows, dead_rows), np.setdiff1d(cols, dead_cols)
+        return rows, cols
 
     def restrict(self, rows: np.ndarray, cols: np.ndarray) -> "OTProblem":
         """The same problem on a sub-grid of bins (used to drop zero-mass bins)."""

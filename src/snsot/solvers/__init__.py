@@ -80,7 +80,13 @@ def solve(C, a=None, b=None, *, reg=None, reg_m=None, method: str = "sns", tol: 
         ``b`` may then differ. Both methods solve it: Sinkhorn with the damped
         updates, SNS by Newton on the unbalanced dual; ``tol`` then bounds the
         L1 norm of the dual's gradient (see ``marginal_error`` in
-        :class:`OTResult`). ``None`` (default): balanced.
+        :class:`OTResult`). ``None`` (default): balanced. Negative costs are
+        solved exactly (adding a constant to ``C`` changes an unbalanced
+        problem; :meth:`OTProblem.potential_shifts` maps it to a reweighting).
+        ``+inf`` costs forbid pairs as in the balanced case; a bin with mass
+        and no allowed pair towards the other side's mass sends nothing, pays
+        ``rho w_i`` and gets potential ``+inf`` on a relaxed side, and is
+        refused (``ValueError`` naming ``C``) on a hard side.
     method : str
         A name from :func:`available_methods`: ``"sns"`` (Sinkhorn-Newton-Sparse,
         default) or ``"sinkhorn"`` (log-domain Sinkhorn).
@@ -187,6 +193,7 @@ def solve(C, a=None, b=None, *, reg=None, reg_m=None, method: str = "sns", tol: 
                            callback=callback, **options)
     if not full:
         res = _embed(res, problem, rows, cols)
+        _dead(res, problem)
     if offset:
         _unshift(res, offset, shifts, problem.objective_offset())
     if warn and not res.converged:
@@ -245,6 +252,22 @@ def _unshift(res: OTResult, offset: float, shifts, objective_offset: float) -> N
     res.cost += offset * float(res.plan.sum())
     res.objective += objective_offset
     res.history.objective = res.history.objective + objective_offset
+
+
+def _dead(res: OTResult, problem: OTProblem) -> None:
+    """Unbalanced: bins that cannot move mass (:attr:`OTProblem.dead_bins`) get potential ``+inf``.
+
+    The penalty charges them ``rho w_i`` (``KL(0 | w_i) = w_i``), which the
+    dual of the solved sub-problem lacks: added to the objective.
+    """
+    extra = 0.0
+    for k, (idx, w, rho) in enumerate(zip(problem.dead_bins, (problem.a, problem.b), problem.reg_m)):
+        if len(idx):
+            res.potentials[k][idx] = np.inf
+            extra += rho * float(w[idx].sum())
+    if extra:
+        res.objective += extra
+        res.history.objective = res.history.objective + extra
 
 
 def _embed(res: OTResult, problem: OTProblem, rows, cols) -> OTResult:

@@ -315,17 +315,21 @@ def _relaxed_block(sums, h, rho, reg):
     return sums * (1.0 + reg / rho), np.exp(-h / rho)
 
 
-def _zero_bin_gradient(q, G, other, reg, relaxed):
+def _zero_bin_gradient(exponent, G, other, reg, relaxed):
     """Derivative of ``<G, P>`` with respect to the weight of empty bins (one row of ``q`` each).
 
     Giving an empty bin a mass ``t`` adds a row ``t q`` to the plan (``q`` the
-    conditional ``exp((g_j - C_ij) / reg)``, normalised) and moves the other
+    conditional ``exp(exponent) = exp((g_j - C_ij) / reg)``, normalised) and moves the other
     side's sums by ``t q``, whose effect is ``-reg <mu, q>`` through the
     adjoint: the derivative is ``sum_j q_ij (G_ij - reg mu_j)``. On a relaxed
     side the row's mass grows like ``t ** (rho / (rho + reg))``, so the
     derivative is infinite, with that sign.
     """
-    q = q / q.sum(1, keepdims=True)
+    top = exponent.max(1, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        q = np.exp(exponent - np.where(np.isfinite(top), top, 0.0))
+    total = q.sum(1, keepdims=True)
+    q = np.divide(q, total, out=np.zeros_like(q), where=total > 0)  # a row of +inf costs: no derivative
     d = (q * (G - reg * other[None, :])).sum(1)
     if relaxed:
         return np.where(d == 0, 0.0, np.copysign(np.inf, d))
@@ -378,17 +382,15 @@ class _OTPlan(torch.autograd.Function):
         lam[rows], mu[cols] = lam_s, mu_s
         ga, gb = np.zeros(n), np.zeros(m)
         ga[rows], gb[cols] = reg * scale_a * lam_s, reg * scale_b * mu_s
-        if len(rows) < n or len(cols) < m:
-            ff, gg = _full_potentials(Cn, f, g, reg)
-            zr, zc = np.setdiff1d(np.arange(n), rows), np.setdiff1d(np.arange(m), cols)
-            if len(zr):
-                q = np.exp((gg[None, cols] - Cn[np.ix_(zr, cols)]) / reg
-                           - ((gg[None, cols] - Cn[np.ix_(zr, cols)]) / reg).max(1, keepdims=True))
-                ga[zr] = _zero_bin_gradient(q, G[np.ix_(zr, cols)], mu_s, reg, not math.isinf(rho[0]))
-            if len(zc):
-                e = (ff[rows, None] - Cn[np.ix_(rows, zc)]).T / reg
-                q = np.exp(e - e.max(1, keepdims=True))
-                gb[zc] = _zero_bin_gradient(q, G[np.ix_(rows, zc)].T, lam_s, reg, not math.isinf(rho[1]))
+        # Zero-mass bins (potential -inf) get their one-sided derivative. Unbalanced bins that can
+        # send nothing (every cost +inf; potential +inf) keep 0: the plan does not depend on them.
+        zr, zc = np.flatnonzero(f == -np.inf), np.flatnonzero(g == -np.inf)
+        if len(zr):
+            ga[zr] = _zero_bin_gradient(((g[cols][None, :] - Cn[np.ix_(zr, cols)]) / reg),
+                                        G[np.ix_(zr, cols)], mu_s, reg, not math.isinf(rho[0]))
+        if len(zc):
+            gb[zc] = _zero_bin_gradient(((f[rows][None, :] - Cn[np.ix_(rows, zc)].T) / reg),
+                                        G[np.ix_(rows, zc)].T, lam_s, reg, not math.isinf(rho[1]))
         gC = P * (lam[:, None] + mu[None, :]) - G * P / reg
         if balanced:
             ga, gb = _centre(ga, gb)
