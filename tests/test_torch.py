@@ -487,6 +487,44 @@ def test_unbalanced_divergence_refuses_two_penalties_naming_reg_m():
         st.SinkhornLoss(reg=0.1, reg_m=-1.0)
 
 
+@pytest.mark.parametrize("reg_m, debias", [(None, True), (0.5, True), (None, False), (0.5, False)])
+def test_batch_is_solved_on_the_thread_pool_and_equals_the_loop(monkeypatch, reg_m, debias):
+    from snsot import _engines
+
+    rng = np.random.default_rng(18)
+    B = 4
+    x, y = _t(rng.random((B, 7, 2)), True), _t(rng.random((B, 5, 2)), True)
+    a = _t(rng.random((B, 7)) + 0.2, True)
+    b = _t((rng.random((B, 5)) + 0.2) * (1.0 if reg_m is None else 2.0), True)
+    if reg_m is None:  # balanced: equal masses
+        a = (a / a.sum(1, keepdims=True)).detach().requires_grad_()
+        b = (b / b.sum(1, keepdims=True)).detach().requires_grad_()
+    runs = []
+    real_run = _engines.ThreadEngine.run
+
+    def counting_run(self, task, data, chunks):
+        runs.append((self.n_jobs, len(chunks)))
+        return real_run(self, task, data, chunks)
+
+    monkeypatch.setattr(_engines.ThreadEngine, "run", counting_run)
+    values = st.sinkhorn_divergence(x, y, a, b, reg=0.05, reg_m=reg_m, debias=debias, tol=1e-12, n_jobs=2)
+    assert runs == [(2, B * (3 if debias else 1))]  # one pool run for all the problems of the batch
+    values.sum().backward()
+    for k in range(B):
+        leaves = [t[k].detach().clone().requires_grad_() for t in (x, y, a, b)]
+        single = st.sinkhorn_divergence(*leaves, reg=0.05, reg_m=reg_m, debias=debias, tol=1e-12)
+        single.backward()
+        assert values[k].item() == pytest.approx(single.item(), abs=1e-12)
+        for batched, leaf in zip((x, y, a, b), leaves):
+            np.testing.assert_allclose(batched.grad[k].numpy(), leaf.grad.numpy(), rtol=0, atol=1e-12)
+
+
+def test_batch_n_jobs_is_checked():
+    x = torch.rand(2, 4, 2, dtype=F64)
+    with pytest.raises(ValueError, match="n_jobs"):
+        st.sinkhorn_divergence(x, x, reg=0.1, n_jobs=0)
+
+
 def test_float32_keeps_its_dtype_and_gets_gradients():
     rng = np.random.default_rng(14)
     x = torch.tensor(rng.random((10, 2)), dtype=torch.float32, requires_grad=True)

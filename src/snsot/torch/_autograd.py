@@ -115,20 +115,25 @@ def _centre(f, g):
     return f + t, g - t
 
 
+def _value_solve(Cn, an, bn, reg, method, tol, options, symmetric=False, reg_m=None):
+    """The forward solve of :class:`_OTValue` on NumPy inputs (what a batch runs on its threads)."""
+    if reg_m is not None:
+        return solve(Cn, an, bn, reg=reg, reg_m=reg_m, method=method, tol=tol, **options)
+    if symmetric:  # b is a: the self-term of a divergence
+        return _solve_self(Cn, an, reg, method, tol, options)
+    return _solve(Cn, an, bn, reg, method, tol, options)
+
+
 class _OTValue(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, C, a, b, reg, method, tol, options, symmetric=False, reg_m=None):
+    def forward(ctx, C, a, b, reg, method, tol, options, symmetric=False, reg_m=None, result=None):
         Cn = _to_numpy(C, "C")
+        res = result if result is not None else _value_solve(
+            Cn, _to_numpy(a, "a"), _to_numpy(b, "b"), reg, method, tol, options, symmetric, reg_m)
         if reg_m is not None:  # unbalanced: the potentials are unique, no constant to fix
-            res = solve(Cn, _to_numpy(a, "a"), _to_numpy(b, "b"), reg=reg, reg_m=reg_m, method=method, tol=tol,
-                        **options)
             rho = parse_reg_m(reg_m)
             f, g = (_relaxed(h, r) for h, r in zip(res.potentials, rho))  # d value / d a, d value / d b
-        elif symmetric:  # b is a: the self-term of a divergence
-            res = _solve_self(Cn, _to_numpy(a, "a"), reg, method, tol, options)
         else:
-            res = _solve(Cn, _to_numpy(a, "a"), _to_numpy(b, "b"), reg, method, tol, options)
-        if reg_m is None:
             f, g = _centre(*_full_potentials(Cn, *res.potentials, res.reg))
         ctx.plan, ctx.f, ctx.g = res.plan, f, g
         ctx.result = res
@@ -139,7 +144,36 @@ class _OTValue(torch.autograd.Function):
         go = float(grad_out)
         out = [torch.as_tensor(go * x).to(dtype=grad_out.dtype, device=grad_out.device) if need else None
                for x, need in zip((ctx.plan, ctx.f, ctx.g), ctx.needs_input_grad[:3])]
-        return (*out, None, None, None, None, None, None)
+        return (*out, None, None, None, None, None, None, None)
+
+
+def _ot_losses(terms, reg, method, tol, options, n_jobs=None, one_thread=True):
+    """Many OT values at once: ``terms`` are ``(C, a, b, symmetric, reg_m)``; their solves run on a thread pool.
+
+    Each solve is the one :func:`ot_loss` (or the self-term) would run, so
+    the values and gradients are those of a loop over the terms; only the
+    order of the solves changes. ``n_jobs`` threads (default: one per core;
+    1: in this thread, in order), each solve on one core when ``one_thread``
+    (``n_threads=1`` unless the options say otherwise). Returns one 0-d
+    tensor per term, in order.
+    """
+    from .._engines import ThreadEngine, _check_jobs
+
+    inputs = [(_to_numpy(C, "C"), _to_numpy(a, "a"), _to_numpy(b, "b"), sym, reg_m)
+              for C, a, b, sym, reg_m in terms]
+    opts = dict(options)
+    if one_thread:
+        opts.setdefault("n_threads", 1)
+    n_jobs = _check_jobs(n_jobs)
+
+    def task(data, k):
+        Cn, an, bn, sym, reg_m = data[k]
+        return _value_solve(Cn, an, bn, reg, method, tol, opts, sym, reg_m)
+
+    engine = ThreadEngine(n_jobs=min(len(terms), n_jobs))
+    results = dict(engine.run(task, inputs, range(len(terms))))
+    return [_OTValue.apply(C, a, b, reg, method, tol, opts, sym, reg_m, results[k])
+            for k, (C, a, b, sym, reg_m) in enumerate(terms)]
 
 
 def _check_inputs(C, a, b):
@@ -213,19 +247,25 @@ def ot_loss(C, a=None, b=None, *, reg, reg_m=None, method="sns", tol=1e-9, **opt
     return _OTValue.apply(C, a, b, reg, method, tol, options, False, reg_m)
 
 
-def _self_loss(C, a, *, reg, method, tol, **options):
-    """``ot_loss(C, a, a)`` for a self-transport cost, solved on the symmetric dual (same gradients).
+def _self_cost(C):
+    """``(cost, symmetric)`` for a self-transport cost: symmetrised in the graph when it is symmetric to round-off.
 
-    ``C`` is symmetrised in the graph (a cost formed as ``|x|^2 + |x|^2 - 2 x
-    x^T`` may differ from its transpose in the last bit); a cost that is not
-    symmetric to round-off is solved by :func:`ot_loss` as it is.
+    A cost formed as ``|x|^2 + |x|^2 - 2 x x^T`` may differ from its
+    transpose in the last bit; the symmetric dual needs it exact. A cost that
+    is not symmetric to round-off is returned as it is, for the general solver.
     """
-    _check_inputs(C, a, a)
     sym = 0.5 * (C + C.T)
     scale = float(C.detach().abs().max())
     if float((C.detach() - sym.detach()).abs().max()) > 1e-12 * scale:
-        return _OTValue.apply(C, a, a, reg, method, tol, options)
-    return _OTValue.apply(sym, a, a, reg, method, tol, options, True)
+        return C, False
+    return sym, True
+
+
+def _self_loss(C, a, *, reg, method, tol, **options):
+    """``ot_loss(C, a, a)`` for a self-transport cost, solved on the symmetric dual (same gradients)."""
+    _check_inputs(C, a, a)
+    C, symmetric = _self_cost(C)
+    return _OTValue.apply(C, a, a, reg, method, tol, options, symmetric)
 
 
 # --------------------------------------------------------------------- plan ---

@@ -8,7 +8,8 @@ import numbers
 import torch
 
 from ..problem import parse_reg_m
-from ._autograd import _self_loss, ot_loss
+from .._engines import _check_jobs
+from ._autograd import _check_inputs, _ot_losses, _self_cost
 
 __all__ = ["pairwise_cost", "sinkhorn_divergence", "SinkhornLoss"]
 
@@ -97,22 +98,44 @@ def _divergence_reg_m(reg_m):
     return None if math.isinf(rho[0]) else rho[0]
 
 
-def _kl_loss(p, q, u, v, *, reg, reg_m, cost, **kw):
-    r"""Unbalanced OT with the entropy relative to ``u (x) v``: ``OT(u, v) - reg m(u) m(v)``.
+def _kl_term(p, q, u, v, *, reg, reg_m, cost):
+    r"""The term of unbalanced OT with the entropy relative to ``u (x) v``, as ``(C, u, v, False, reg_m)``.
 
     ``reg KL(P | u v^T) = reg sum P (log P - 1) - reg <P, log u_i + log v_j> +
     reg m(u) m(v)``: the problem of :func:`ot_loss` on the cost ``C - reg
-    log u_i - reg log v_j``; the constant ``reg m(u) m(v)`` is left out (it
-    cancels in the divergence). Points of zero weight are dropped.
+    log u_i - reg log v_j``; its value is that of :func:`ot_loss` plus the
+    constant ``reg m(u) m(v)``, left out (it cancels in the divergence).
+    Points of zero weight are dropped.
     """
     pu, qv = u > 0, v > 0
     p, u, q, v = p[pu], u[pu], q[qv], v[qv]
     C = pairwise_cost(p, q, cost) - reg * torch.log(u)[:, None] - reg * torch.log(v)[None, :]
-    return ot_loss(C, u, v, reg=reg, reg_m=reg_m, **kw)
+    return C, u, v, False, reg_m
+
+
+def _terms(x, y, a, b, *, reg, rho, cost, debias):
+    """The OT problems of one divergence, as :func:`_ot_losses` takes them: one, or three (cross, then self).
+
+    ``(C, a, b, symmetric, reg_m)`` each; the balanced self-terms go to the
+    symmetric solver (:func:`~snsot.torch._autograd._self_cost`).
+    """
+    if rho is not None and debias:
+        kw = dict(reg=reg, reg_m=rho, cost=cost)
+        return [_kl_term(x, y, a, b, **kw), _kl_term(x, x, a, a, **kw), _kl_term(y, y, b, b, **kw)]
+    cross = (pairwise_cost(x, y, cost), a, b, False, rho)
+    if not debias:
+        return [cross]
+    return [cross] + [(C_self, w, w, symmetric, None)
+                      for C_self, symmetric, w in ((*_self_cost(pairwise_cost(p, p, cost)), w) for p, w in ((x, a), (y, b)))]
+
+
+def _combine(values):
+    """``OT(a, b) - OT(a, a) / 2 - OT(b, b) / 2`` from the values of :func:`_terms` (or the one value)."""
+    return values[0] if len(values) == 1 else values[0] - 0.5 * (values[1] + values[2])
 
 
 def sinkhorn_divergence(x, y, a=None, b=None, *, reg, reg_m=None, cost="sqeuclidean", debias=True, method="sns",
-                        tol=1e-9, **options):
+                        tol=1e-9, n_jobs=None, **options):
     r"""Sinkhorn divergence between two weighted point clouds, with exact gradients.
 
     .. math::
@@ -147,6 +170,9 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, reg, reg_m=None, cost="sqeuclid
         (:func:`ot_loss`, with ``reg_m`` if given).
     method, tol, **options
         Passed to :func:`snsot.solve`.
+    n_jobs : int, optional
+        Batch input: threads that solve the ``3 B`` problems (default: one
+        per core), each solve on one core (as :func:`snsot.solve_batch`).
 
     Returns
     -------
@@ -175,7 +201,9 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, reg, reg_m=None, cost="sqeuclid
     cancels against the mass term. Points of zero weight are dropped (their
     weight's gradient is 0). The self-terms use the general solver.
 
-    A batch is solved as ``B`` independent problems, one after the other.
+    A batch's ``3 B`` problems (``B`` without ``debias``) are solved on a
+    thread pool, each exactly as the unbatched call solves it (the values
+    equal a Python loop over the items up to the solvers' round-off).
     The self-terms :math:`\mathrm{OT}_\varepsilon(a, a)` are solved on the
     symmetric dual (potentials ``f = g``, :mod:`snsot.solvers.symmetric`),
     where the general solvers are slowest; if that misses ``tol`` they fall
@@ -191,30 +219,26 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, reg, reg_m=None, cost="sqeuclid
         raise ValueError(f"y: batch size {y.shape[0]} differs from that of x ({batch})")
     _check_cost(cost)
     rho = _divergence_reg_m(reg_m)
+    if n_jobs is not None:
+        _check_jobs(n_jobs)
     a = _weights(a, x.shape[-2], "a", batch, x)
     b = _weights(b, y.shape[-2], "b", batch, x)
     x64, y64 = x.to(torch.float64), y.to(torch.float64)
 
-    def one(xi, yi, ai, bi):
-        if rho is not None:
-            kw = dict(reg=reg, reg_m=rho, cost=cost, method=method, tol=tol, **options)
-            if not debias:
-                return ot_loss(pairwise_cost(xi, yi, cost), ai, bi, reg=reg, reg_m=rho, method=method, tol=tol,
-                               **options)
-            return _kl_loss(xi, yi, ai, bi, **kw) - 0.5 * (_kl_loss(xi, xi, ai, ai, **kw)
-                                                           + _kl_loss(yi, yi, bi, bi, **kw))
-        value = ot_loss(pairwise_cost(xi, yi, cost), ai, bi, reg=reg, method=method, tol=tol, **options)
-        if debias:
-            value = value - 0.5 * (_self_loss(pairwise_cost(xi, xi, cost), ai, reg=reg, method=method, tol=tol,
-                                              **options)
-                                   + _self_loss(pairwise_cost(yi, yi, cost), bi, reg=reg, method=method, tol=tol,
-                                                **options))
-        return value
-
-    if batch is None:
-        out = one(x64, y64, a, b)
-    else:
-        out = torch.stack([one(x64[k], y64[k], a[k], b[k]) for k in range(batch)])
+    kw = dict(reg=reg, rho=rho, cost=cost, debias=debias)
+    items = [(x64, y64, a, b)] if batch is None else [(x64[k], y64[k], a[k], b[k]) for k in range(batch)]
+    terms = []
+    for item in items:
+        for C, u, v, *rest in _terms(*item, **kw):
+            _check_inputs(C, u, v)
+            terms.append((C, u, v, *rest))
+    per_item = len(terms) // len(items)
+    # One item: its solves run one after the other in this thread, each on all cores. A batch: its
+    # 3B solves run on a thread pool, one core each (snsot.solve_batch's layout).
+    values = _ot_losses(terms, reg, method, tol, options, n_jobs=1 if batch is None else n_jobs,
+                        one_thread=batch is not None)
+    out = [_combine(values[k * per_item:(k + 1) * per_item]) for k in range(len(items))]
+    out = out[0] if batch is None else torch.stack(out)
     return out.to(x.dtype)
 
 
