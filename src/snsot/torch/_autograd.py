@@ -26,7 +26,6 @@ on empty bins too; the plan's derivative there is finite and exact.
 
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 
@@ -307,24 +306,25 @@ def _adjoint(P, r, c, rhs_r, rhs_c, rtol, max_iter, singular=True):
     return (mu, lam) if swap else (lam, mu)
 
 
-# The sparse backward keeps plan entries above tau = cg_rtol * mass / (n m), so the dropped mass
-# is at most cg_rtol times the total, the accuracy asked of CG anyway; it is taken when at most
+# The sparse backward drops the plan entries P_ij <= cg_rtol * min(r_i / m, c_j / n): each row and
+# column loses at most cg_rtol of its own mass (the accuracy asked of CG anyway), so even rows of tiny
+# mass keep their largest entries and the adjoint stays accurate for them. It is taken when at most
 # this fraction of the entries is kept (above it a dense BLAS pass beats the CSR kernels).
 _SPARSE_DENSITY = 0.2
 
 
 def _sparse_block(P, rtol, force=False):
-    """The plan's entries above ``rtol * sum(P) / P.size`` in CSR; None when more than ``_SPARSE_DENSITY`` remain.
+    """The plan's entries above the threshold of the comment above, in CSR; None when too many remain.
 
     ``force``: the CSR block whatever its density.
     """
-    tau = rtol * float(P.sum()) / P.size
-    keep = P > tau
+    n, m = P.shape
+    keep = P > np.minimum((rtol / m) * P.sum(1)[:, None], (rtol / n) * P.sum(0)[None, :])
     if not force and np.count_nonzero(keep) > _SPARSE_DENSITY * P.size:
         return None
     rows, cols = np.nonzero(keep)
-    indptr = np.zeros(P.shape[0] + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=P.shape[0]), out=indptr[1:])
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
     return linalg.CsrOffDiagonal(indptr, cols.astype(np.int32), P[rows, cols], P.shape)
 
 
@@ -340,6 +340,8 @@ def _adjoint_sparse(S, rho, reg, rhs_r, rhs_c, rtol, max_iter):
     ones = np.ones
     r = K.csr_matvec(S.indptr, S.indices, S.data, ones(S.shape[1]))
     c = S.rmatvec(ones(S.shape[0]))
+    if not (r.min() > 0 and c.min() > 0):  # a row or column whose plan underflowed to 0: the dense CG copes
+        return None
     d_row = r if math.isinf(rho[0]) else r * (1.0 + reg / rho[0])
     d_col = c if math.isinf(rho[1]) else c * (1.0 + reg / rho[1])
     d = linalg.newton_direction(S, d_row, d_col, rhs_r, rhs_c, 1.0, rtol, max_iter)
@@ -476,8 +478,8 @@ def ot_plan(C, a=None, b=None, *, reg, reg_m=None, method="sns", tol=1e-9, cg_rt
         :class:`~snsot.ConvergenceWarning` is emitted if it is not reached).
     backward : {"auto", "sparse", "dense"}
         Operator of the backward CG. ``"sparse"``: the plan's entries above
-        ``cg_rtol * sum(P) / (n m)`` (so the dropped mass is at most
-        ``cg_rtol`` of the total) in CSR, with the diagonal made of their own
+        ``cg_rtol * min(r_i / m, c_j / n)`` (``r``, ``c`` its row and column
+        sums, so each row and column drops at most ``cg_rtol`` of its mass) in CSR, with the diagonal made of their own
         sums, solved by the compiled CG of SNS's sparse Newton step
         (:func:`snsot._kernels.schur_cg`); ``"dense"``: the whole plan (two
         BLAS passes per CG iteration); ``"auto"``: sparse when at most 20 % of
