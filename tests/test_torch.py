@@ -497,6 +497,24 @@ def test_unbalanced_sinkhorn_loss_matches_geomloss_reach():
     assert loss(a, x, b, y).item() == pytest.approx(theirs, rel=1e-6)
 
 
+def test_unbalanced_divergence_drops_points_of_zero_weight():
+    x, y, a, b = _clouds(8)
+    a[2] = 0.0
+    full = st.sinkhorn_divergence(_t(x), _t(y), _t(a), _t(b), reg=0.05, reg_m=0.5, tol=1e-13).item()
+    keep = np.arange(len(a)) != 2
+    dropped = st.sinkhorn_divergence(_t(x[keep]), _t(y), _t(a[keep]), _t(b), reg=0.05, reg_m=0.5, tol=1e-13).item()
+    assert full == pytest.approx(dropped, abs=1e-13)
+
+
+def test_unbalanced_divergence_keeps_float32():
+    x, y, a, b = _clouds(9)
+    x32 = torch.tensor(x, dtype=torch.float32, requires_grad=True)
+    value = st.SinkhornLoss(reg=0.05, reg_m=1.0)(torch.tensor(a, dtype=torch.float32), x32,
+                                                 torch.tensor(b, dtype=torch.float32), torch.tensor(y, dtype=torch.float32))
+    value.backward()
+    assert value.dtype == torch.float32 and x32.grad.dtype == torch.float32 and torch.isfinite(x32.grad).all()
+
+
 def test_unbalanced_divergence_refuses_two_penalties_naming_reg_m():
     x, y, a, b = _clouds(7)
     with pytest.raises(ValueError, match="reg_m"):
