@@ -36,7 +36,7 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--n-jobs", type=int, default=None)
     args = parser.parse_args(argv)
-    print(f"| B | n | reg | reg_m | batch (s) | loop (s) | loop / batch | max diff |")
+    print("| B | n | reg | reg_m | batch (s) | loop (s) | loop / batch | max diff |")
     print("|---|---|---|---|---|---|---|---|")
     for n in args.sizes:
         rng = np.random.default_rng(n)

@@ -155,7 +155,8 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, reg, reg_m=None, cost="sqeuclid
     y : torch.Tensor, shape (m, d) or (B, m, d)
         Target points (same batch size and dimension as ``x``).
     a, b : torch.Tensor, shape (n,) / (m,) or (B, n) / (B, m), optional
-        Weights, equal totals per item; uniform when omitted.
+        Weights, equal totals per item (any totals with ``reg_m``); uniform
+        when omitted.
     reg : float
         Entropic regularisation :math:`\varepsilon`, in the units of the cost.
     reg_m : float, optional
