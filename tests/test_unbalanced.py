@@ -438,6 +438,17 @@ def test_forbidden_pairs_are_the_limit_of_huge_costs_even_for_bins_that_cannot_m
         assert moved.objective - res.objective == pytest.approx(0.25 * parse_reg_m(rho)[0], rel=1e-9)
 
 
+def test_an_otproblem_with_bins_that_cannot_move_solves_as_the_arrays_do():
+    C, a, b = _forbidden_problem()
+    C[2, :] = np.inf
+    problem = snsot.OTProblem(C, a, b, reg=0.1, reg_m=0.7)
+    assert list(problem.dead_bins[0]) == [2]
+    direct = snsot.solve(C, a, b, reg=0.1, reg_m=0.7, tol=1e-12)
+    for res in (snsot.solve(problem, tol=1e-12), snsot.solve(problem, reg=0.1, tol=1e-12)):  # with_reg keeps them
+        assert res.converged and res.potentials[0][2] == np.inf
+        assert res.objective == pytest.approx(direct.objective, rel=1e-13)
+
+
 def test_forbidden_row_of_a_hard_side_is_refused_naming_c_and_the_row():
     C, a, b = _problem(23, n=4, m=5)
     C[1, :] = np.inf

@@ -192,8 +192,8 @@ class OTProblem:
         With a finite side the totals of ``a`` and ``b`` may differ and are
         kept as given. Unbalanced OT is not invariant to a constant added to
         the cost, and a forbidden pair may leave a bin nothing to move to:
-        with a finite ``reg_m`` the cost must be finite; negative costs are
-        solved exactly (:meth:`potential_shifts`).
+        negative costs are solved exactly (:meth:`potential_shifts`) and such
+        bins are set aside (:attr:`dead_bins`).
 
     Raises
     ------
@@ -379,8 +379,9 @@ class OTProblem:
     def with_reg(self, reg: float) -> "OTProblem":
         """The same cost and weights with another regularisation."""
         p = _trusted(self.C, self.a, self.b, float(reg), self.reg_m)
-        if "cost_range" in self.__dict__:
-            p.__dict__["cost_range"] = self.cost_range
+        for key in ("cost_range", "dead_bins"):
+            if key in self.__dict__:
+                p.__dict__[key] = self.__dict__[key]
         return p
 
 
