@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ from scipy.special import logsumexp
 from .. import solve
 from .._kernels import thread_limit
 from ..problem import OTProblem, parse_reg_m
-from ..solvers._kl_marginals import _relaxed
+from ..solvers._kl_marginals import KLMarginals, _relaxed
 from ..result import ConvergenceWarning
 from .. import _kernels as K
 from ..solvers import linalg
@@ -328,33 +329,32 @@ def _sparse_block(P, rtol, force=False):
     return linalg.CsrOffDiagonal(indptr, cols.astype(np.int32), P[rows, cols], P.shape)
 
 
-def _adjoint_sparse(S, rho, reg, rhs_r, rhs_c, rtol, max_iter):
+def _adjoint_sparse(S, diagonal, rhs_r, rhs_c, rtol, max_iter):
     """The adjoint system of :func:`_adjoint` on the CSR block ``S``, by the compiled CG of SNS's Newton step.
 
-    ``S``'s own sums make the diagonal (so ``H`` is exactly the Newton
-    matrix of the sparsified plan, and balanced it keeps its null vector
-    ``1``; the right-hand side is orthogonal to it and CG from 0 stays
-    consistent). Returns ``(lam, mu)`` or None if CG missed ``rtol`` (the
-    caller then solves densely).
+    ``diagonal(r, c)`` gives the diagonal blocks from ``S``'s own sums (so
+    ``H`` is exactly the Newton matrix of the sparsified plan, and balanced
+    it keeps its null vector ``1``; the right-hand side is orthogonal to it
+    and CG from 0 stays consistent). Returns ``(lam, mu)`` or None if CG
+    missed ``rtol`` (the caller then solves densely).
     """
     ones = np.ones
     r = K.csr_matvec(S.indptr, S.indices, S.data, ones(S.shape[1]))
     c = S.rmatvec(ones(S.shape[0]))
     if not (r.min() > 0 and c.min() > 0):  # a row or column whose plan underflowed to 0: the dense CG copes
         return None
-    d_row = r if math.isinf(rho[0]) else r * (1.0 + reg / rho[0])
-    d_col = c if math.isinf(rho[1]) else c * (1.0 + reg / rho[1])
+    d_row, d_col = diagonal(r, c)
     d = linalg.newton_direction(S, d_row, d_col, rhs_r, rhs_c, 1.0, rtol, max_iter)
     if not d.residual <= rtol:
         return None
     return d.x, d.y
 
 
-def _relaxed_block(sums, h, rho, reg):
-    """``(diagonal block of H, exp(-h / rho))`` for one side; ``(sums, 1)`` on a hard side."""
-    if math.isinf(rho):
-        return sums, np.ones_like(sums)
-    return sums * (1.0 + reg / rho), np.exp(-h / rho)
+def _kl_marginals(a, b, reg, rho):
+    """:class:`~snsot.solvers._kl_marginals.KLMarginals` for weights ``a``, ``b`` (positive): the one definition
+    of the unbalanced Hessian's diagonal and of the relaxed targets."""
+    problem = SimpleNamespace(a=a, b=b, reg=reg, reg_m=rho, mass=float(np.sqrt(a.sum() * b.sum())))
+    return KLMarginals(problem)
 
 
 def _zero_bin_gradient(exponent, G, other, reg, relaxed):
@@ -388,6 +388,9 @@ class _OTPlan(torch.autograd.Function):
         else:
             res = solve(Cn, an, bn, reg=reg, reg_m=reg_m, method=method, tol=tol, **options)
         ctx.C, ctx.result, ctx.cg_rtol, ctx.backward = Cn, res, cg_rtol, backward
+        n, m = Cn.shape
+        ctx.a = np.full(n, 1.0 / n) if an is None else an
+        ctx.b = np.full(m, 1.0 / m) if bn is None else bn
         ctx.rho = (math.inf, math.inf) if reg_m is None else parse_reg_m(reg_m)
         return torch.as_tensor(res.plan).to(dtype=C.dtype, device=C.device)
 
@@ -404,19 +407,29 @@ class _OTPlan(torch.autograd.Function):
         # dL = <G, dP>, dP = P (df_i + dg_j - dC_ij) / reg. Differentiating the optimality
         # conditions P 1 = a exp(-f / rho_1), P^T 1 = b exp(-g / rho_2) (rho = inf: balanced) gives
         # H (df, dg) = reg (e_a da, e_b db) + ((P dC) 1, (P dC)^T 1), e_a = exp(-f / rho_1), with
-        # H = [[diag(P 1 + reg / rho_1 a~), P], [P^T, diag(P^T 1 + reg / rho_2 b~)]] (solvers/_kl_marginals.py).
+        # H = [[diag(P 1 + reg / rho_1 a~), P], [P^T, diag(P^T 1 + reg / rho_2 b~)]], a~ = a exp(-f / rho_1)
+        # (KLMarginals.hessian_diagonal, solvers/_kl_marginals.py).
         # With the adjoint H (lam, mu) = ((GP) 1, (GP)^T 1) / reg:
         # dL/dC = P (lam_i + mu_j) - G P / reg, dL/da = reg e_a lam, dL/db = reg e_b mu.
-        # At the optimum the targets a~, b~ are the plan's sums: H's diagonal is P 1 (1 + reg / rho_1).
-        r, c = Ps.sum(1), Ps.sum(0)
-        (d_row, scale_a), (d_col, scale_b) = (_relaxed_block(s, h, rh, reg) for s, h, rh in
-                                              ((r, f[rows], rho[0]), (c, g[cols], rho[1])))
+        fs, gs = f[rows], g[cols]
+        if balanced:
+            def diagonal(r, c):
+                return r, c
+            scale_a, scale_b = np.ones(len(rows)), np.ones(len(cols))
+        else:
+            marginals = _kl_marginals(ctx.a[rows], ctx.b[cols], reg, rho)
+
+            def diagonal(r, c):  # KLMarginals' Hessian diagonal without the Newton step's shift
+                return marginals.hessian_diagonal(fs, gs, r, c, 0.0)
+            targets = marginals.targets(fs, gs)
+            scale_a, scale_b = targets[0] / ctx.a[rows], targets[1] / ctx.b[cols]
+        d_row, d_col = diagonal(Ps.sum(1), Ps.sum(0))
         rhs_r, rhs_c = GP.sum(1) / reg, GP.sum(0) / reg
         max_iter = max(1000, 10 * min(Ps.shape))
         adjoint = None
         S = None if ctx.backward == "dense" else _sparse_block(Ps, ctx.cg_rtol, force=ctx.backward == "sparse")
         if S is not None:
-            adjoint = _adjoint_sparse(S, rho, reg, rhs_r, rhs_c, ctx.cg_rtol, max_iter)
+            adjoint = _adjoint_sparse(S, diagonal, rhs_r, rhs_c, ctx.cg_rtol, max_iter)
         lam_s, mu_s = adjoint if adjoint is not None else _adjoint(
             Ps, d_row, d_col, rhs_r, rhs_c, ctx.cg_rtol, max_iter=max_iter, singular=balanced)
         n, m = P.shape
@@ -450,9 +463,10 @@ def ot_plan(C, a=None, b=None, *, reg, reg_m=None, method="sns", tol=1e-9, cg_rt
     defined by its marginal conditions ``P 1 = a``, ``P^T 1 = b``
     (unbalanced, ``reg_m = (rho_1, rho_2)``: ``P 1 = a exp(-f / rho_1)``,
     ``P^T 1 = b exp(-g / rho_2)``). Differentiating them gives the Newton
-    system of the dual, ``H = [[diag(P 1 (1 + reg / rho_1)), P], [P^T,
-    diag(P^T 1 (1 + reg / rho_2))]]`` (``reg / rho = 0`` on a hard side; the
-    KL Hessian of :mod:`snsot.solvers._kl_marginals` at the optimum), which
+    system of the dual, ``H = [[diag(P 1 + reg / rho_1 a~), P], [P^T,
+    diag(P^T 1 + reg / rho_2 b~)]]`` with the relaxed targets ``a~ = a
+    exp(-f / rho_1)``, ``b~ = b exp(-g / rho_2)`` (``reg / rho = 0`` on a
+    hard side; the KL Hessian of :mod:`snsot.solvers._kl_marginals`), which
     the backward pass solves once (for the adjoint) by conjugate gradients on
     its Schur complement, the linear algebra of SNS's Newton step. For a loss
     ``L(P)`` with ``G = dL/dP`` and the adjoint ``(lam, mu)`` of ``((G P) 1,
