@@ -538,3 +538,42 @@ def test_large_point_clouds_take_the_truncated_sparse_path(folder, monkeypatch, 
     x, y = np.load(folder / "x.npy"), np.load(folder / "y.npy")
     dense = snsot.solve(costs.pairwise(x, y), reg=0.01, tol=1e-9)
     np.testing.assert_allclose(P, dense.plan, atol=1e-9)
+
+
+# ---------------------------------------------------------------- --reg-m (unbalanced OT)
+
+
+@pytest.mark.parametrize("values, pair", [(["0.5"], [0.5, 0.5]), (["inf", "0.5"], ["inf", 0.5])])
+def test_reg_m_solves_unbalanced_ot_as_the_library_does(folder, monkeypatch, capsys, values, pair):
+    # heavy_w.npy has total 2 against the uniform source's 1: refused without --reg-m (see ERRORS)
+    status, out, err = main_in(folder, monkeypatch, capsys, "solve", "x.npy", "y.npy", "--weights-b", "heavy_w.npy",
+                               "--reg", "0.05", "--reg-m", *values, "--json")
+    assert status == 0, err
+    record = json.loads(out)
+    x, y, b = np.load(folder / "x.npy"), np.load(folder / "y.npy"), np.load(folder / "heavy_w.npy")
+    rho = tuple(float(v) for v in values) if len(values) == 2 else float(values[0])
+    expected = snsot.solve(snsot.costs.pairwise(x, y), None, b, reg=0.05, reg_m=rho)
+    assert record["reg_m"] == pair
+    assert record["distance"] is None  # not a Wasserstein distance once the marginals are relaxed
+    assert record["converged"] is True and record["n_iter"] == expected.n_iter
+    assert record["objective"] == pytest.approx(expected.objective, rel=1e-10)
+    assert record["cost"] == pytest.approx(expected.cost, rel=1e-10)
+
+
+def test_reg_m_is_reported_in_the_human_report(folder, monkeypatch, capsys):
+    status, out, err = main_in(folder, monkeypatch, capsys, "solve", "x.npy", "y.npy", "--reg", "0.05",
+                               "--reg-m", "2")
+    assert status == 0, err
+    assert "reg_m      2.0, 2.0 (unbalanced" in out
+
+
+@pytest.mark.parametrize("values, message", [
+    (["1", "2", "3"], "--reg-m: give one number (both sides) or two (source, target); got 3"),
+    (["-1"], "a marginal penalty must be positive"),
+    (["abc"], "expected a positive number or inf; got 'abc'"),
+    (["nan"], "a marginal penalty must be positive"),
+])
+def test_bad_reg_m_is_one_line_naming_the_option(folder, monkeypatch, capsys, values, message):
+    status, out, err = main_in(folder, monkeypatch, capsys, "solve", "x.npy", "y.npy", "--reg-m", *values)
+    assert_one_line_error(status, out, err, message)
+    assert "--reg-m" in err

@@ -362,13 +362,100 @@ def test_large_rho_and_very_different_masses_sns_converges_or_says_stalled():
     np.testing.assert_allclose(tight.plan, res.plan, rtol=1e-8)
 
 
-@pytest.mark.parametrize("bad, what", [(-0.5, "negative costs"), (np.inf, "forbidden pairs")])
-def test_negative_or_forbidden_costs_are_refused_with_reg_m(bad, what):
-    """The balanced solve shifts negative costs and checks forbidden pairs' feasibility; neither
-    carries over to KL marginals (the unbalanced plan changes when a constant is added to C)."""
-    C, a, b = _problem(23, n=4, m=5)
-    C[1, 2] = bad
-    with pytest.raises(ValueError, match=f"C: {what}.*reg_m"):
+@pytest.mark.parametrize("method", ["sns", "sinkhorn"])
+@pytest.mark.parametrize("rho", [0.7, (0.5, 2.0), (math.inf, 0.7), (0.7, math.inf)])
+def test_negative_costs_are_solved_exactly_and_match_pot(method, rho):
+    """Adding a constant to C changes the unbalanced problem; solve() maps it to a reweighting instead."""
+    C, a, b = _problem(23, n=6, m=5)
+    C = C - 0.6  # most entries negative
+    pair = parse_reg_m(rho)
+    res = snsot.solve(C, a, b, reg=0.1, reg_m=rho, method=method, tol=1e-12)
+    assert res.converged
+    P_pot, _ = _pot_plan(C, a, b, 0.1, list(pair) if np.isfinite(pair).all() else pair)
+    np.testing.assert_allclose(res.plan, P_pot, rtol=1e-9, atol=1e-13)
+    assert res.objective == pytest.approx(unbalanced_primal(C, res.plan, a, b, 0.1, pair), rel=1e-10, abs=1e-12)
+    # the potentials are the original problem's: P = exp((f + g - C) / reg), P 1 = a exp(-f / rho_1)
+    f, g = res.potentials
+    np.testing.assert_allclose(res.plan, _plan(C, f, g, 0.1), rtol=1e-10)
+    target = a if math.isinf(pair[0]) else a * np.exp(-f / pair[0])
+    np.testing.assert_allclose(res.plan.sum(1), target, rtol=1e-9)
+    again = snsot.solve(C, a, b, reg=0.1, reg_m=rho, method=method, tol=1e-11, init=res.potentials)
+    assert again.n_iter <= 2
+
+
+def test_negative_costs_whose_plan_would_overflow_are_refused_naming_c():
+    C, a, b = _problem(24, n=4, m=5)
+    C[0, 0] = -1e4  # the plan's mass grows like exp(1e4 / rho)
+    with pytest.raises(ValueError, match="C: negative costs.*overflow"):
         snsot.solve(C, a, b, reg=0.1, reg_m=1.0)
-    b = b * a.sum() / b.sum()
-    assert snsot.solve(C, a, b, reg=0.1).converged  # the balanced problem takes it
+
+
+def _forbidden_problem(seed=25, n=8, m=6):
+    C, a, b = _problem(seed, n=n, m=m)
+    rng = np.random.default_rng(seed)
+    C[rng.random(C.shape) < 0.3] = np.inf
+    return C, a, b
+
+
+@pytest.mark.parametrize("method", ["sns", "sinkhorn"])
+@pytest.mark.parametrize("rho", [0.7, (0.5, 2.0)])
+def test_forbidden_pairs_match_pot_where_every_bin_can_move_mass(method, rho):
+    C, a, b = _forbidden_problem()
+    assert np.isfinite(C).any(1).all() and np.isfinite(C).any(0).all()
+    res = snsot.solve(C, a, b, reg=0.1, reg_m=rho, method=method, tol=1e-12)
+    pair = parse_reg_m(rho)
+    P_pot, _ = _pot_plan(C, a, b, 0.1, list(pair))
+    assert res.converged
+    np.testing.assert_allclose(res.plan, P_pot, rtol=1e-9, atol=1e-13)
+    assert (res.plan[np.isinf(C)] == 0).all()
+    assert res.objective == pytest.approx(unbalanced_primal(np.where(np.isinf(C), 0.0, C), res.plan, a, b, 0.1, pair),
+                                          rel=1e-10)
+
+
+@pytest.mark.parametrize("method", ["sns", "sinkhorn"])
+@pytest.mark.parametrize("rho", [0.7, (0.5, 2.0), (math.inf, 0.7)])
+def test_forbidden_pairs_are_the_limit_of_huge_costs_even_for_bins_that_cannot_move(method, rho):
+    """A row whose every cost is +inf sends nothing and pays rho * a_i; a huge finite cost says the same."""
+    C, a, b = _forbidden_problem()
+    C[5, 1] = -0.3  # and a negative cost
+    C[:, 4] = np.inf  # a column that can receive nothing
+    if math.isinf(parse_reg_m(rho)[0]):
+        C[2, 0] = 0.5
+    else:
+        C[2, :] = np.inf  # a row that can send nothing
+    res = snsot.solve(C, a, b, reg=0.1, reg_m=rho, method=method, tol=1e-12)
+    huge = snsot.solve(np.where(np.isinf(C), 200.0, C), a, b, reg=0.1, reg_m=rho, method=method, tol=1e-12)
+    assert res.converged
+    np.testing.assert_allclose(res.plan, huge.plan, rtol=1e-9, atol=1e-13)
+    assert res.objective == pytest.approx(huge.objective, rel=1e-11)
+    assert res.cost == pytest.approx(huge.cost, rel=1e-10)
+    assert res.potentials[1][4] == np.inf
+    if not math.isinf(parse_reg_m(rho)[0]):
+        assert res.potentials[0][2] == np.inf and (res.plan[2] == 0).all()
+        more = a.copy()
+        more[2] += 0.25  # the dead row's weight only adds its penalty, rho * KL(0 | a_2) = rho * a_2
+        moved = snsot.solve(C, more, b, reg=0.1, reg_m=rho, method=method, tol=1e-12)
+        assert moved.objective - res.objective == pytest.approx(0.25 * parse_reg_m(rho)[0], rel=1e-9)
+
+
+def test_an_otproblem_with_bins_that_cannot_move_solves_as_the_arrays_do():
+    C, a, b = _forbidden_problem()
+    C[2, :] = np.inf
+    problem = snsot.OTProblem(C, a, b, reg=0.1, reg_m=0.7)
+    assert list(problem.dead_bins[0]) == [2]
+    direct = snsot.solve(C, a, b, reg=0.1, reg_m=0.7, tol=1e-12)
+    for res in (snsot.solve(problem, tol=1e-12), snsot.solve(problem, reg=0.1, tol=1e-12)):  # with_reg keeps them
+        assert res.converged and res.potentials[0][2] == np.inf
+        assert res.objective == pytest.approx(direct.objective, rel=1e-13)
+
+
+def test_forbidden_row_of_a_hard_side_is_refused_naming_c_and_the_row():
+    C, a, b = _problem(23, n=4, m=5)
+    C[1, :] = np.inf
+    with pytest.raises(ValueError, match="C: row 1 .*hard side"):
+        snsot.solve(C, a, b, reg=0.1, reg_m=(math.inf, 1.0))
+    with pytest.raises(ValueError, match="C: column 3 .*hard side"):
+        C[1, :] = 0.5
+        C[:, 3] = np.inf
+        snsot.solve(C, a, b, reg=0.1, reg_m=(1.0, math.inf))
+    assert snsot.solve(C, a, b, reg=0.1, reg_m=(math.inf, 1.0)).converged  # rows can still send

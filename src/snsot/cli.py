@@ -21,7 +21,7 @@ from . import __version__
 from . import io as sio
 from .geometry import PointCloud
 from ._validate import check
-from .problem import OTProblem
+from .problem import OTProblem, parse_reg_m
 from .result import STAGE_NEWTON
 from .solvers import _warm_up, available_methods, solve
 
@@ -162,6 +162,25 @@ def _positive_seconds(text: str) -> float:
     return seconds
 
 
+def _reg_m_value(text: str) -> float:
+    try:
+        rho = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or inf; got {text!r}") from None
+    if not rho > 0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"a marginal penalty must be positive (inf: a hard side); got {text!r}")
+    return rho
+
+
+def _reg_m(values):
+    """``--reg-m``'s one or two numbers as :func:`snsot.solve` takes them (None when absent)."""
+    if values is None:
+        return None
+    if len(values) > 2:
+        raise UsageError(f"--reg-m: give one number (both sides) or two (source, target); got {len(values)}")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
 def _common(parser):
     parser.add_argument("--debug", action="store_true", help="show the Python traceback on errors")
 
@@ -206,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reg", type=float, default=1e-3,
                    help="entropic regularisation epsilon > 0, in the units of the cost (default 1e-3; "
                         "histogram and image pixels lie on [0, 1] per axis)")
+    s.add_argument("--reg-m", type=_reg_m_value, nargs="+", default=None, metavar="RHO",
+                   help="unbalanced OT: relax the marginals by RHO * KL (one number for both sides, or two: "
+                        "source then target; inf keeps a side exact). The weights' totals may then differ")
     s.add_argument("--method", choices=available_methods(), default="sns", help="solver (default sns)")
     s.add_argument("--tol", type=float, default=1e-9, help="target L1 marginal error, relative to the total mass (default 1e-9)")
     s.add_argument("--max-iter", type=int, default=None, help="iteration cap (default: the method's)")
@@ -370,18 +392,21 @@ def cmd_solve(args) -> int:
     args.plot = _picture_path(args.plot, "--plot")
     args.plot_convergence = _picture_path(args.plot_convergence, "--plot-convergence")
 
+    reg_m = _reg_m(args.reg_m)
     source, target, C, a, b, metric = _read_inputs(args)
+    if reg_m is not None and isinstance(C, PointCloud):
+        raise UsageError("--reg-m: the truncated sparse path (large point clouds) solves balanced OT only")
     names = {
         "a": _weights_label(source, "--weights-a", args.weights_a),
         "b": _weights_label(target, "--weights-b", args.weights_b),
         "C": f"--cost-matrix ({args.cost_matrix})" if args.cost_matrix else "cost",
-        "reg": "--reg", "tol": "--tol", "max_iter": "--max-iter", "method": "--method",
+        "reg": "--reg", "tol": "--tol", "max_iter": "--max-iter", "method": "--method", "reg_m": "--reg-m",
     }
     progress = Progress(f"{args.method}: ", enabled=None if not args.quiet else False)
     try:
         with _argument_names(names):
             if not isinstance(C, PointCloud):
-                problem = OTProblem(C, a, b, reg=args.reg)
+                problem = OTProblem(C, a, b, reg=args.reg, reg_m=reg_m)
             if not args.quiet:  # inputs are valid: say how each file was read (errors stay one line)
                 for measure in (source, target):
                     if measure is not None:
@@ -396,6 +421,10 @@ def cmd_solve(args) -> int:
         progress.close()
 
     record = sio.result_record(result, metric=metric, source=source, target=target, cost_matrix=args.cost_matrix)
+    if reg_m is not None:
+        # JSON has no infinity: a hard side is written "inf"
+        record["reg_m"] = [r if r < float("inf") else "inf" for r in parse_reg_m(reg_m)]
+        record["distance"] = None  # sqrt(cost) of a plan with relaxed marginals is no Wasserstein distance
     written = []
     if args.plan:
         layout = sio.save_plan(args.plan, result.plan)
@@ -438,6 +467,9 @@ def _print_report(r, written):
     if r["distance"] is not None:
         print(f"  distance   {r['distance']:.10g}")
     print(f"  objective  {r['objective']:.10g}")
+    if "reg_m" in r:
+        print(f"  reg_m      {', '.join(str(x) for x in r['reg_m'])} (unbalanced: marginal_error is the dual "
+              "gradient's L1 norm)")
     for path in written:
         print(f"wrote {path}")
 

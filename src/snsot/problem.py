@@ -122,6 +122,26 @@ def _check_cost(C: np.ndarray) -> tuple[float, float, bool]:
     return float(finite.min()), float(finite.max()), True
 
 
+def _dead_bins(C, a, b, reg_m):
+    """:attr:`OTProblem.dead_bins`; a ``ValueError`` naming ``C`` if such a bin is on a hard side.
+
+    With KL-relaxed marginals any pattern of forbidden pairs is feasible
+    except a bin of a hard side (``rho = inf``) with mass and no allowed pair
+    towards the other side's mass; a hard row that has one can put its mass
+    there, and the relaxed columns take any amount.
+    """
+    allowed = np.isfinite(C) & (a[:, None] > 0) & (b[None, :] > 0)
+    dead = []
+    for side, (w, reach, rho) in enumerate(((a, allowed.any(1), reg_m[0]), (b, allowed.any(0), reg_m[1]))):
+        idx = np.flatnonzero((w > 0) & ~reach)
+        if len(idx) and np.isinf(rho):
+            what = ("row", "a", "columns", "b") if side == 0 else ("column", "b", "rows", "a")
+            raise ValueError(f"C: {what[0]} {int(idx[0])} has mass in {what[1]} (a hard side, reg_m inf) but every "
+                             f"cost towards the {what[2]} with mass in {what[3]} is +inf; nothing can carry it")
+        dead.append(idx)
+    return dead[0], dead[1]
+
+
 @dataclass(frozen=True, eq=False)
 class OTProblem:
     r"""An entropic optimal transport problem between weights ``a`` and ``b``.
@@ -151,7 +171,8 @@ class OTProblem:
         ``-inf`` are refused, and so is a pattern of forbidden pairs that
         cannot carry the weights (a row or column with mass and no finite
         cost to the other side's mass, or no feasible plan at all: the
-        message names the first offending row or column). float32 input
+        message names the first offending row or column; unbalanced, see
+        :attr:`dead_bins` and :meth:`potential_shifts`). float32 input
         stays float32 (kernels compute in float64); anything else becomes
         float64.
     a, b : array_like, shape (n,) and (m,), optional
@@ -171,7 +192,8 @@ class OTProblem:
         With a finite side the totals of ``a`` and ``b`` may differ and are
         kept as given. Unbalanced OT is not invariant to a constant added to
         the cost, and a forbidden pair may leave a bin nothing to move to:
-        with a finite ``reg_m`` the cost must be finite and non-negative.
+        negative costs are solved exactly (:meth:`potential_shifts`) and such
+        bins are set aside (:attr:`dead_bins`).
 
     Raises
     ------
@@ -211,12 +233,8 @@ class OTProblem:
                 )
             if tb != ta:
                 b = b * (ta / tb)
-        elif forbidden or cost_range[0] < 0:
-            # Neither the shift of negative costs nor the feasibility check of
-            # forbidden pairs carries over to KL-relaxed marginals.
-            what = "forbidden pairs (+inf)" if forbidden else f"negative costs (min {cost_range[0]!r})"
-            raise ValueError(f"C: {what} are not supported with reg_m (unbalanced OT); "
-                             "give a finite, non-negative cost")
+        elif forbidden:
+            self.__dict__["dead_bins"] = _dead_bins(C, a, b, reg_m)
 
         if reg is None:
             raise ValueError("reg: the entropic regularisation is required")
@@ -228,7 +246,7 @@ class OTProblem:
         object.__setattr__(self, "reg", reg)
         object.__setattr__(self, "reg_m", reg_m)
         self.__dict__["cost_range"] = tuple(cost_range)
-        if forbidden:
+        if forbidden and np.isinf(reg_m).all():
             check_feasible(C, a, b)
 
     @functools.cached_property
@@ -252,18 +270,65 @@ class OTProblem:
         """
         return min(self.cost_range[0], 0.0)
 
+    def potential_shifts(self) -> tuple[float, float]:
+        """``(s_1, s_2)``, ``s_1 + s_2 = cost_offset``: how the potentials of :meth:`shifted` map back.
+
+        Balanced, ``f`` takes the whole offset. Unbalanced, adding ``s`` to
+        the cost is no longer an invariance, but ``s sum(P)`` splits into
+        ``s_1 sum(P 1) + s_2 sum(P^T 1)`` and ``rho KL(r | a) + s_1 sum(r) =
+        rho KL(r | a exp(-s_1 / rho)) + rho (m(a) - m(a exp(-s_1 / rho)))``:
+        the problem on ``C - s`` with weights ``a exp(-s_1 / rho_1)``, ``b
+        exp(-s_2 / rho_2)`` has the same plan, potentials ``f - s_1``, ``g -
+        s_2``, and its objective differs by :meth:`objective_offset`. A hard
+        side takes the whole offset (there ``sum(r)`` is fixed); two relaxed
+        sides share it in proportion to their ``rho`` (the same factor on
+        both weights).
+        """
+        s = self.cost_offset
+        rho_1, rho_2 = self.reg_m
+        if s == 0:
+            return 0.0, 0.0
+        if np.isinf(rho_1):
+            return s, 0.0
+        if np.isinf(rho_2):
+            return 0.0, s
+        return s * rho_1 / (rho_1 + rho_2), s * rho_2 / (rho_1 + rho_2)
+
+    def objective_offset(self) -> float:
+        """The original objective minus that of :meth:`shifted` (see :meth:`potential_shifts`)."""
+        if self.balanced:
+            return self.cost_offset * self.mass
+        total = 0.0
+        rows, cols = self.support()  # the bins the solvers see (dead bins are charged apart)
+        for s_k, rho_k, w in zip(self.potential_shifts(), self.reg_m, (self.a[rows], self.b[cols])):
+            if s_k == 0:
+                continue
+            m_k = float(w.sum())
+            total += s_k * m_k if np.isinf(rho_k) else -rho_k * m_k * float(np.expm1(-s_k / rho_k))
+        return total
+
     def shifted(self) -> "OTProblem":
         """The problem on ``C - cost_offset``, whose finite costs are non-negative (``self`` if no shift).
 
         The shifted cost is float64 even for a float32 ``C``, so that the shift is exact.
+        Unbalanced, the weights are rescaled as :meth:`potential_shifts` says.
         """
         offset = self.cost_offset
         if offset == 0:
             return self
         lo, hi = self.cost_range
+        a, b = self.a, self.b
+        if not self.balanced:
+            with np.errstate(over="ignore"):
+                a, b = (w if np.isinf(r) else w * np.exp(-s / r)
+                        for w, s, r in zip((a, b), self.potential_shifts(), self.reg_m))
+            if not (np.isfinite(a.sum()) and np.isfinite(b.sum())):
+                raise ValueError(f"C: negative costs (min {lo!r}) against reg_m {self.reg_m} make the optimal "
+                                 "plan's mass overflow float64 (it grows like exp(-min C / rho)); "
+                                 "shift C or raise reg_m")
         # in float64: float32 - float32 rounds (to 6e-8 relative, i.e. a different
         # problem), while two float32 values differ exactly in float64
-        p = _trusted(self.C.astype(np.float64) - offset, self.a, self.b, self.reg, self.reg_m)
+        p = _trusted(self.C.astype(np.float64) - offset, a, b, self.reg, self.reg_m)
         p.__dict__["cost_range"] = (0.0, hi - lo)
         return p
 
@@ -287,9 +352,25 @@ class OTProblem:
             return float(self.a.sum())
         return float(np.sqrt(self.a.sum() * self.b.sum()))
 
+    @property
+    def dead_bins(self) -> tuple[np.ndarray, np.ndarray]:
+        """Unbalanced: bins with mass whose every cost towards the other side's mass is ``+inf``.
+
+        Such a row can send nothing: its plan row is 0, the penalty charges
+        ``rho_1 KL(0 | a_i) = rho_1 a_i``, and its potential is ``+inf``
+        (the dual's maximiser: ``rho_1 (1 - exp(-f / rho_1)) -> rho_1``).
+        Empty when nothing is forbidden, and always empty balanced (there
+        such a bin is infeasible and refused).
+        """
+        return self.__dict__.get("dead_bins", (np.empty(0, np.intp), np.empty(0, np.intp)))
+
     def support(self) -> tuple[np.ndarray, np.ndarray]:
-        """Indices of the bins of ``a`` and ``b`` that carry mass."""
-        return np.flatnonzero(self.a > 0), np.flatnonzero(self.b > 0)
+        """Indices of the bins of ``a`` and ``b`` that carry mass (and, unbalanced, can move some)."""
+        rows, cols = np.flatnonzero(self.a > 0), np.flatnonzero(self.b > 0)
+        dead_rows, dead_cols = self.dead_bins
+        if len(dead_rows) or len(dead_cols):
+            rows, cols = np.setdiff1d(rows, dead_rows), np.setdiff1d(cols, dead_cols)
+        return rows, cols
 
     def restrict(self, rows: np.ndarray, cols: np.ndarray) -> "OTProblem":
         """The same problem on a sub-grid of bins (used to drop zero-mass bins)."""
@@ -298,8 +379,9 @@ class OTProblem:
     def with_reg(self, reg: float) -> "OTProblem":
         """The same cost and weights with another regularisation."""
         p = _trusted(self.C, self.a, self.b, float(reg), self.reg_m)
-        if "cost_range" in self.__dict__:
-            p.__dict__["cost_range"] = self.cost_range
+        for key in ("cost_range", "dead_bins"):
+            if key in self.__dict__:
+                p.__dict__[key] = self.__dict__[key]
         return p
 
 

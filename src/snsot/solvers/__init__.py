@@ -80,7 +80,13 @@ def solve(C, a=None, b=None, *, reg=None, reg_m=None, method: str = "sns", tol: 
         ``b`` may then differ. Both methods solve it: Sinkhorn with the damped
         updates, SNS by Newton on the unbalanced dual; ``tol`` then bounds the
         L1 norm of the dual's gradient (see ``marginal_error`` in
-        :class:`OTResult`). ``None`` (default): balanced.
+        :class:`OTResult`). ``None`` (default): balanced. Negative costs are
+        solved exactly (adding a constant to ``C`` changes an unbalanced
+        problem; :meth:`OTProblem.potential_shifts` maps it to a reweighting).
+        ``+inf`` costs forbid pairs as in the balanced case; a bin with mass
+        and no allowed pair towards the other side's mass sends nothing, pays
+        ``rho w_i`` and gets potential ``+inf`` on a relaxed side, and is
+        refused (``ValueError`` naming ``C``) on a hard side.
     method : str
         A name from :func:`available_methods`: ``"sns"`` (Sinkhorn-Newton-Sparse,
         default) or ``"sinkhorn"`` (log-domain Sinkhorn).
@@ -176,18 +182,20 @@ def solve(C, a=None, b=None, *, reg=None, reg_m=None, method: str = "sns", tol: 
     rows, cols = problem.support()
     full = len(rows) == n and len(cols) == m
     offset = problem.cost_offset  # negative costs: solvers see C - offset >= 0
+    shifts = problem.potential_shifts()
     sub = problem.shifted() if full else problem.shifted().restrict(rows, cols)
     if init is not None:
         init = _check_init(init, n, m, rows, cols)
-        init = (init[0] - offset, init[1]) if offset else init
+        init = (init[0] - shifts[0], init[1] - shifts[1]) if offset else init
 
     with thread_limit(sub.C.size, n_threads):
         res = solve_scaled(solver, sub, tol=tol, stop_at_floor=stop_at_floor, max_iter=max_iter, init=init,
                            callback=callback, **options)
     if not full:
         res = _embed(res, problem, rows, cols)
+        _dead(res, problem)
     if offset:
-        _unshift(res, offset, problem.mass)
+        _unshift(res, offset, shifts, problem.objective_offset())
     if warn and not res.converged:
         warnings.warn(
             f"{method}: stopped after {res.n_iter} iterations with marginal error "
@@ -231,18 +239,35 @@ def _check_init(init, n, m, rows, cols):
     return f, g
 
 
-def _unshift(res: OTResult, offset: float, mass: float) -> None:
+def _unshift(res: OTResult, offset: float, shifts, objective_offset: float) -> None:
     """Report a solve on ``C - offset`` for the original ``C``.
 
-    The plan is unchanged; ``f`` moves by ``offset``, so the dual value
-    ``<a, f> + <b, g> - reg sum P`` (every iterate's, too) moves by
-    ``offset * mass``, and the cost ``<C, P>`` by ``offset * sum(P)``.
+    The plan is unchanged; ``(f, g)`` move by ``shifts`` (balanced: ``f`` by
+    ``offset``; unbalanced: :meth:`OTProblem.potential_shifts`), the dual
+    value (every iterate's, too) by ``objective_offset`` (balanced: ``offset
+    * mass``), and the cost ``<C, P>`` by ``offset * sum(P)``.
     """
     f, g = res.potentials
-    res.potentials = (f + offset, g)
+    res.potentials = (f + shifts[0], g + shifts[1])
     res.cost += offset * float(res.plan.sum())
-    res.objective += offset * mass
-    res.history.objective = res.history.objective + offset * mass
+    res.objective += objective_offset
+    res.history.objective = res.history.objective + objective_offset
+
+
+def _dead(res: OTResult, problem: OTProblem) -> None:
+    """Unbalanced: bins that cannot move mass (:attr:`OTProblem.dead_bins`) get potential ``+inf``.
+
+    The penalty charges them ``rho w_i`` (``KL(0 | w_i) = w_i``), which the
+    dual of the solved sub-problem lacks: added to the objective.
+    """
+    extra = 0.0
+    for k, (idx, w, rho) in enumerate(zip(problem.dead_bins, (problem.a, problem.b), problem.reg_m)):
+        if len(idx):
+            res.potentials[k][idx] = np.inf
+            extra += rho * float(w[idx].sum())
+    if extra:
+        res.objective += extra
+        res.history.objective = res.history.objective + extra
 
 
 def _embed(res: OTResult, problem: OTProblem, rows, cols) -> OTResult:

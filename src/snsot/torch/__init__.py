@@ -6,9 +6,13 @@ differentiates the optimality conditions, not the iterations:
 * :func:`ot_loss`: the OT value; gradients ``dC = P``, ``da = f``, ``db = g``
   (envelope theorem).
 * :func:`ot_plan`: the plan; gradients by implicit differentiation through
-  the Newton system of the dual.
+  the Newton system of the dual (dense or, for sparse plans, CSR, as SNS's
+  Newton step).
 * :func:`sinkhorn_divergence` and :class:`SinkhornLoss`: the debiased
-  Sinkhorn divergence between point clouds, batched.
+  Sinkhorn divergence between point clouds, batched (the solves of a batch
+  run on a thread pool).
+
+Each takes ``reg_m`` for unbalanced OT (KL-relaxed marginals).
 * :func:`pairwise_cost`: costs between clouds, in the graph.
 
 Solves run in float64 on the CPU; results and gradients come back in the

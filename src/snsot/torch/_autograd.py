@@ -26,8 +26,9 @@ on empty bins too; the plan's derivative there is finite and exact.
 
 from __future__ import annotations
 
-import inspect
+import math
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -36,8 +37,9 @@ from scipy.special import logsumexp
 from .. import solve
 from .._kernels import thread_limit
 from ..problem import OTProblem, parse_reg_m
-from ..solvers._kl_marginals import _relaxed
+from ..solvers._kl_marginals import KLMarginals, _relaxed
 from ..result import ConvergenceWarning
+from .. import _kernels as K
 from ..solvers import linalg
 from ..solvers.symmetric import solve_symmetric
 
@@ -55,15 +57,11 @@ def _to_numpy(t, name):
     return np.asarray(t, dtype=np.float64)
 
 
-def _check_reg_m(reg_m, *, plan=False):
-    """``reg_m`` as :func:`snsot.solve` takes it (``None``: balanced); the plan's derivative is balanced only."""
+def _check_reg_m(reg_m):
+    """``reg_m`` as :func:`snsot.solve` takes it (``None``: balanced), checked before any solving."""
     if reg_m is None:
         return None
-    parse_reg_m(reg_m)  # a ValueError naming reg_m, before any solving
-    if plan:
-        raise NotImplementedError(
-            "reg_m: implicit differentiation of the unbalanced plan is not implemented yet; "
-            "ot_loss(..., reg_m=) gives the unbalanced value and its exact gradients")
+    parse_reg_m(reg_m)  # a ValueError naming reg_m
     return reg_m
 
 
@@ -117,20 +115,25 @@ def _centre(f, g):
     return f + t, g - t
 
 
+def _value_solve(Cn, an, bn, reg, method, tol, options, symmetric=False, reg_m=None):
+    """The forward solve of :class:`_OTValue` on NumPy inputs (what a batch runs on its threads)."""
+    if reg_m is not None:
+        return solve(Cn, an, bn, reg=reg, reg_m=reg_m, method=method, tol=tol, **options)
+    if symmetric:  # b is a: the self-term of a divergence
+        return _solve_self(Cn, an, reg, method, tol, options)
+    return _solve(Cn, an, bn, reg, method, tol, options)
+
+
 class _OTValue(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, C, a, b, reg, method, tol, options, symmetric=False, reg_m=None):
+    def forward(ctx, C, a, b, reg, method, tol, options, symmetric=False, reg_m=None, result=None):
         Cn = _to_numpy(C, "C")
+        res = result if result is not None else _value_solve(
+            Cn, _to_numpy(a, "a"), _to_numpy(b, "b"), reg, method, tol, options, symmetric, reg_m)
         if reg_m is not None:  # unbalanced: the potentials are unique, no constant to fix
-            res = solve(Cn, _to_numpy(a, "a"), _to_numpy(b, "b"), reg=reg, reg_m=reg_m, method=method, tol=tol,
-                        **options)
             rho = parse_reg_m(reg_m)
             f, g = (_relaxed(h, r) for h, r in zip(res.potentials, rho))  # d value / d a, d value / d b
-        elif symmetric:  # b is a: the self-term of a divergence
-            res = _solve_self(Cn, _to_numpy(a, "a"), reg, method, tol, options)
         else:
-            res = _solve(Cn, _to_numpy(a, "a"), _to_numpy(b, "b"), reg, method, tol, options)
-        if reg_m is None:
             f, g = _centre(*_full_potentials(Cn, *res.potentials, res.reg))
         ctx.plan, ctx.f, ctx.g = res.plan, f, g
         ctx.result = res
@@ -141,7 +144,36 @@ class _OTValue(torch.autograd.Function):
         go = float(grad_out)
         out = [torch.as_tensor(go * x).to(dtype=grad_out.dtype, device=grad_out.device) if need else None
                for x, need in zip((ctx.plan, ctx.f, ctx.g), ctx.needs_input_grad[:3])]
-        return (*out, None, None, None, None, None, None)
+        return (*out, None, None, None, None, None, None, None)
+
+
+def _ot_losses(terms, reg, method, tol, options, n_jobs=None, one_thread=True):
+    """Many OT values at once: ``terms`` are ``(C, a, b, symmetric, reg_m)``; their solves run on a thread pool.
+
+    Each solve is the one :func:`ot_loss` (or the self-term) would run, so
+    the values and gradients are those of a loop over the terms; only the
+    order of the solves changes. ``n_jobs`` threads (default: one per core;
+    1: in this thread, in order), each solve on one core when ``one_thread``
+    (``n_threads=1`` unless the options say otherwise). Returns one 0-d
+    tensor per term, in order.
+    """
+    from .._engines import ThreadEngine, _check_jobs
+
+    inputs = [(_to_numpy(C, "C"), _to_numpy(a, "a"), _to_numpy(b, "b"), sym, reg_m)
+              for C, a, b, sym, reg_m in terms]
+    opts = dict(options)
+    if one_thread:
+        opts.setdefault("n_threads", 1)
+    n_jobs = _check_jobs(n_jobs)
+
+    def task(data, k):
+        Cn, an, bn, sym, reg_m = data[k]
+        return _value_solve(Cn, an, bn, reg, method, tol, opts, sym, reg_m)
+
+    engine = ThreadEngine(n_jobs=min(len(terms), n_jobs))
+    results = dict(engine.run(task, inputs, range(len(terms))))
+    return [_OTValue.apply(C, a, b, reg, method, tol, opts, sym, reg_m, results[k])
+            for k, (C, a, b, sym, reg_m) in enumerate(terms)]
 
 
 def _check_inputs(C, a, b):
@@ -215,41 +247,52 @@ def ot_loss(C, a=None, b=None, *, reg, reg_m=None, method="sns", tol=1e-9, **opt
     return _OTValue.apply(C, a, b, reg, method, tol, options, False, reg_m)
 
 
-def _self_loss(C, a, *, reg, method, tol, **options):
-    """``ot_loss(C, a, a)`` for a self-transport cost, solved on the symmetric dual (same gradients).
+def _self_cost(C):
+    """``(cost, symmetric)`` for a self-transport cost: symmetrised in the graph when it is symmetric to round-off.
 
-    ``C`` is symmetrised in the graph (a cost formed as ``|x|^2 + |x|^2 - 2 x
-    x^T`` may differ from its transpose in the last bit); a cost that is not
-    symmetric to round-off is solved by :func:`ot_loss` as it is.
+    A cost formed as ``|x|^2 + |x|^2 - 2 x x^T`` may differ from its
+    transpose in the last bit; the symmetric dual needs it exact. A cost that
+    is not symmetric to round-off is returned as it is, for the general solver.
     """
-    _check_inputs(C, a, a)
     sym = 0.5 * (C + C.T)
     scale = float(C.detach().abs().max())
     if float((C.detach() - sym.detach()).abs().max()) > 1e-12 * scale:
-        return _OTValue.apply(C, a, a, reg, method, tol, options)
-    return _OTValue.apply(sym, a, a, reg, method, tol, options, True)
+        return C, False
+    return sym, True
+
+
+def _self_loss(C, a, *, reg, method, tol, **options):
+    """``ot_loss(C, a, a)`` for a self-transport cost, solved on the symmetric dual (same gradients)."""
+    _check_inputs(C, a, a)
+    C, symmetric = _self_cost(C)
+    return _OTValue.apply(C, a, a, reg, method, tol, options, symmetric)
 
 
 # --------------------------------------------------------------------- plan ---
 
-def _adjoint(P, r, c, rhs_r, rhs_c, rtol, max_iter):
-    """Solve ``[[diag(r), P], [P^T, diag(c)]] [lam; mu] = [rhs_r; rhs_c]`` (consistent, singular along (1, -1)).
+def _adjoint(P, r, c, rhs_r, rhs_c, rtol, max_iter, singular=True):
+    """Solve ``[[diag(r), P], [P^T, diag(c)]] [lam; mu] = [rhs_r; rhs_c]`` by CG on a Schur complement.
 
     Eliminates the larger block and runs Jacobi-preconditioned CG on the
     Schur complement ``diag(c) - P^T diag(1/r) P`` of the smaller one, as the
-    Newton step of SNS does. That complement is positive semi-definite with
-    null vector ``1`` (``P 1 = r``); adding ``s 1 1^T`` makes it definite
-    without changing the solution of a right-hand side orthogonal to ``1``
-    (which it is: both blocks of the right-hand side have the same sum), and
-    picks the solution with ``sum mu = 0``.
+    Newton step of SNS does.
+
+    Balanced (``singular``): ``r``, ``c`` are the plan's sums, so the
+    complement is positive semi-definite with null vector ``1`` (``P 1 =
+    r``); adding ``s 1 1^T`` makes it definite without changing the solution
+    of a right-hand side orthogonal to ``1`` (which it is: both blocks of the
+    right-hand side have the same sum), and picks the solution with ``sum mu
+    = 0``. Unbalanced: ``r``, ``c`` carry the KL terms ``reg / rho * target``
+    on a relaxed side, the matrix is definite and nothing is fixed.
     """
     swap = P.shape[1] > P.shape[0]
     if swap:
         P, r, c, rhs_r, rhs_c = P.T, c, r, rhs_c, rhs_r
     m = len(c)
-    s = float(c.mean()) / m
+    s = float(c.mean()) / m if singular else 0.0
     rhs = rhs_c - P.T @ (rhs_r / r)
-    rhs = rhs - rhs.mean()  # remove the round-off component along the null vector
+    if singular:
+        rhs = rhs - rhs.mean()  # remove the round-off component along the null vector
 
     def matvec(y):
         return c * y - P.T @ ((P @ y) / r) + s * y.sum()
@@ -264,65 +307,181 @@ def _adjoint(P, r, c, rhs_r, rhs_c, rtol, max_iter):
     return (mu, lam) if swap else (lam, mu)
 
 
+# The sparse backward drops the plan entries P_ij <= cg_rtol * min(r_i / m, c_j / n): each row and
+# column loses at most cg_rtol of its own mass (the accuracy asked of CG anyway), so even rows of tiny
+# mass keep their largest entries and the adjoint stays accurate for them. It is taken when at most
+# this fraction of the entries is kept (above it a dense BLAS pass beats the CSR kernels).
+_SPARSE_DENSITY = 0.2
+
+
+def _sparse_block(P, rtol, force=False):
+    """The plan's entries above the threshold of the comment above, in CSR; None when too many remain.
+
+    ``force``: the CSR block whatever its density.
+    """
+    n, m = P.shape
+    keep = P > np.minimum((rtol / m) * P.sum(1)[:, None], (rtol / n) * P.sum(0)[None, :])
+    if not force and np.count_nonzero(keep) > _SPARSE_DENSITY * P.size:
+        return None
+    rows, cols = np.nonzero(keep)
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    return linalg.CsrOffDiagonal(indptr, cols.astype(np.int32), P[rows, cols], P.shape)
+
+
+def _adjoint_sparse(S, diagonal, rhs_r, rhs_c, rtol, max_iter):
+    """The adjoint system of :func:`_adjoint` on the CSR block ``S``, by the compiled CG of SNS's Newton step.
+
+    ``diagonal(r, c)`` gives the diagonal blocks from ``S``'s own sums (so
+    ``H`` is exactly the Newton matrix of the sparsified plan, and balanced
+    it keeps its null vector ``1``; the right-hand side is orthogonal to it
+    and CG from 0 stays consistent). Returns ``(lam, mu)`` or None if CG
+    missed ``rtol`` (the caller then solves densely).
+    """
+    ones = np.ones
+    r = K.csr_matvec(S.indptr, S.indices, S.data, ones(S.shape[1]))
+    c = S.rmatvec(ones(S.shape[0]))
+    if not (r.min() > 0 and c.min() > 0):  # a row or column whose plan underflowed to 0: the dense CG copes
+        return None
+    d_row, d_col = diagonal(r, c)
+    d = linalg.newton_direction(S, d_row, d_col, rhs_r, rhs_c, 1.0, rtol, max_iter)
+    if not d.residual <= rtol:
+        return None
+    return d.x, d.y
+
+
+def _kl_marginals(a, b, reg, rho):
+    """:class:`~snsot.solvers._kl_marginals.KLMarginals` for weights ``a``, ``b`` (positive): the one definition
+    of the unbalanced Hessian's diagonal and of the relaxed targets."""
+    problem = SimpleNamespace(a=a, b=b, reg=reg, reg_m=rho, mass=float(np.sqrt(a.sum() * b.sum())))
+    return KLMarginals(problem)
+
+
+def _zero_bin_gradient(exponent, G, other, reg, relaxed):
+    """Derivative of ``<G, P>`` with respect to the weight of empty bins (one row of ``q`` each).
+
+    Giving an empty bin a mass ``t`` adds a row ``t q`` to the plan (``q`` the
+    conditional ``exp(exponent) = exp((g_j - C_ij) / reg)``, normalised) and moves the other
+    side's sums by ``t q``, whose effect is ``-reg <mu, q>`` through the
+    adjoint: the derivative is ``sum_j q_ij (G_ij - reg mu_j)``. On a relaxed
+    side the row's mass grows like ``t ** (rho / (rho + reg))``, so the
+    derivative is infinite, with that sign.
+    """
+    top = exponent.max(1, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        q = np.exp(exponent - np.where(np.isfinite(top), top, 0.0))
+    total = q.sum(1, keepdims=True)
+    q = np.divide(q, total, out=np.zeros_like(q), where=total > 0)  # a row of +inf costs: no derivative
+    d = (q * (G - reg * other[None, :])).sum(1)
+    if relaxed:
+        return np.where(d == 0, 0.0, np.copysign(np.inf, d))
+    return d
+
+
 class _OTPlan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, C, a, b, reg, method, tol, cg_rtol, options):
+    def forward(ctx, C, a, b, reg, method, tol, cg_rtol, options, reg_m=None, backward="auto"):
         Cn = _to_numpy(C, "C")
-        res = _solve(Cn, _to_numpy(a, "a"), _to_numpy(b, "b"), reg, method, tol, options)
-        ctx.C, ctx.result, ctx.cg_rtol = Cn, res, cg_rtol
+        an, bn = _to_numpy(a, "a"), _to_numpy(b, "b")
+        if reg_m is None:
+            res = _solve(Cn, an, bn, reg, method, tol, options)
+        else:
+            res = solve(Cn, an, bn, reg=reg, reg_m=reg_m, method=method, tol=tol, **options)
+        ctx.C, ctx.result, ctx.cg_rtol, ctx.backward = Cn, res, cg_rtol, backward
+        n, m = Cn.shape
+        ctx.a = np.full(n, 1.0 / n) if an is None else an
+        ctx.b = np.full(m, 1.0 / m) if bn is None else bn
+        ctx.rho = (math.inf, math.inf) if reg_m is None else parse_reg_m(reg_m)
         return torch.as_tensor(res.plan).to(dtype=C.dtype, device=C.device)
 
     @staticmethod
     def backward(ctx, grad_plan):
-        res, Cn = ctx.result, ctx.C
+        res, Cn, rho = ctx.result, ctx.C, ctx.rho
+        balanced = math.isinf(rho[0]) and math.isinf(rho[1])
         reg, P = res.reg, res.plan
         G = grad_plan.detach().to(device="cpu", dtype=torch.float64).numpy()
         f, g = res.potentials
         rows, cols = np.flatnonzero(np.isfinite(f)), np.flatnonzero(np.isfinite(g))
         Ps, Gs = P[np.ix_(rows, cols)], G[np.ix_(rows, cols)]
         GP = Gs * Ps
-        # dL = <G, dP>, dP = P (df_i + dg_j - dC_ij) / reg and the marginal constraints
-        # H (df, dg) = reg (da, db) + ((P dC) 1, (P dC)^T 1) give, with H (lam, mu) = ((GP) 1, (GP)^T 1) / reg:
-        # dL/dC = P (lam_i + mu_j) - G P / reg, dL/da = reg lam, dL/db = reg mu.
-        lam_s, mu_s = _adjoint(Ps, Ps.sum(1), Ps.sum(0), GP.sum(1) / reg, GP.sum(0) / reg, ctx.cg_rtol,
-                               max_iter=max(1000, 10 * min(Ps.shape)))
+        # dL = <G, dP>, dP = P (df_i + dg_j - dC_ij) / reg. Differentiating the optimality
+        # conditions P 1 = a exp(-f / rho_1), P^T 1 = b exp(-g / rho_2) (rho = inf: balanced) gives
+        # H (df, dg) = reg (e_a da, e_b db) + ((P dC) 1, (P dC)^T 1), e_a = exp(-f / rho_1), with
+        # H = [[diag(P 1 + reg / rho_1 a~), P], [P^T, diag(P^T 1 + reg / rho_2 b~)]], a~ = a exp(-f / rho_1)
+        # (KLMarginals.hessian_diagonal, solvers/_kl_marginals.py).
+        # With the adjoint H (lam, mu) = ((GP) 1, (GP)^T 1) / reg:
+        # dL/dC = P (lam_i + mu_j) - G P / reg, dL/da = reg e_a lam, dL/db = reg e_b mu.
+        fs, gs = f[rows], g[cols]
+        if balanced:
+            def diagonal(r, c):
+                return r, c
+            scale_a, scale_b = np.ones(len(rows)), np.ones(len(cols))
+        else:
+            marginals = _kl_marginals(ctx.a[rows], ctx.b[cols], reg, rho)
+
+            def diagonal(r, c):  # KLMarginals' Hessian diagonal without the Newton step's shift
+                return marginals.hessian_diagonal(fs, gs, r, c, 0.0)
+            targets = marginals.targets(fs, gs)
+            scale_a, scale_b = targets[0] / ctx.a[rows], targets[1] / ctx.b[cols]
+        d_row, d_col = diagonal(Ps.sum(1), Ps.sum(0))
+        rhs_r, rhs_c = GP.sum(1) / reg, GP.sum(0) / reg
+        max_iter = max(1000, 10 * min(Ps.shape))
+        adjoint = None
+        S = None if ctx.backward == "dense" else _sparse_block(Ps, ctx.cg_rtol, force=ctx.backward == "sparse")
+        if S is not None:
+            adjoint = _adjoint_sparse(S, diagonal, rhs_r, rhs_c, ctx.cg_rtol, max_iter)
+        lam_s, mu_s = adjoint if adjoint is not None else _adjoint(
+            Ps, d_row, d_col, rhs_r, rhs_c, ctx.cg_rtol, max_iter=max_iter, singular=balanced)
         n, m = P.shape
         lam, mu = np.zeros(n), np.zeros(m)
         lam[rows], mu[cols] = lam_s, mu_s
-        if len(rows) < n or len(cols) < m:
-            # A zero-mass bin's one-sided derivative: its row of the plan is a times the
-            # conditional q_ij = exp((f_i + g_j - C_ij) / reg) with f_i the c-transform, so
-            # lam_i = sum_j q_ij (G_ij / reg - mu_j).
-            ff, gg = _full_potentials(Cn, f, g, reg)
-            zr, zc = np.setdiff1d(np.arange(n), rows), np.setdiff1d(np.arange(m), cols)
-            if len(zr):
-                q = np.exp((ff[zr, None] + gg[None, cols] - Cn[np.ix_(zr, cols)]) / reg)
-                lam[zr] = (q * (G[np.ix_(zr, cols)] / reg - mu_s[None, :])).sum(1)
-            if len(zc):
-                q = np.exp((ff[rows, None] + gg[None, zc] - Cn[np.ix_(rows, zc)]) / reg)
-                mu[zc] = (q * (G[np.ix_(rows, zc)] / reg - lam_s[:, None])).sum(0)
+        ga, gb = np.zeros(n), np.zeros(m)
+        ga[rows], gb[cols] = reg * scale_a * lam_s, reg * scale_b * mu_s
+        # Zero-mass bins (potential -inf) get their one-sided derivative. Unbalanced bins that can
+        # send nothing (every cost +inf; potential +inf) keep 0: the plan does not depend on them.
+        zr, zc = np.flatnonzero(f == -np.inf), np.flatnonzero(g == -np.inf)
+        if len(zr):
+            ga[zr] = _zero_bin_gradient(((g[cols][None, :] - Cn[np.ix_(zr, cols)]) / reg),
+                                        G[np.ix_(zr, cols)], mu_s, reg, not math.isinf(rho[0]))
+        if len(zc):
+            gb[zc] = _zero_bin_gradient(((f[rows][None, :] - Cn[np.ix_(rows, zc)].T) / reg),
+                                        G[np.ix_(rows, zc)].T, lam_s, reg, not math.isinf(rho[1]))
         gC = P * (lam[:, None] + mu[None, :]) - G * P / reg
-        ga, gb = _centre(reg * lam, reg * mu)
+        if balanced:
+            ga, gb = _centre(ga, gb)
         ref = grad_plan
         out = [torch.as_tensor(x).to(dtype=ref.dtype, device=ref.device) if need else None
                for x, need in zip((gC, ga, gb), ctx.needs_input_grad[:3])]
-        return (*out, None, None, None, None, None)
+        return (*out, None, None, None, None, None, None, None)
 
 
-def ot_plan(C, a=None, b=None, *, reg, reg_m=None, method="sns", tol=1e-9, cg_rtol=1e-10, **options):
+def ot_plan(C, a=None, b=None, *, reg, reg_m=None, method="sns", tol=1e-9, cg_rtol=1e-10, backward="auto",
+            **options):
     r"""Entropic OT plan as a tensor, differentiable by implicit differentiation.
 
     The plan :math:`P_{ij} = \exp((f_i + g_j - C_{ij})/\varepsilon)` is
-    defined by its marginal conditions ``P 1 = a``, ``P^T 1 = b``.
-    Differentiating them gives the Newton system of the dual,
-    ``[[diag(a), P], [P^T, diag(b)]]``, which the backward pass solves once
-    (for the adjoint) by conjugate gradients on its Schur complement, the
-    linear algebra of SNS's Newton step. For a loss ``L(P)`` with ``G =
-    dL/dP`` and the adjoint ``(lam, mu)`` of ``((G P) 1, (G P)^T 1) / reg``:
+    defined by its marginal conditions ``P 1 = a``, ``P^T 1 = b``
+    (unbalanced, ``reg_m = (rho_1, rho_2)``: ``P 1 = a exp(-f / rho_1)``,
+    ``P^T 1 = b exp(-g / rho_2)``). Differentiating them gives the Newton
+    system of the dual, ``H = [[diag(P 1 + reg / rho_1 a~), P], [P^T,
+    diag(P^T 1 + reg / rho_2 b~)]]`` with the relaxed targets ``a~ = a
+    exp(-f / rho_1)``, ``b~ = b exp(-g / rho_2)`` (``reg / rho = 0`` on a
+    hard side; the KL Hessian of :mod:`snsot.solvers._kl_marginals`), which
+    the backward pass solves once (for the adjoint) by conjugate gradients on
+    its Schur complement, the linear algebra of SNS's Newton step. For a loss
+    ``L(P)`` with ``G = dL/dP`` and the adjoint ``(lam, mu)`` of ``((G P) 1,
+    (G P)^T 1) / reg``:
 
-    ``dL/dC = P (lam_i + mu_j) - G P / reg``, ``dL/da = reg lam``,
-    ``dL/db = reg mu`` (centred so that their sums agree, as in
-    :func:`ot_loss`).
+    ``dL/dC = P (lam_i + mu_j) - G P / reg``, ``dL/da = reg lam exp(-f /
+    rho_1)``, ``dL/db = reg mu exp(-g / rho_2)``. Balanced (both ``rho``
+    infinite), ``H`` is singular along ``(1, -1)`` and the weight gradients
+    are centred so that their sums agree, as in :func:`ot_loss`; with a
+    finite ``rho`` the system is definite and they are unique.
+
+    Zero-mass bins: the derivative with respect to their weight is the
+    one-sided one (module docstring); on a relaxed side (finite ``rho``) the
+    row's mass grows like ``t ** (rho / (rho + reg))``, so that derivative
+    is ``+inf`` or ``-inf`` (0 if the loss does not see the row).
 
     Parameters
     ----------
@@ -331,6 +490,15 @@ def ot_plan(C, a=None, b=None, *, reg, reg_m=None, method="sns", tol=1e-9, cg_rt
     cg_rtol : float
         Relative residual of the backward CG solve (a
         :class:`~snsot.ConvergenceWarning` is emitted if it is not reached).
+    backward : {"auto", "sparse", "dense"}
+        Operator of the backward CG. ``"sparse"``: the plan's entries above
+        ``cg_rtol * min(r_i / m, c_j / n)`` (``r``, ``c`` its row and column
+        sums, so each row and column drops at most ``cg_rtol`` of its mass) in CSR, with the diagonal made of their own
+        sums, solved by the compiled CG of SNS's sparse Newton step
+        (:func:`snsot._kernels.schur_cg`); ``"dense"``: the whole plan (two
+        BLAS passes per CG iteration); ``"auto"``: sparse when at most 20 % of
+        the entries are kept, as at small ``reg``. A sparse CG that misses
+        ``cg_rtol`` falls back to the dense one.
 
     Returns
     -------
@@ -340,10 +508,15 @@ def ot_plan(C, a=None, b=None, *, reg, reg_m=None, method="sns", tol=1e-9, cg_rt
 
     Notes
     -----
-    The backward pass uses the whole plan (dense Schur complement, two
-    passes over ``P`` per CG iteration); it costs ``O(n m)`` memory for the
-    saved plan.
+    The backward pass saves the dense plan (``O(n m)`` memory) and forms the
+    dense gradient ``dL/dC``; only the CG iterations run on the sparse block.
     """
     _check_inputs(C, a, b)
-    _check_reg_m(reg_m, plan=True)
-    return _OTPlan.apply(C, a, b, reg, method, tol, float(cg_rtol), options)
+    reg_m = _check_reg_m(reg_m)
+    if reg_m is not None and all(math.isinf(r) for r in parse_reg_m(reg_m)):
+        reg_m = None  # both sides hard: the balanced problem (solve() does the same)
+    if backward not in ("auto", "sparse", "dense"):
+        raise ValueError(f"backward: expected 'auto', 'sparse' or 'dense'; got {backward!r}")
+    if not (isinstance(cg_rtol, (int, float)) and 0 < cg_rtol < 1):
+        raise ValueError(f"cg_rtol: must be a number in (0, 1); got {cg_rtol!r}")
+    return _OTPlan.apply(C, a, b, reg, method, tol, float(cg_rtol), options, reg_m, backward)

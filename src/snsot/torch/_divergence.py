@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
 
-from ._autograd import _self_loss, ot_loss
+from ..problem import parse_reg_m
+from .._engines import _check_jobs
+from ._autograd import _check_inputs, _ot_losses, _self_cost
 
 __all__ = ["pairwise_cost", "sinkhorn_divergence", "SinkhornLoss"]
 
@@ -85,8 +88,54 @@ def _points(x, name):
     return x
 
 
-def sinkhorn_divergence(x, y, a=None, b=None, *, reg, cost="sqeuclidean", debias=True, method="sns", tol=1e-9,
-                        **options):
+def _divergence_reg_m(reg_m):
+    """One finite ``rho`` for the unbalanced divergence, ``None`` for the balanced one (``inf``)."""
+    if reg_m is None:
+        return None
+    rho = parse_reg_m(reg_m)
+    if rho[0] != rho[1]:
+        raise ValueError(f"reg_m: the unbalanced divergence needs the same penalty on both sides; got {reg_m!r}")
+    return None if math.isinf(rho[0]) else rho[0]
+
+
+def _kl_term(p, q, u, v, *, reg, reg_m, cost):
+    r"""The term of unbalanced OT with the entropy relative to ``u (x) v``, as ``(C, u, v, False, reg_m)``.
+
+    ``reg KL(P | u v^T) = reg sum P (log P - 1) - reg <P, log u_i + log v_j> +
+    reg m(u) m(v)``: the problem of :func:`ot_loss` on the cost ``C - reg
+    log u_i - reg log v_j``; its value is that of :func:`ot_loss` plus the
+    constant ``reg m(u) m(v)``, left out (it cancels in the divergence).
+    Points of zero weight are dropped.
+    """
+    pu, qv = u > 0, v > 0
+    p, u, q, v = p[pu], u[pu], q[qv], v[qv]
+    C = pairwise_cost(p, q, cost) - reg * torch.log(u)[:, None] - reg * torch.log(v)[None, :]
+    return C, u, v, False, reg_m
+
+
+def _terms(x, y, a, b, *, reg, rho, cost, debias):
+    """The OT problems of one divergence, as :func:`_ot_losses` takes them: one, or three (cross, then self).
+
+    ``(C, a, b, symmetric, reg_m)`` each; the balanced self-terms go to the
+    symmetric solver (:func:`~snsot.torch._autograd._self_cost`).
+    """
+    if rho is not None and debias:
+        kw = dict(reg=reg, reg_m=rho, cost=cost)
+        return [_kl_term(x, y, a, b, **kw), _kl_term(x, x, a, a, **kw), _kl_term(y, y, b, b, **kw)]
+    cross = (pairwise_cost(x, y, cost), a, b, False, rho)
+    if not debias:
+        return [cross]
+    return [cross] + [(C_self, w, w, symmetric, None)
+                      for C_self, symmetric, w in ((*_self_cost(pairwise_cost(p, p, cost)), w) for p, w in ((x, a), (y, b)))]
+
+
+def _combine(values):
+    """``OT(a, b) - OT(a, a) / 2 - OT(b, b) / 2`` from the values of :func:`_terms` (or the one value)."""
+    return values[0] if len(values) == 1 else values[0] - 0.5 * (values[1] + values[2])
+
+
+def sinkhorn_divergence(x, y, a=None, b=None, *, reg, reg_m=None, cost="sqeuclidean", debias=True, method="sns",
+                        tol=1e-9, n_jobs=None, **options):
     r"""Sinkhorn divergence between two weighted point clouds, with exact gradients.
 
     .. math::
@@ -106,15 +155,25 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, reg, cost="sqeuclidean", debias
     y : torch.Tensor, shape (m, d) or (B, m, d)
         Target points (same batch size and dimension as ``x``).
     a, b : torch.Tensor, shape (n,) / (m,) or (B, n) / (B, m), optional
-        Weights, equal totals per item; uniform when omitted.
+        Weights, equal totals per item (any totals with ``reg_m``); uniform
+        when omitted.
     reg : float
         Entropic regularisation :math:`\varepsilon`, in the units of the cost.
+    reg_m : float, optional
+        Unbalanced divergence (Séjourné et al. 2019, GeomLoss's ``reach``):
+        the marginals are relaxed by ``rho KL`` (one ``rho`` for both sides;
+        ``inf`` or ``None`` is balanced) and the weights may differ in mass.
+        See Notes for the definition.
     cost : {"sqeuclidean", "euclidean"}, float or callable
         See :func:`pairwise_cost`.
     debias : bool
-        ``False`` returns the plain entropic OT value :math:`\mathrm{OT}_\varepsilon(a, b)`.
+        ``False`` returns the plain entropic OT value :math:`\mathrm{OT}_\varepsilon(a, b)`
+        (:func:`ot_loss`, with ``reg_m`` if given).
     method, tol, **options
         Passed to :func:`snsot.solve`.
+    n_jobs : int, optional
+        Batch input: threads that solve the ``3 B`` problems (default: one
+        per core), each solve on one core (as :func:`snsot.solve_batch`).
 
     Returns
     -------
@@ -125,7 +184,27 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, reg, cost="sqeuclidean", debias
 
     Notes
     -----
-    A batch is solved as ``B`` independent problems, one after the other.
+    Unbalanced (``reg_m = rho``): with :math:`\mathrm{OT}^{KL}` the
+    optimum of :math:`\langle C, P\rangle + \varepsilon \mathrm{KL}(P | a
+    \otimes b) + \rho \mathrm{KL}(P 1 | a) + \rho \mathrm{KL}(P^T 1 | b)`,
+
+    .. math::
+        S = \mathrm{OT}^{KL}(a, b) - \tfrac12 \mathrm{OT}^{KL}(a, a)
+        - \tfrac12 \mathrm{OT}^{KL}(b, b) + \tfrac{\varepsilon}{2} (m(a) - m(b))^2,
+
+    Séjourné et al. (2019), Prop. 12, and GeomLoss's value for ``reach =
+    rho ** (1 / p)`` (its dual form ``(rho + eps / 2) <a, exp(-f_aa / rho) -
+    exp(-f_ab / rho)> + ...``). The entropy is taken relative to the product
+    of the weights, not as in :func:`ot_loss`: with unequal marginals the two
+    conventions are different problems. Each term is solved by
+    :func:`snsot.solve` on the cost ``C - eps log a_i - eps log b_j``, where
+    it equals :func:`ot_loss` with ``reg_m`` up to ``eps m(a) m(b)``, which
+    cancels against the mass term. Points of zero weight are dropped (their
+    weight's gradient is 0). The self-terms use the general solver.
+
+    A batch's ``3 B`` problems (``B`` without ``debias``) are solved on a
+    thread pool, each exactly as the unbatched call solves it (the values
+    equal a Python loop over the items up to the solvers' round-off).
     The self-terms :math:`\mathrm{OT}_\varepsilon(a, a)` are solved on the
     symmetric dual (potentials ``f = g``, :mod:`snsot.solvers.symmetric`),
     where the general solvers are slowest; if that misses ``tol`` they fall
@@ -140,23 +219,27 @@ def sinkhorn_divergence(x, y, a=None, b=None, *, reg, cost="sqeuclidean", debias
     if batch is not None and y.shape[0] != batch:
         raise ValueError(f"y: batch size {y.shape[0]} differs from that of x ({batch})")
     _check_cost(cost)
+    rho = _divergence_reg_m(reg_m)
+    if n_jobs is not None:
+        _check_jobs(n_jobs)
     a = _weights(a, x.shape[-2], "a", batch, x)
     b = _weights(b, y.shape[-2], "b", batch, x)
     x64, y64 = x.to(torch.float64), y.to(torch.float64)
 
-    def one(xi, yi, ai, bi):
-        value = ot_loss(pairwise_cost(xi, yi, cost), ai, bi, reg=reg, method=method, tol=tol, **options)
-        if debias:
-            value = value - 0.5 * (_self_loss(pairwise_cost(xi, xi, cost), ai, reg=reg, method=method, tol=tol,
-                                              **options)
-                                   + _self_loss(pairwise_cost(yi, yi, cost), bi, reg=reg, method=method, tol=tol,
-                                                **options))
-        return value
-
-    if batch is None:
-        out = one(x64, y64, a, b)
-    else:
-        out = torch.stack([one(x64[k], y64[k], a[k], b[k]) for k in range(batch)])
+    kw = dict(reg=reg, rho=rho, cost=cost, debias=debias)
+    items = [(x64, y64, a, b)] if batch is None else [(x64[k], y64[k], a[k], b[k]) for k in range(batch)]
+    terms = []
+    for item in items:
+        for C, u, v, *rest in _terms(*item, **kw):
+            _check_inputs(C, u, v)
+            terms.append((C, u, v, *rest))
+    per_item = len(terms) // len(items)
+    # One item: its solves run one after the other in this thread, each on all cores. A batch: its
+    # 3B solves run on a thread pool, one core each (snsot.solve_batch's layout).
+    values = _ot_losses(terms, reg, method, tol, options, n_jobs=1 if batch is None else n_jobs,
+                        one_thread=batch is not None)
+    out = [_combine(values[k * per_item:(k + 1) * per_item]) for k in range(len(items))]
+    out = out[0] if batch is None else torch.stack(out)
     return out.to(x.dtype)
 
 
@@ -174,6 +257,9 @@ class SinkhornLoss(torch.nn.Module):
         See :func:`pairwise_cost`.
     debias : bool
         Subtract the self-terms (the Sinkhorn divergence) or not.
+    reg_m : float, optional
+        Unbalanced divergence (:func:`sinkhorn_divergence`); GeomLoss's
+        ``reach=r`` with ``p`` is ``reg_m=r**p``.
     method, tol, **options
         Passed to :func:`snsot.solve`.
 
@@ -195,15 +281,18 @@ class SinkhornLoss(torch.nn.Module):
                                                 pairwise_cost(x, y, p) / p)``
     ``scaling=...`` (annealing speed)            no counterpart: every solve runs to ``tol`` (L1 marginal
                                                 error), so values and gradients do not depend on it
+    ``reach=r`` (unbalanced)                    ``reg_m=r**p`` (same cost and ``reg`` as above; the debiased
+                                                values agree, see :func:`sinkhorn_divergence`)
     ``debias=False``                            ``debias=False`` (values differ by the entropy convention:
                                                 GeomLoss uses ``KL(P | a b^T)``, snsot ``sum P (log P - 1)``)
     ==========================================  ==========================================================
     """
 
-    def __init__(self, reg, cost="sqeuclidean", debias=True, method="sns", tol=1e-9, **options):
+    def __init__(self, reg, cost="sqeuclidean", debias=True, reg_m=None, method="sns", tol=1e-9, **options):
         super().__init__()
         _check_cost(cost)
-        self.reg, self.cost, self.debias = reg, cost, debias
+        _divergence_reg_m(reg_m)
+        self.reg, self.cost, self.debias, self.reg_m = reg, cost, debias, reg_m
         self.method, self.tol, self.options = method, tol, options
 
     def forward(self, *args):
@@ -214,8 +303,9 @@ class SinkhornLoss(torch.nn.Module):
             a, x, b, y = args
         else:
             raise TypeError(f"SinkhornLoss: call as loss(x, y) or loss(a, x, b, y); got {len(args)} arguments")
-        return sinkhorn_divergence(x, y, a, b, reg=self.reg, cost=self.cost, debias=self.debias,
+        return sinkhorn_divergence(x, y, a, b, reg=self.reg, reg_m=self.reg_m, cost=self.cost, debias=self.debias,
                                    method=self.method, tol=self.tol, **self.options)
 
     def extra_repr(self) -> str:
-        return f"reg={self.reg!r}, cost={self.cost!r}, debias={self.debias}"
+        extra = "" if self.reg_m is None else f", reg_m={self.reg_m!r}"
+        return f"reg={self.reg!r}, cost={self.cost!r}, debias={self.debias}{extra}"
