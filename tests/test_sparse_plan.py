@@ -104,3 +104,58 @@ def test_bad_arguments_with_a_sparse_cost_raise_value_errors(kwargs, match):
     C = sp.csr_matrix(np.array([[1.0, 2.0], [3.0, 0.5]]))
     with pytest.raises(ValueError, match=match):
         snsot.solve(C, **kwargs)
+
+
+def _log_domain_step(sparse, f, g, reg):
+    """One Sinkhorn iteration from (f, g) by the numpy twins (log-sum-exp on the support): (row error, f_new, g_new)."""
+    from snsot import _sparse_reference as R
+
+    sup = sparse.support
+    f_new = R.csr_lse_update_reference(sup.indptr, sup.indices, sup.cost, g, np.log(sparse.a), reg)
+    _, row = R.csr_plan_reference(sup.indptr, sup.indices, sup.cost, f, g, reg)
+    t_indptr, t_rows, t_pos, t_cost = sup.transpose()
+    g_new = R.csr_lse_update_reference(t_indptr, t_rows, t_cost, f_new, np.log(sparse.b), reg)
+    return float(np.abs(row - sparse.a).sum()), f_new, g_new
+
+
+@pytest.mark.parametrize("drift", [0.5, 40.0, 300.0])
+def test_a_sinkhorn_step_read_from_the_stored_base_equals_the_log_domain_step(drift):
+    # drift (units of reg) below BASE_DRIFT reads the base scaled; above it the base moves first
+    from snsot.solvers._marginals import BalancedMarginals
+
+    C, a, b = problem(60, 50, seed=11, reg=1e-2)
+    reg = 1e-2
+    allowed = C < 0.3
+    sparse = SupportProblem(from_sparse_cost(sp.coo_matrix((C[allowed], np.nonzero(allowed)), shape=C.shape)),
+                            a, b, reg)
+    plan = SparsePlan(sparse)
+    rng = np.random.default_rng(12)
+    f0, g0 = rng.normal(scale=0.01, size=60), rng.normal(scale=0.01, size=50)
+    plan.rebase(f0, g0)
+    base = plan.B.copy()
+    f = f0 + reg * drift * rng.random(60) / 2
+    g = g0 - reg * drift * rng.random(50) / 2
+    step = plan.sinkhorn_step(f, g, BalancedMarginals(sparse))
+    err, f_ref, g_ref = _log_domain_step(sparse, f, g, reg)
+    f_new, g_new = step.advance()
+    assert step.error == pytest.approx(err, rel=1e-11)
+    # compared through the plan: f + g is what matters (a constant may move between them)
+    P_new = np.exp((f_new[:, None] + g_new[None, :] - C) / reg)[allowed]
+    P_ref = np.exp((f_ref[:, None] + g_ref[None, :] - C) / reg)[allowed]
+    np.testing.assert_allclose(P_new, P_ref, rtol=1e-10, atol=1e-14 * P_ref.max())
+    assert np.array_equal(plan.B, base) == (drift < 100)  # the base moved only when it had to
+
+
+def test_a_trial_point_far_from_the_base_is_refused_while_pinned_and_evaluated_otherwise():
+    C, a, b = problem(30, 30, seed=13, reg=1e-2)
+    sparse = SupportProblem(from_sparse_cost(sp.csr_matrix(C)), a, b, 1e-2)
+    plan = SparsePlan(sparse)
+    f0, g0 = np.zeros(30), np.zeros(30)
+    plan.rebase(f0, g0)
+    far = f0 + 2.0  # 200 units of reg: beyond BASE_DRIFT
+    assert plan.evaluate(plan.new_point(5), far, g0, 0.0, pinned=True) is None
+    point = plan.evaluate(plan.new_point(5), far, g0, 0.0)
+    expected = np.exp((far[:, None] + g0[None, :] - C) / 1e-2)
+    np.testing.assert_allclose(point.row, expected.sum(1), rtol=1e-12)
+    np.testing.assert_allclose(point.col, expected.sum(0), rtol=1e-12)
+    assert point.total == pytest.approx(expected.sum(), rel=1e-12)
