@@ -159,3 +159,43 @@ def test_a_trial_point_far_from_the_base_is_refused_while_pinned_and_evaluated_o
     np.testing.assert_allclose(point.row, expected.sum(1), rtol=1e-12)
     np.testing.assert_allclose(point.col, expected.sum(0), rtol=1e-12)
     assert point.total == pytest.approx(expected.sum(), rel=1e-12)
+
+
+@pytest.mark.parametrize("mass", [1e-200, 1e-5, 3e150])
+@pytest.mark.parametrize("kind", ["sparse-cost", "point-cloud"])
+def test_tol_is_relative_to_the_mass_on_the_sparse_path(mass, kind):
+    # oracle: the unit-mass solve; entropic OT is exactly homogeneous in the weights (P scales by the mass)
+    C, a, b = problem(50, 40, seed=14, reg=1e-2)
+    rng = np.random.default_rng(15)
+    x, y = rng.random((50, 2)), rng.random((40, 2))
+    if kind == "sparse-cost":
+        allowed = C < 0.3
+        cost = sp.coo_matrix((C[allowed], np.nonzero(allowed)), shape=C.shape)
+    else:
+        cost = snsot.PointCloud(x, y)
+    tol = 1e-9
+    unit = snsot.solve(cost, a, b, reg=1e-2, tol=tol)
+    res = snsot.solve(cost, a * mass, b * mass, reg=1e-2, tol=tol)
+    assert unit.converged and res.converged and res.status == "success"
+    assert res.marginal_error < tol * mass
+    P = res.plan.toarray()
+    assert marginal_error(P, a * mass, b * mass) < tol * mass  # measured afresh on the returned plan
+    np.testing.assert_allclose(P / mass, unit.plan.toarray(), rtol=0, atol=1e-8 * unit.plan.max())
+    assert res.cost == pytest.approx(mass * unit.cost, rel=1e-7)
+    assert np.isfinite(res.history.marginal_error).all() and res.history.marginal_error[-1] > 0
+
+
+@pytest.mark.parametrize("mass", [1e-250, 1.0, 1e250])
+def test_a_tol_below_round_off_stops_at_the_floor_on_a_sparse_cost(mass):
+    # no float64 plan meets 1e-19 relative: the stall rule ends the solve, not max_iter
+    C, a, b = problem(60, 60, seed=16, reg=1e-2)
+    allowed = C < 0.4
+    cost = sp.coo_matrix((C[allowed], np.nonzero(allowed)), shape=C.shape)
+    with pytest.warns(snsot.ConvergenceWarning):
+        res = snsot.solve(cost, a * mass, b * mass, reg=1e-2, tol=1e-19, max_iter=5000, method="sinkhorn")
+    assert not res.converged and res.status == "floor"
+    assert res.n_iter < 5000
+    assert marginal_error(res.plan.toarray(), a * mass, b * mass) < 1e-12 * mass
+    off = snsot.solve(cost, a * mass, b * mass, reg=1e-2, tol=1e-19, max_iter=300, method="sinkhorn",
+                      stop_at_floor=False, warn=False)
+    assert off.n_iter == 300 and off.status == "max_iter"

@@ -147,7 +147,8 @@ def solve(C, a=None, b=None, *, reg=None, reg_m=None, method: str = "sns", tol: 
     if isinstance(C, PointCloud) or sp.issparse(C):
         # no dense cost: a truncated (point clouds) or given (scipy.sparse) support, memory O(nnz)
         return solve_without_dense_cost(C, a, b, reg=reg, method=method, tol=tol, max_iter=max_iter, init=init,
-                                        callback=callback, warn=warn, n_threads=n_threads, **options)
+                                        callback=callback, warn=warn, n_threads=n_threads,
+                                        stop_at_floor=stop_at_floor, **options)
     # every argument checked once, here, from the one table of rules (snsot._validate.RULES)
     tol, max_iter, callback = check("tol", tol), check("max_iter", max_iter), check("callback", callback)
     warn, n_threads, options = check("warn", warn), check("n_threads", n_threads), check_options(options)

@@ -79,7 +79,8 @@ def solve_sparse_cost(C, a, b, *, reg, tol, max_iter, init=None, callback=None, 
     Absent entries are forbidden pairs. ``a`` and ``b`` are validated weights
     (see :func:`snsot.solve`); ``solver`` is :func:`~snsot.solvers.sns.solve_sns`
     (default) or :func:`~snsot.solvers.sinkhorn.solve_sinkhorn`, driven by a
-    :class:`SparsePlan`; options are the solver's.
+    :class:`SparsePlan`; options are the solver's. ``tol`` is relative to the
+    total mass, as in :func:`snsot.solve`.
     """
     support = from_sparse_cost(C)
     a = np.asarray(a, dtype=np.float64)
@@ -91,8 +92,9 @@ def solve_sparse_cost(C, a, b, *, reg, tol, max_iter, init=None, callback=None, 
     problem = SupportProblem(support, a[rows], b[cols], reg)
     if init is not None:
         init = (np.asarray(init[0])[rows], np.asarray(init[1])[cols])
-    res = solver(problem, tol=tol, max_iter=max_iter, init=init, callback=callback,
+    res = solver(problem, tol=tol * problem.mass, max_iter=max_iter, init=init, callback=callback,
                  _plan=SparsePlan(problem), **options)
+    res.tol = tol
     return _finish(res, (a.size, b.size), rows, cols, 0.0, support.nnz)
 
 
@@ -186,6 +188,7 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
     sub = PointCloud(cloud.x[rows], cloud.y[cols], cloud.p) if rows.size < a.size or cols.size < b.size else cloud
     a_s, b_s = a[rows], b[cols]
     mass = float(a_s.sum())
+    tol_abs = tol * mass
     p = cloud.p
 
     reg0 = _start_reg(sub, reg, eps_factor, start_partners)
@@ -232,7 +235,7 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
         f = f + (r - r_prev) * log_a
         g = g + (r - r_prev) * log_b
         r_prev = r
-        stage_tol = tol if last else max(tol, 1e-3 * mass)
+        stage_tol = tol_abs if last else max(tol_abs, 1e-3 * mass)
         target = outside_fraction * stage_tol
         if support is not None:
             # Settle the potentials at the new reg on the previous support first: it is
@@ -292,12 +295,17 @@ def _weights(a, b, n, m):
     return a, b * (ta / tb)
 
 
-def solve_without_dense_cost(C, a, b, *, reg, method, tol, max_iter, init, callback, warn, n_threads, **options):
+def solve_without_dense_cost(C, a, b, *, reg, method, tol, max_iter, init, callback, warn, n_threads,
+                             stop_at_floor=True, **options):
     """:func:`snsot.solve` for a :class:`~snsot.geometry.PointCloud` or a ``scipy.sparse`` cost.
 
     A point cloud of dimension above :data:`~snsot.geometry.MAX_TREE_DIM` is
     solved with its dense cost when that fits in ``max_dense_bytes`` (option,
     default 4 GB), else refused with a ValueError naming the size.
+
+    As for a dense cost, ``tol`` is relative to the total mass, the weights
+    are solved at unit mass (an exact power-of-two rescaling) and the stall
+    rule ``stop_at_floor`` applies (:func:`snsot.solvers._scale.solve_weights_scaled`).
     """
     import inspect
     import warnings
@@ -306,11 +314,13 @@ def solve_without_dense_cost(C, a, b, *, reg, method, tol, max_iter, init, callb
     from ..problem import positive_float
     from ..result import ConvergenceWarning
     from . import DEFAULT_MAX_ITER, solve
+    from ._scale import solve_weights_scaled
 
     if isinstance(C, PointCloud) and C.dim > MAX_TREE_DIM:
         max_dense = options.pop("max_dense_bytes", 4e9)
         return solve(C.dense_cost(max_bytes=max_dense), a, b, reg=reg, method=method, tol=tol,
-                     max_iter=max_iter, init=init, callback=callback, warn=warn, n_threads=n_threads, **options)
+                     max_iter=max_iter, init=init, callback=callback, warn=warn, n_threads=n_threads,
+                     stop_at_floor=stop_at_floor, **options)
     kind = "point clouds" if isinstance(C, PointCloud) else "a sparse cost"
     methods = ("sns",) if isinstance(C, PointCloud) else ("sns", "sinkhorn")
     if method not in methods:
@@ -331,28 +341,32 @@ def solve_without_dense_cost(C, a, b, *, reg, method, tol, max_iter, init, callb
             raise ValueError(f"init: potentials must have shapes ({n},) and ({m},); got {f0.shape} and {g0.shape}")
         init = (f0, g0)
     if isinstance(C, PointCloud):
-        solver, args = solve_pointcloud, (C, a, b)
+        solver = solve_pointcloud
     elif method == "sns":
-        solver, args = solve_sparse_cost, (C, a, b)
+        solver = solve_sparse_cost
     else:
         from .sinkhorn import solve_sinkhorn
 
-        solver, args = functools.partial(solve_sparse_cost, solver=solve_sinkhorn), (C, a, b)
+        solver = functools.partial(solve_sparse_cost, solver=solve_sinkhorn)
     accepted = set(inspect.signature(solver).parameters) | set(inspect.signature(solve_sns).parameters)
     accepted -= {"problem", "tol", "max_iter", "init", "callback", "_plan", "cloud", "C", "a", "b", "reg", "solver"}
     unknown = sorted(k for k in options if k not in accepted)
     if unknown:
         raise ValueError(f"{unknown[0]}: not an option for {kind}; options: {', '.join(sorted(accepted))}")
-    if isinstance(C, PointCloud):  # threads chosen per stage, by the size of its support
-        res = solver(*args, reg=reg, tol=tol, max_iter=int(max_iter), init=init, callback=callback,
-                     n_threads=n_threads, **options)
-    else:
+    def solve_unit(a1, b1, init1):
+        if isinstance(C, PointCloud):  # threads chosen per stage, by the size of its support
+            return solver(C, a1, b1, reg=reg, tol=tol, max_iter=int(max_iter), init=init1, callback=callback,
+                          n_threads=n_threads, **options)
         with thread_limit(C.nnz, n_threads):  # the dense rule, applied to the entries actually read
-            res = solver(*args, reg=reg, tol=tol, max_iter=int(max_iter), init=init, callback=callback, **options)
+            return solver(C, a1, b1, reg=reg, tol=tol, max_iter=int(max_iter), init=init1, callback=callback,
+                          **options)
+
+    res = solve_weights_scaled(solve_unit, a, b, reg=reg, tol=tol, shape=(n, m), stop_at_floor=stop_at_floor,
+                               init=init)
     if warn and not res.converged:
         warnings.warn(
             f"{method}: stopped after {res.n_iter} iterations with marginal error "
-            f"{res.marginal_error:.3g} >= tol {tol:g} ({res.message})",
+            f"{res.marginal_error:.3g} >= tol {tol:g} x mass {float(a.sum()):.3g} ({res.message})",
             ConvergenceWarning,
             stacklevel=3,
         )
