@@ -114,7 +114,8 @@ def main(argv=None):
         lines.append(f"n = {n}:")
         for k, v in rows.items():
             if v:
-                lines.append(f"  {k:8s} median {med[k]:.3f} s  (times {', '.join(f'{r['time']:.2f}' for r in v)}; "
+                times = ", ".join(format(r["time"], ".2f") for r in v)
+                lines.append(f"  {k:8s} median {med[k]:.3f} s  (times {times}; "
                              f"error {v[-1]['marginal_error']:.2e}, converged {v[-1]['converged']}, "
                              f"{v[-1]['n_sinkhorn']} Sinkhorn + {v[-1]['n_newton']} Newton)")
         for k in ("dense", "baseline"):
