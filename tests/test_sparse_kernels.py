@@ -137,7 +137,7 @@ def test_scaled_rows_gather_and_plan_match_references_and_the_dense_product():
     np.testing.assert_allclose(s, dense_B @ v, rtol=1e-13)
     t_indptr, t_rows, t_pos = SK.csr_transpose(indptr, indices, 35)
     col = np.empty(35)
-    SK.csr_gather(t_indptr, t_rows, t_pos, B, u, col)
+    SK.csr_gather(t_indptr, t_rows, B[t_pos], u, col)
     np.testing.assert_allclose(col, R.csr_gather_reference(indptr, indices, B, u, 35), rtol=1e-13)
     np.testing.assert_allclose(col, dense_B.T @ u, rtol=1e-13)
     assert s[4] == 0.0 and col[6] == 0.0

@@ -55,7 +55,7 @@ def csr_scaled_rows_reference(indptr, indices, B, v):
 
 
 def csr_gather_reference(indptr, indices, values, w, m):
-    """Column sums of ``diag(w) V`` (on the row-ordered support)."""
+    """Column sums of ``diag(w) V`` (``values`` in the row-ordered support's order)."""
     n = len(indptr) - 1
     return np.asarray(sp.csr_matrix((values, indices, indptr), shape=(n, m)).T @ w).ravel()
 

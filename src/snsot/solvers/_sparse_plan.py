@@ -78,6 +78,7 @@ class SparsePlan(Plan):
         row_len = np.diff(self.indptr)
         self._max_row = int(row_len.max()) if row_len.size else 0
         self.B: np.ndarray | None = None  # plan values at the base point (f0, g0)
+        self.BT: np.ndarray | None = None  # the same in the transposed support's (column) order
         self.f0 = self.g0 = None
         #: The constant of the last :meth:`scalings` (units of reg), as in DensePlan.
         self.shift = 0.0
@@ -126,7 +127,7 @@ class SparsePlan(Plan):
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 u_new = marginals.a / s
             col = np.empty(self.shape[1])
-            SK.csr_gather(self.t_indptr, self.t_rows, self.t_pos, self.B, u_new, col)
+            SK.csr_gather(self.t_indptr, self.t_rows, self.BT, u_new, col)
             if s.min() >= _SAFE and u_new.max() <= 1.0 / _SAFE and col.min() >= _SAFE and np.isfinite(col).all():
                 f0, g0, shift, log_b = self.f0, self.g0, self.shift, marginals.log_b
 
@@ -169,8 +170,10 @@ class SparsePlan(Plan):
         else:
             above = np.empty(n, dtype=np.int64)
             SK.csr_scaled_plan(self.indptr, self.indices, self.B, sc[0], sc[1], tau, point.P, point.row, above)
+            # columns of diag(u) B diag(v): v times B^T u, read from the base in column order
             point.col = np.empty(m)
-            SK.csr_gather(self.t_indptr, self.t_rows, self.t_pos, point.P, self._ones, point.col)
+            SK.csr_gather(self.t_indptr, self.t_rows, self.BT, sc[0], point.col)
+            point.col *= sc[1]
             if point.quota == WHOLE_PLAN:
                 point.count = int(above.sum())
             elif point.quota > 0:
@@ -195,19 +198,12 @@ class SparsePlan(Plan):
         SK.csr_plan(self.indptr, self.indices, self.cost, f, g, self.problem.reg, P, row)
         col = SK.csr_col_sums(self.indices, P, m)
         plan = sp.csr_matrix((P, self.indices, self.indptr), shape=(n, m))
-        self.B = None  # the base is given up (as DensePlan does): its memory is the final plan's
+        self.B = self.BT = None  # the base is given up (as DensePlan does): its memory is the final plan's
         self.f0 = self.g0 = None
         return FinalPlan(plan=plan, row_sum=row, col_sum=col, cost=float(P @ self.cost),
                          outside_mass=self.support.outside_mass(f, g))
 
     # -- the stored base -----------------------------------------------------
-    @property
-    def _ones(self):
-        ones = getattr(self, "_ones_rows", None)
-        if ones is None:
-            ones = self._ones_rows = np.ones(self.shape[0])
-        return ones
-
     def scalings(self, f, g):
         """``(u, v)`` with ``P(f, g) = diag(u) B diag(v)``, or None when ``(f, g)`` is too far from the base.
 
@@ -248,6 +244,9 @@ class SparsePlan(Plan):
         SK.csr_plan(self.indptr, self.indices, self.cost, f, g, self.problem.reg, self.B, row)
         # No denormals in products with the scalings (see snsot._kernels.P_FLOOR).
         self.B[self.B < K.P_FLOOR] = 0.0
+        if self.BT is None:
+            self.BT = np.empty(self.support.nnz)
+        np.take(self.B, self.t_pos, out=self.BT)
         if np.isfinite(row).all() and np.isfinite(self.B).all():
             self.f0, self.g0 = np.array(f, dtype=np.float64), np.array(g, dtype=np.float64)
         else:
