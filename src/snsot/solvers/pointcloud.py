@@ -335,6 +335,7 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
         level = levels["points"] = _Level(sub, a_s, b_s)
         f, g = np.asarray(init[0], dtype=np.float64)[rows], np.asarray(init[1], dtype=np.float64)[cols]
         regs, plan = [reg], None
+        first_counts = (0, 0)
     else:
         # Start at the largest reg of the schedule whose clusters are at most n_coarse per side:
         # a small dense problem, solved by dense SNS.
@@ -350,6 +351,7 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
         coarse = solve(C, level.A, level.B, reg=r0, tol=max(tol, 1e-6), warn=False, method="sns",
                        n_threads=n_threads)
         parts.append((coarse.history, t0 - t_start, r0))
+        first_counts = (coarse.n_sinkhorn, coarse.n_newton)
         f, g = coarse.potentials
         plan = sp.csr_matrix(coarse.plan)
         scales.append(dict(reg=r0, points=level.is_points, n_x=level.shape[0], n_y=level.shape[1],
@@ -366,7 +368,7 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
         r_prev = r0
 
     used = 0
-    counts = np.zeros(2, dtype=np.int64)  # Sinkhorn and Newton steps over every stage and refresh
+    counts = np.array(first_counts, dtype=np.int64)  # Sinkhorn and Newton steps over every stage and refresh
     res = support = None
     bound = math.inf
     for k, r in enumerate(regs):
