@@ -164,3 +164,54 @@ def test_point_clouds_refuse_sinkhorn_and_unknown_options():
         snsot.solve(PointCloud(x, y), reg=1e-2, method="sinkhorn")
     with pytest.raises(ValueError, match="bogus: not an option for point clouds"):
         snsot.solve(PointCloud(x, y), reg=1e-2, bogus=3)
+
+
+# ---------------------------------------------------------------------------
+# Dense costs that are mostly +inf go to the sparse kernels
+# ---------------------------------------------------------------------------
+
+
+def _mostly_forbidden(n, fraction, seed, shift=0.0):
+    """Sorted 1-D points, pairs allowed in a band ``|i - j| <= k`` around the diagonal (feasible
+    for near-uniform weights), ``fraction`` of the entries forbidden."""
+    rng = np.random.default_rng(seed)
+    x, y = np.sort(rng.random(n)), np.sort(rng.random(n))
+    C = (x[:, None] - y[None, :]) ** 2 + shift
+    k = max(1, int(round((1 - fraction) * n / 2)))
+    i, j = np.indices((n, n))
+    return np.where(np.abs(i - j) <= k, C, np.inf)
+
+
+@pytest.mark.parametrize("method", ["sns", "sinkhorn"])
+@pytest.mark.parametrize("shift", [0.0, -0.3])  # negative costs: solved shifted, reported for C
+def test_a_mostly_infinite_dense_cost_is_solved_on_its_finite_entries_with_the_dense_answer(method, shift, monkeypatch):
+    from snsot.solvers import pointcloud as PC
+
+    n = 400  # 160,000 entries: above SPARSE_MIN_ENTRIES
+    C = _mostly_forbidden(n, 0.95, seed=8, shift=shift)
+    rng = np.random.default_rng(9)
+    a, b = 1 + 0.2 * rng.random(n), 1 + 0.2 * rng.random(n)
+    a[3] = 0.0
+    a, b = a / a.sum(), b / b.sum()
+    reg = 1e-4
+    res = snsot.solve(C, a, b, reg=reg, tol=1e-10, method=method)
+    monkeypatch.setattr(PC, "SPARSE_INF_FRACTION", 1.1)  # the oracle: the dense kernels
+    dense = snsot.solve(C, a, b, reg=reg, tol=1e-10, method=method)
+    assert dense.support_size is None  # the oracle did take the dense path
+    assert res.support_size == np.isfinite(C[a > 0]).sum()  # ... and the routed solve the sparse one
+    assert res.converged and dense.converged
+    assert isinstance(res.plan, np.ndarray) and res.plan.shape == (n, n)
+    np.testing.assert_allclose(res.plan, dense.plan, rtol=0, atol=1e-11)
+    assert np.all(res.plan[~np.isfinite(C)] == 0.0)
+    assert res.cost == pytest.approx(dense.cost, rel=1e-9)
+    assert res.objective == pytest.approx(dense.objective, rel=1e-9)
+    assert marginal_error(res.plan, a, b) <= res.marginal_error * (1 + 1e-9) + 1e-15 < 1e-10
+    f, g = res.potentials
+    assert np.isneginf(f[3]) and np.isfinite(f[a > 0]).all()
+
+
+def test_dense_costs_below_the_threshold_or_small_stay_dense():
+    C = _mostly_forbidden(400, 0.5, seed=10)
+    assert snsot.solve(C, reg=1e-2).support_size is None
+    small = _mostly_forbidden(100, 0.95, seed=10)  # 10,000 entries: one dense pass is cheap
+    assert snsot.solve(small, reg=1e-2).support_size is None

@@ -64,7 +64,7 @@ from ..support import BYTES_PER_ENTRY, SupportProblem, from_sparse_cost, truncat
 from ._sparse_plan import SparsePlan
 from .sns import solve_sns
 
-__all__ = ["solve_pointcloud", "solve_sparse_cost"]
+__all__ = ["solve_pointcloud", "solve_sparse_cost", "finite_support_pays", "solve_on_finite_support"]
 
 #: Iterations of one solve on a support before its bound is checked (and the support refreshed).
 _CHUNK_ITER = 300
@@ -105,6 +105,7 @@ def solve_sparse_cost(C, a, b, *, reg, tol, max_iter, init=None, callback=None, 
     support = from_sparse_cost(C)
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
+    tol_rel, tol = tol, tol * float(a.sum())  # relative to the mass, as in snsot.solve
     support.check_feasible(a, b)
     rows, cols = np.flatnonzero(a > 0), np.flatnonzero(b > 0)
     if rows.size < a.size or cols.size < b.size:
@@ -114,7 +115,60 @@ def solve_sparse_cost(C, a, b, *, reg, tol, max_iter, init=None, callback=None, 
         init = (np.asarray(init[0])[rows], np.asarray(init[1])[cols])
     res = solver(problem, tol=tol, max_iter=max_iter, init=init, callback=callback,
                  _plan=SparsePlan(problem), **options)
+    res.tol = tol_rel
     return _finish(res, (a.size, b.size), rows, cols, 0.0, support.nnz)
+
+
+#: A dense cost with at least this fraction of ``+inf`` (forbidden) entries is solved on
+#: its finite entries by the CSR kernels (see :func:`finite_support_pays`).
+SPARSE_INF_FRACTION = 0.9
+#: ... when it has at least this many entries (below, one dense pass is too short to matter).
+SPARSE_MIN_ENTRIES = 100_000
+
+
+def finite_support_pays(problem, method) -> bool:
+    """Whether :func:`snsot.solve` should solve a dense ``problem`` on its finite entries.
+
+    A pass of a CSR kernel reads only the allowed pairs but costs about 2 to 4
+    times as much per pair as a dense pass (indirect column indices, a
+    transposed copy for the column half-step), so it pays once the forbidden
+    pairs (``+inf``) are most of the matrix. Measured at n = 2000, 2-D
+    clouds, nearest pairs allowed (``benchmarks/forbidden_pairs.py``), dense
+    time / sparse time: 0.4-1.1 at 70-80% inf, 1.1-2.8 at 90%, 3-8 at 95%;
+    hence :data:`SPARSE_INF_FRACTION`. Balanced float64 problems only (the
+    float32 and unbalanced paths stay dense).
+    """
+    C = problem.C
+    if method not in ("sns", "sinkhorn") or not problem.balanced or C.dtype != np.float64:
+        return False
+    if C.size < SPARSE_MIN_ENTRIES:
+        return False
+    return np.count_nonzero(np.isfinite(C)) <= (1.0 - SPARSE_INF_FRACTION) * C.size
+
+
+def solve_on_finite_support(problem, *, method, tol, max_iter, init=None, callback=None, n_threads=None,
+                            **options):
+    """Solve a dense ``problem`` (validated, shifted, positive weights) on its finite entries.
+
+    The same problem as the dense one (``+inf`` pairs carry no mass either
+    way), held in CSR form: memory and work per pass O(finite entries). The
+    plan comes back dense, as for any dense cost; ``support_size`` says how
+    many pairs were held.
+    """
+    from .sinkhorn import solve_sinkhorn
+
+    C = problem.C
+    mask = np.isfinite(C)
+    indptr = np.zeros(C.shape[0] + 1, dtype=np.int64)
+    np.cumsum(mask.sum(axis=1), out=indptr[1:])
+    cost = sp.csr_matrix((C[mask], np.nonzero(mask)[1], indptr), shape=C.shape)
+    del mask
+    solver = solve_sns if method == "sns" else solve_sinkhorn
+    with thread_limit(cost.nnz, n_threads):
+        res = solve_sparse_cost(cost, problem.a, problem.b, reg=problem.reg, tol=tol, max_iter=max_iter, init=init,
+                                callback=callback, solver=solver, **options)
+    res.plan = res.plan.toarray()
+    return res
 
 
 # ---------------------------------------------------------------------------
