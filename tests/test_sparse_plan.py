@@ -199,3 +199,23 @@ def test_a_tol_below_round_off_stops_at_the_floor_on_a_sparse_cost(mass):
     off = snsot.solve(cost, a * mass, b * mass, reg=1e-2, tol=1e-19, max_iter=300, method="sinkhorn",
                       stop_at_floor=False, warn=False)
     assert off.n_iter == 300 and off.status == "max_iter"
+
+
+@pytest.mark.parametrize("mass", [1e-200, 1e200])
+def test_a_mostly_forbidden_dense_cost_is_solved_relative_to_its_mass(mass):
+    # >= 90% +inf: snsot.solve takes the CSR path; oracle: the same problem at unit mass, times the mass
+    rng = np.random.default_rng(17)
+    n = 400
+    x, y = rng.random((n, 2)), rng.random((n, 2))
+    C = ((x[:, None] - y[None]) ** 2).sum(-1)
+    C[C > 0.02] = np.inf
+    C[np.arange(n), np.argmin(np.where(np.isfinite(C), C, 9.0), axis=1)] = 0.5  # every row keeps a pair
+    a = rng.random(n) + 0.5
+    a /= a.sum()
+    b = np.full(n, 1.0 / n)
+    unit = snsot.solve(C, a, b, reg=1e-2, tol=1e-9, warn=False)
+    res = snsot.solve(C, a * mass, b * mass, reg=1e-2, tol=1e-9, warn=False)
+    assert res.support_size is not None and res.support_size < 0.1 * C.size  # it took the CSR path
+    assert unit.converged and res.converged
+    assert res.marginal_error < 1e-9 * mass
+    np.testing.assert_allclose(res.plan / mass, unit.plan, rtol=0, atol=1e-8 * unit.plan.max())
