@@ -70,7 +70,7 @@ def test_point_cloud_solve_matches_dense_sns_and_reports_honestly(kind, dim, cos
     full[np.isnan(full)] = 0.0
     on_support = P > 0
     assert full[~on_support].sum() <= res.outside_mass + 1e-300
-    assert marginal_error(full, a, b) <= res.marginal_error * (1 + 1e-9) < tol
+    assert marginal_error(full, a, b) <= res.marginal_error * (1 + 1e-9) + 1e-15 < tol
     assert res.support_size == res.plan.nnz <= n * n
     if a[4] == 0.0:
         assert np.isneginf(f[4]) and P[4].sum() == 0.0
@@ -154,7 +154,9 @@ def test_history_covers_every_scale_with_its_reg():
     assert np.all(np.diff(h.reg) <= 0)  # coarse to fine
     assert set(np.unique(h.reg)) == {s["reg"] for s in res.scales}
     assert np.all(np.diff(h.time) >= 0)
-    assert h.marginal_error[-1] <= res.marginal_error
+    # the last recorded iterate met the last chunk's tol on its support; the final measurement may
+    # come after a refresh (a 0-iteration solve on a new support at the same potentials)
+    assert h.marginal_error[-1] <= max(res.marginal_error, res.tol)
     assert h.stage.max() == 1  # Newton steps recorded
 
 
