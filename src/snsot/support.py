@@ -62,9 +62,11 @@ from .geometry import PointCloud
 
 __all__ = ["Support", "from_sparse_cost", "truncate", "BYTES_PER_ENTRY"]
 
-#: Memory the solver needs per support entry: column index (4), cost (8),
-#: plan value (8), and the transposed copy (row 4, position 8, cost 8).
-BYTES_PER_ENTRY = 40
+#: Memory the solver needs per support entry: column index (4), cost (8), the
+#: transposed copy (row 4, position 8, cost 8), the sparse plan's stored base in
+#: both orders (8 + 8), the plan at the current and the trial Newton point
+#: (8 + 8), and the Newton Hessian's thresholded copy (index 4, value 8).
+BYTES_PER_ENTRY = 76
 
 # Relative enlargement of a query radius: tree distances are rounded, and a
 # count must never fall below the true count it bounds.
