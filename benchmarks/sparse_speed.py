@@ -3,8 +3,8 @@
 Problem: 2-D, x uniform on [0, 2]^2, y Gaussian (1, 1) sd 0.3 clipped to
 [0, 2]^2 (``snsot.bench.pointcloud.clouds``), uniform weights, |x - y|^2,
 reg 1e-4, tol 1e-8 (relative to the mass). Each measurement is one solve in
-a fresh child process (after a small warm-up solve that loads the compiled
-kernels), and the children run interleaved, rep by rep: dense, sparse
+a fresh child process (after warm-up solves that load the compiled kernels,
+serial and parallel builds, so no timed solve pays for loading them), and the children run interleaved, rep by rep: dense, sparse
 [, sparse on a baseline source tree], so machine load hits every method
 alike and the ratios come from one run. Reported per size: median seconds,
 the median of the per-rep ratios dense / sparse (and baseline / sparse),
@@ -40,10 +40,13 @@ import scipy.sparse as sp
 import snsot
 from snsot.bench.pointcloud import clouds
 method, n, reg, tol, plan_out, profile = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5], sys.argv[6] == "1"
-xs, ys = clouds(300, 1)
-w = np.full(300, 1 / 300)
-snsot.solve(snsot.PointCloud(xs, ys), w, w, reg=1e-3, tol=tol, warn=False)  # loads the kernels
-snsot.solve(snsot.costs.pairwise(xs, ys), w, w, reg=1e-3, tol=tol, warn=False)
+# Load the compiled kernels (serial and parallel builds) before timing: small problems for the serial
+# builds, ~1.2e6 entries (above snsot._kernels.PARALLEL_MIN_SIZE) for the parallel ones.
+for k, r in ((300, 1e-3), (1100, 0.5)):
+    xs, ys = clouds(k, 1)
+    w = np.full(k, 1 / k)
+    snsot.solve(snsot.PointCloud(xs, ys), w, w, reg=r, tol=tol, warn=False)
+    snsot.solve(snsot.costs.pairwise(xs, ys), w, w, reg=r, tol=tol, warn=False)
 x, y = clouds(n, 0)
 a = np.full(n, 1.0 / n)
 C = snsot.PointCloud(x, y).dense_cost(max_bytes=64e9) if method == "dense" else snsot.PointCloud(x, y)
