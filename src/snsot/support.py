@@ -352,10 +352,15 @@ def truncate(cloud: PointCloud, f0, g0, reg, max_outside, max_nnz=int(2e8)) -> S
         tail = tail + math.exp(-t_max) * np.maximum(m_live - n_max, 0)
     tail[~np.isfinite(f0)] = 0.0
     # Drop the lightest pairs while their exact mass fits in what the tail leaves of the target.
-    order = np.argsort(e, kind="stable")
+    budget = max_outside - tail.sum()
     with np.errstate(over="ignore"):  # far-off potentials: an infinite total simply drops nothing
-        dropped_mass = np.cumsum(np.exp(e[order]))
-    k = int(np.searchsorted(dropped_mass, max_outside - tail.sum(), side="right"))
+        # Only pairs lighter than the whole budget can be dropped, and they precede every other pair
+        # in the sorted order: sorting just them (about a third of the pairs in 2-D) gives the same cut.
+        mass = np.exp(e)
+        cand = np.flatnonzero(mass <= budget)
+        order = cand[np.argsort(e[cand], kind="stable")]
+        dropped_mass = np.cumsum(mass[order])
+    k = int(np.searchsorted(dropped_mass, budget, side="right"))
     drop = order[:k]
     theta = float(-e[order[k - 1]]) if k else t_top
     R = tail + np.bincount(rows[drop], weights=np.exp(e[drop]), minlength=n)
