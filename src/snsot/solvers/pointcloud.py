@@ -519,9 +519,12 @@ def _weights(a, b, n, m):
 def solve_without_dense_cost(C, a, b, *, reg, method, tol, max_iter, init, callback, warn, n_threads, **options):
     """:func:`snsot.solve` for a :class:`~snsot.geometry.PointCloud` or a ``scipy.sparse`` cost.
 
-    A point cloud of dimension above :data:`~snsot.geometry.MAX_TREE_DIM` is
-    solved with its dense cost when that fits in ``max_dense_bytes`` (option,
-    default 4 GB), else refused with a ValueError naming the size.
+    A point cloud of dimension above ``max_tree_dim`` (option, default
+    :data:`~snsot.geometry.MAX_TREE_DIM` = 3) is solved with its dense cost
+    when that fits in ``max_dense_bytes`` (option, default 4 GB), else refused
+    with a ValueError naming the size. Where the truncated path stops paying
+    (measured, ``snsot bench --pointcloud --pointcloud-dims 2,3,4,5,6,8``):
+    see ``benchmarks/POINTCLOUD.md``; pass ``max_tree_dim=8`` to force it.
     """
     import inspect
     import warnings
@@ -531,7 +534,8 @@ def solve_without_dense_cost(C, a, b, *, reg, method, tol, max_iter, init, callb
     from ..result import ConvergenceWarning
     from . import DEFAULT_MAX_ITER, solve
 
-    if isinstance(C, PointCloud) and C.dim > MAX_TREE_DIM:
+    max_tree_dim = options.pop("max_tree_dim", MAX_TREE_DIM) if isinstance(C, PointCloud) else MAX_TREE_DIM
+    if isinstance(C, PointCloud) and C.dim > max_tree_dim:
         max_dense = options.pop("max_dense_bytes", 4e9)
         return solve(C.dense_cost(max_bytes=max_dense), a, b, reg=reg, method=method, tol=tol,
                      max_iter=max_iter, init=init, callback=callback, warn=warn, n_threads=n_threads, **options)
@@ -563,6 +567,7 @@ def solve_without_dense_cost(C, a, b, *, reg, method, tol, max_iter, init, callb
 
         solver, args = functools.partial(solve_sparse_cost, solver=solve_sinkhorn), (C, a, b)
     accepted = set(inspect.signature(solver).parameters) | set(inspect.signature(solve_sns).parameters)
+    accepted |= {"max_tree_dim"} if isinstance(C, PointCloud) else set()
     accepted -= {"problem", "tol", "max_iter", "init", "callback", "_plan", "cloud", "C", "a", "b", "reg", "solver"}
     unknown = sorted(k for k in options if k not in accepted)
     if unknown:
