@@ -528,9 +528,12 @@ def solve_without_dense_cost(C, a, b, *, reg, method, tol, max_iter, init, callb
                              stop_at_floor=True, **options):
     """:func:`snsot.solve` for a :class:`~snsot.geometry.PointCloud` or a ``scipy.sparse`` cost.
 
-    A point cloud of dimension above :data:`~snsot.geometry.MAX_TREE_DIM` is
-    solved with its dense cost when that fits in ``max_dense_bytes`` (option,
-    default 4 GB), else refused with a ValueError naming the size.
+    A point cloud of dimension above ``max_tree_dim`` (option, default
+    :data:`~snsot.geometry.MAX_TREE_DIM` = 3) is solved with its dense cost
+    when that fits in ``max_dense_bytes`` (option, default 4 GB), else refused
+    with a ValueError naming the size. Where the truncated path stops paying
+    (measured, ``snsot bench --pointcloud --pointcloud-dims 2,3,4,5,6,8``):
+    see ``benchmarks/POINTCLOUD.md``; pass ``max_tree_dim=8`` to force it.
 
     As for a dense cost, ``tol`` is relative to the total mass, the weights
     are solved at unit mass (an exact power-of-two rescaling) and the stall
@@ -545,7 +548,8 @@ def solve_without_dense_cost(C, a, b, *, reg, method, tol, max_iter, init, callb
     from . import DEFAULT_MAX_ITER, solve
     from ._scale import solve_weights_scaled
 
-    if isinstance(C, PointCloud) and C.dim > MAX_TREE_DIM:
+    max_tree_dim = options.pop("max_tree_dim", MAX_TREE_DIM) if isinstance(C, PointCloud) else MAX_TREE_DIM
+    if isinstance(C, PointCloud) and C.dim > max_tree_dim:
         max_dense = options.pop("max_dense_bytes", 4e9)
         return solve(C.dense_cost(max_bytes=max_dense), a, b, reg=reg, method=method, tol=tol,
                      max_iter=max_iter, init=init, callback=callback, warn=warn, n_threads=n_threads,
@@ -578,6 +582,7 @@ def solve_without_dense_cost(C, a, b, *, reg, method, tol, max_iter, init, callb
 
         solver = functools.partial(solve_sparse_cost, solver=solve_sinkhorn)
     accepted = set(inspect.signature(solver).parameters) | set(inspect.signature(solve_sns).parameters)
+    accepted |= {"max_tree_dim"} if isinstance(C, PointCloud) else set()
     accepted -= {"problem", "tol", "max_iter", "init", "callback", "_plan", "cloud", "C", "a", "b", "reg", "solver"}
     unknown = sorted(k for k in options if k not in accepted)
     if unknown:
