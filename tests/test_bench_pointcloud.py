@@ -36,3 +36,39 @@ def test_markdown_has_one_row_per_measurement_and_names_failures():
     md = B._markdown(rows, 1e-8)
     assert "| 10 | 0.001 | sns-sparse | 1 | 1.00e-09 | True |" in md
     assert "failed: timed out after 5 s" in md
+
+
+def test_kl_value_is_the_primal_entropic_objective_and_equals_the_dual_at_the_optimum():
+    x, y = B.clouds(120, seed=1)
+    a = np.full(120, 1 / 120)
+    reg = 1e-2
+    res = snsot.solve(cdist(x, y, "sqeuclidean"), a, a, reg=reg, tol=1e-12)
+    P = res.plan
+    by_hand = float((P * cdist(x, y, "sqeuclidean")).sum() + reg * (P * np.log(P / np.outer(a, a))).sum())
+    assert B.kl_value(P, res.cost, a, a, reg) == pytest.approx(by_hand, rel=1e-12)
+    f, g = res.potentials  # the dual <a, f> + <b, g> in the KL form: the potentials minus reg log a, reg log b
+    dual = float(a @ (f - reg * np.log(a)) + a @ (g - reg * np.log(a)))
+    assert B.kl_value(P, res.cost, a, a, reg) == pytest.approx(dual, rel=1e-9)
+
+
+def test_geomloss_row_uses_our_cost_and_reg():
+    pytest.importorskip("geomloss")
+    # At a large reg GeomLoss's few annealing steps nearly reach the optimum: its value and plan are
+    # then close to ours (a convention slip, cost/2 or reg/2, would be off by tens of percent).
+    x, y = B.clouds(150, seed=2)
+    a = np.full(150, 1 / 150)
+    reg = 0.5
+    value, f, g = B._geomloss("tensorized", x, y, a, a, reg)
+    ref = snsot.solve(cdist(x, y, "sqeuclidean"), a, a, reg=reg, tol=1e-12)
+    assert value == pytest.approx(B.kl_value(ref.plan, ref.cost, a, a, reg), rel=1e-3)
+    P = np.outer(a, a) * np.exp((f[:, None] + g[None, :] - cdist(x, y, "sqeuclidean")) / reg)
+    assert np.abs(P - ref.plan).sum() < 0.02
+
+
+def test_report_has_high_dimension_rows_and_value_gaps():
+    rows = [
+        {"method": "sns-sparse", "n": 10, "reg": 1e-3, "dim": 5, "time": 2.0, "converged": True, "value": 1.0},
+        {"method": "sns-dense", "n": 10, "reg": 1e-3, "dim": 5, "time": 1.0, "converged": True, "value": 1.0},
+    ]
+    md = B._markdown(rows, 1e-8)
+    assert "## Higher dimensions" in md and "| 5 | 10 | 0.001 | sns-sparse | 2 |" in md

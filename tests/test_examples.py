@@ -24,3 +24,20 @@ def test_gradient_flow_decreases_the_divergence_and_draws(tmp_path):
     assert len(values) == 4
     assert all(later < earlier for earlier, later in zip(values, values[1:]))
     assert out.stat().st_size > 0
+
+
+def test_torus_example_matches_dense_sns_at_a_small_size(tmp_path):
+    import numpy as np
+    from scipy.spatial.distance import cdist
+
+    import snsot
+
+    module = _load("torus")
+    out = tmp_path / "torus.png"
+    res = module.main(["--n", "500", "--reg", "1e-2", "--tol", "1e-9", "--out", str(out)])
+    x, y = module.torus(500, 0), module.torus(500, 1, tilt=0.3)
+    dense = snsot.solve(cdist(x, y), reg=1e-2, tol=1e-9)  # the oracle: the dense euclidean cost
+    assert res.converged and dense.converged
+    np.testing.assert_allclose(res.plan.toarray(), dense.plan, rtol=0, atol=1e-10)
+    assert res.cost == np.float64(res.cost) and abs(res.cost - dense.cost) <= 1e-7 * dense.cost
+    assert res.scales[-1]["points"] and out.stat().st_size > 0

@@ -70,7 +70,7 @@ def test_point_cloud_solve_matches_dense_sns_and_reports_honestly(kind, dim, cos
     full[np.isnan(full)] = 0.0
     on_support = P > 0
     assert full[~on_support].sum() <= res.outside_mass + 1e-300
-    assert marginal_error(full, a, b) <= res.marginal_error * (1 + 1e-9) < tol
+    assert marginal_error(full, a, b) <= res.marginal_error * (1 + 1e-9) + 1e-15 < tol
     assert res.support_size == res.plan.nnz <= n * n
     if a[4] == 0.0:
         assert np.isneginf(f[4]) and P[4].sum() == 0.0
@@ -98,10 +98,66 @@ def test_high_dimensional_clouds_too_large_for_a_dense_cost_are_refused():
         snsot.solve(PointCloud(x, x), reg=1e-2, max_dense_bytes=1e6)
 
 
-def test_support_that_would_exceed_memory_is_refused_early():
+def test_support_that_would_exceed_memory_is_refused_before_any_solve(monkeypatch):
+    from snsot.solvers import pointcloud as PC
+
+    def no_solving(*args, **kwargs):
+        raise AssertionError("the refusal must come before any truncation or solve")
+
+    monkeypatch.setattr(PC, "truncate", no_solving)
+    monkeypatch.setattr(PC, "solve_sns", no_solving)
     x, y = make_clouds("plain", 500, 2, seed=3)
-    with pytest.raises(ValueError, match=r"reg: the truncated support at reg=.* would hold about"):
+    with pytest.raises(ValueError, match=r"reg: the truncated support at reg=0.001 is estimated at .* pairs "
+                                         r"\(.* GB; limit max_nnz=1e\+03.*use a smaller reg, fewer points"):
         snsot.solve(PointCloud(x, y), reg=1e-3, max_nnz=1000)
+
+
+def test_the_support_estimate_is_within_a_small_factor_of_the_support_built():
+    from snsot.solvers.pointcloud import estimate_support
+
+    x, y = make_clouds("plain", 2000, 2, seed=4)
+    w = np.full(2000, 1 / 2000)
+    for reg in (1e-4, 1e-3):
+        res = snsot.solve(PointCloud(x, y), w, w, reg=reg, tol=1e-9)
+        assert res.converged
+        estimate = estimate_support(PointCloud(x, y), w, reg)
+        assert res.support_size / 4 <= estimate <= 4 * res.support_size
+
+
+@pytest.mark.parametrize("partners", [100, 400])
+def test_every_scale_keeps_pairs_per_point_bounded_and_the_last_is_the_points(partners):
+    # Without clusters, the first scale (reg ~ 0.03) would pair every point with most of the
+    # 3000 others; the hierarchy keeps each scale near `partners` pairs per cluster or point.
+    n = 3000
+    x, y = make_clouds("plain", n, 2, seed=5)
+    res = snsot.solve(PointCloud(x, y), reg=1e-4, tol=1e-8, start_partners=partners)
+    assert res.converged
+    scales = res.scales
+    regs = [s["reg"] for s in scales]
+    assert regs == sorted(regs, reverse=True) and regs[-1] == pytest.approx(1e-4)
+    assert regs[0] >= 16 * 1e-4  # started coarse
+    assert scales[-1]["points"] and (scales[-1]["n_x"], scales[-1]["n_y"]) == (n, n)
+    assert not scales[1]["points"] and min(scales[1]["n_x"], scales[1]["n_y"]) < n / 2  # clusters
+    for s in scales[1:]:  # the first is the small dense problem
+        assert s["pairs_per_point"] <= 1.5 * partners
+        assert s["max_pairs_per_point"] <= 4 * partners
+        assert s["support_size"] <= 1.5 * partners * s["n_x"]
+    assert scales[-1]["support_size"] == res.support_size
+
+
+def test_history_covers_every_scale_with_its_reg():
+    x, y = make_clouds("plain", 1500, 2, seed=6)
+    res = snsot.solve(PointCloud(x, y), reg=1e-4, tol=1e-9)
+    h = res.history
+    assert len(h) == res.n_iter == res.n_sinkhorn + res.n_newton
+    assert sum(s["n_sinkhorn"] + s["n_newton"] for s in res.scales) == res.n_iter
+    assert np.all(np.diff(h.reg) <= 0)  # coarse to fine
+    assert set(np.unique(h.reg)) == {s["reg"] for s in res.scales}
+    assert np.all(np.diff(h.time) >= 0)
+    # the last recorded iterate met the last chunk's tol on its support; the final measurement may
+    # come after a refresh (a 0-iteration solve on a new support at the same potentials)
+    assert h.marginal_error[-1] <= max(res.marginal_error, res.tol)
+    assert h.stage.max() == 1  # Newton steps recorded
 
 
 def test_point_clouds_refuse_sinkhorn_and_unknown_options():
@@ -110,3 +166,54 @@ def test_point_clouds_refuse_sinkhorn_and_unknown_options():
         snsot.solve(PointCloud(x, y), reg=1e-2, method="sinkhorn")
     with pytest.raises(ValueError, match="bogus: not an option for point clouds"):
         snsot.solve(PointCloud(x, y), reg=1e-2, bogus=3)
+
+
+# ---------------------------------------------------------------------------
+# Dense costs that are mostly +inf go to the sparse kernels
+# ---------------------------------------------------------------------------
+
+
+def _mostly_forbidden(n, fraction, seed, shift=0.0):
+    """Sorted 1-D points, pairs allowed in a band ``|i - j| <= k`` around the diagonal (feasible
+    for near-uniform weights), ``fraction`` of the entries forbidden."""
+    rng = np.random.default_rng(seed)
+    x, y = np.sort(rng.random(n)), np.sort(rng.random(n))
+    C = (x[:, None] - y[None, :]) ** 2 + shift
+    k = max(1, int(round((1 - fraction) * n / 2)))
+    i, j = np.indices((n, n))
+    return np.where(np.abs(i - j) <= k, C, np.inf)
+
+
+@pytest.mark.parametrize("method", ["sns", "sinkhorn"])
+@pytest.mark.parametrize("shift", [0.0, -0.3])  # negative costs: solved shifted, reported for C
+def test_a_mostly_infinite_dense_cost_is_solved_on_its_finite_entries_with_the_dense_answer(method, shift, monkeypatch):
+    from snsot.solvers import pointcloud as PC
+
+    n = 400  # 160,000 entries: above SPARSE_MIN_ENTRIES
+    C = _mostly_forbidden(n, 0.95, seed=8, shift=shift)
+    rng = np.random.default_rng(9)
+    a, b = 1 + 0.2 * rng.random(n), 1 + 0.2 * rng.random(n)
+    a[3] = 0.0
+    a, b = a / a.sum(), b / b.sum()
+    reg = 1e-4
+    res = snsot.solve(C, a, b, reg=reg, tol=1e-10, method=method)
+    monkeypatch.setattr(PC, "SPARSE_INF_FRACTION", 1.1)  # the oracle: the dense kernels
+    dense = snsot.solve(C, a, b, reg=reg, tol=1e-10, method=method)
+    assert dense.support_size is None  # the oracle did take the dense path
+    assert res.support_size == np.isfinite(C[a > 0]).sum()  # ... and the routed solve the sparse one
+    assert res.converged and dense.converged
+    assert isinstance(res.plan, np.ndarray) and res.plan.shape == (n, n)
+    np.testing.assert_allclose(res.plan, dense.plan, rtol=0, atol=1e-11)
+    assert np.all(res.plan[~np.isfinite(C)] == 0.0)
+    assert res.cost == pytest.approx(dense.cost, rel=1e-9)
+    assert res.objective == pytest.approx(dense.objective, rel=1e-9)
+    assert marginal_error(res.plan, a, b) <= res.marginal_error * (1 + 1e-9) + 1e-15 < 1e-10
+    f, g = res.potentials
+    assert np.isneginf(f[3]) and np.isfinite(f[a > 0]).all()
+
+
+def test_dense_costs_below_the_threshold_or_small_stay_dense():
+    C = _mostly_forbidden(400, 0.5, seed=10)
+    assert snsot.solve(C, reg=1e-2).support_size is None
+    small = _mostly_forbidden(100, 0.95, seed=10)  # 10,000 entries: one dense pass is cheap
+    assert snsot.solve(small, reg=1e-2).support_size is None

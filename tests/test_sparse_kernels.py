@@ -121,3 +121,50 @@ def test_kernels_accept_an_empty_support():
     t_indptr, t_rows, t_pos = SK.csr_transpose(indptr, indices, 2)
     assert t_indptr.tolist() == [0, 0, 0] and t_rows.size == 0
     assert SK.csr_col_sums(indices, cost, 2).tolist() == [0.0, 0.0]
+
+
+def test_scaled_rows_gather_and_plan_match_references_and_the_dense_product():
+    indptr, indices, cost, C, mask = random_support(45, 35, 0.3, 9, empty_rows=[4], empty_cols=[6])
+    rng = np.random.default_rng(10)
+    B = rng.random(indices.size)
+    B[::7] = 0.0  # base entries stored as zeros (below P_FLOOR)
+    u, v = np.exp(rng.normal(scale=3.0, size=45)), np.exp(rng.normal(scale=3.0, size=35))
+    dense_B = np.zeros((45, 35))
+    dense_B[mask] = B  # the support lists entries row by row, columns increasing: the mask's order
+    s = np.empty(45)
+    SK.csr_scaled_rows(indptr, indices, B, v, s)
+    np.testing.assert_allclose(s, R.csr_scaled_rows_reference(indptr, indices, B, v), rtol=1e-13)
+    np.testing.assert_allclose(s, dense_B @ v, rtol=1e-13)
+    t_indptr, t_rows, t_pos = SK.csr_transpose(indptr, indices, 35)
+    col = np.empty(35)
+    SK.csr_gather(t_indptr, t_rows, B[t_pos], u, col)
+    np.testing.assert_allclose(col, R.csr_gather_reference(indptr, indices, B, u, 35), rtol=1e-13)
+    np.testing.assert_allclose(col, dense_B.T @ u, rtol=1e-13)
+    assert s[4] == 0.0 and col[6] == 0.0
+    dense_P = u[:, None] * dense_B * v[None, :]
+    for tau in (0.0, float(np.median(dense_P[mask])), np.inf):
+        P, row, above = np.empty(indices.size), np.empty(45), np.empty(45, dtype=np.int64)
+        SK.csr_scaled_plan(indptr, indices, B, u, v, tau, P, row, above)
+        P_ref, row_ref, above_ref = R.csr_scaled_plan_reference(indptr, indices, B, u, v, tau)
+        np.testing.assert_allclose(P, P_ref, rtol=1e-14)
+        np.testing.assert_allclose(P, dense_P[mask], rtol=1e-14)
+        np.testing.assert_allclose(row, dense_P.sum(1), rtol=1e-13)
+        np.testing.assert_array_equal(above, (np.where(mask, dense_P, -1.0) >= tau).sum(1))
+        np.testing.assert_array_equal(above, above_ref)
+
+
+def test_scaled_kernels_keep_float32_scalings_and_tiny_values_exact():
+    # scalings near the drift limit (e**+-50) times base entries near P_FLOOR: products stay normal
+    indptr = np.array([0, 2, 3], dtype=np.int64)
+    indices = np.array([0, 1, 1], dtype=np.int32)
+    B = np.array([1e-250, 1.0, 1e-200])
+    u = np.array([np.exp(50.0), np.exp(-50.0)])
+    v = np.array([np.exp(50.0), np.exp(-50.0)])
+    P, row, above = np.empty(3), np.empty(2), np.empty(2, dtype=np.int64)
+    SK.csr_scaled_plan(indptr, indices, B, u, v, 0.0, P, row, above)
+    expected = np.array([1e-250 * np.exp(100.0), 1.0, 1e-200 * np.exp(-100.0)])
+    np.testing.assert_allclose(P, expected, rtol=1e-14)
+    assert np.all(P > np.finfo(np.float64).tiny)  # no denormals
+    s = np.empty(2)
+    SK.csr_scaled_rows(indptr, indices, B, v.astype(np.float32).astype(np.float64), s)
+    assert np.isfinite(s).all() and s[1] > 0.0

@@ -46,3 +46,25 @@ def csr_threshold_reference(indptr, indices, values, tau, m):
     rows = _rows(indptr)
     keep = values >= tau
     return sp.csr_matrix((values[keep], (rows[keep], indices[keep])), shape=(n, m))
+
+
+def csr_scaled_rows_reference(indptr, indices, B, v):
+    """Row sums of ``B diag(v)``."""
+    n = len(indptr) - 1
+    return np.asarray(sp.csr_matrix((B, indices, indptr), shape=(n, len(v))) @ v).ravel()
+
+
+def csr_gather_reference(indptr, indices, values, w, m):
+    """Column sums of ``diag(w) V`` (``values`` in the row-ordered support's order)."""
+    n = len(indptr) - 1
+    return np.asarray(sp.csr_matrix((values, indices, indptr), shape=(n, m)).T @ w).ravel()
+
+
+def csr_scaled_plan_reference(indptr, indices, B, u, v, tau):
+    """``(P, row sums, per-row counts of P >= tau)`` for ``P = diag(u) B diag(v)``."""
+    n = len(indptr) - 1
+    rows = _rows(indptr)
+    P = u[rows] * B * v[indices]
+    row_sum = np.bincount(rows, weights=P, minlength=n)
+    above = np.bincount(rows, weights=(P >= tau).astype(float), minlength=n).astype(np.int64)
+    return P, row_sum, above

@@ -116,6 +116,15 @@ class OTResult:
         Certified upper bound on the plan mass outside that support (0 for
         dense and user-given sparse costs); :attr:`marginal_error` includes
         twice this bound.
+    scales : list of dict or None
+        Point clouds only (None otherwise): one record per regularisation of
+        the multiscale schedule, coarse to fine, with keys ``reg``,
+        ``points`` (False while the level is grid clusters), ``n_x``, ``n_y``
+        (clusters or points per side), ``width`` (cluster width, None at the
+        points), ``support_size``, ``pairs_per_point`` (mean per row),
+        ``max_pairs_per_point`` (largest row or column of any support used
+        at that scale), ``n_sinkhorn``, ``n_newton``, ``marginal_error``
+        (of that level's problem), ``refreshes`` and ``time`` (seconds).
     """
 
     plan: np.ndarray
@@ -136,6 +145,7 @@ class OTResult:
     status: str = "success"
     support_size: int | None = None
     outside_mass: float = 0.0
+    scales: list | None = None
 
     def __repr__(self) -> str:
         return (

@@ -24,7 +24,7 @@ from ..result import ConvergenceWarning, OTResult
 from ._scale import solve_scaled
 from .sinkhorn import solve_sinkhorn
 from .sns import solve_sns
-from .pointcloud import solve_without_dense_cost
+from .pointcloud import finite_support_pays, solve_on_finite_support, solve_without_dense_cost
 
 __all__ = ["solve", "register", "available_methods", "DEFAULT_MAX_ITER"]
 
@@ -153,7 +153,8 @@ def solve(C, a=None, b=None, *, reg=None, reg_m=None, method: str = "sns", tol: 
     if isinstance(C, PointCloud) or sp.issparse(C):
         # no dense cost: a truncated (point clouds) or given (scipy.sparse) support, memory O(nnz)
         return solve_without_dense_cost(C, a, b, reg=reg, method=method, tol=tol, max_iter=max_iter, init=init,
-                                        callback=callback, warn=warn, n_threads=n_threads, **options)
+                                        callback=callback, warn=warn, n_threads=n_threads,
+                                        stop_at_floor=stop_at_floor, **options)
     # every argument checked once, here, from the one table of rules (snsot._validate.RULES)
     tol, max_iter, callback = check("tol", tol), check("max_iter", max_iter), check("callback", callback)
     warn, n_threads, options = check("warn", warn), check("n_threads", n_threads), check_options(options)
@@ -188,9 +189,14 @@ def solve(C, a=None, b=None, *, reg=None, reg_m=None, method: str = "sns", tol: 
         init = _check_init(init, n, m, rows, cols)
         init = (init[0] - shifts[0], init[1] - shifts[1]) if offset else init
 
-    with thread_limit(sub.C.size, n_threads):
-        res = solve_scaled(solver, sub, tol=tol, stop_at_floor=stop_at_floor, max_iter=max_iter, init=init,
-                           callback=callback, **options)
+    if finite_support_pays(sub, method):  # mostly +inf: the CSR kernels on the finite entries
+        res = solve_on_finite_support(sub, method=method, tol=tol, max_iter=max_iter, init=init,
+                                      callback=callback, n_threads=n_threads, stop_at_floor=stop_at_floor,
+                                      **options)
+    else:
+        with thread_limit(sub.C.size, n_threads):
+            res = solve_scaled(solver, sub, tol=tol, stop_at_floor=stop_at_floor, max_iter=max_iter, init=init,
+                               callback=callback, **options)
     if not full:
         res = _embed(res, problem, rows, cols)
         _dead(res, problem)

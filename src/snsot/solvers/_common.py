@@ -134,4 +134,17 @@ def finalize(plan, marginals, f, g, *, method, tol, status, recorder, n_sinkhorn
         time=recorder.elapsed(),
         history=recorder.history(),
         status=status,
+        outside_mass=final.outside_mass,
     )
+
+
+def retry_can_help(res: OTResult, tol: float) -> bool:
+    """Whether a tighter inner tolerance can still bring a finished solve below ``tol``.
+
+    ``marginal_error`` counts twice the bound on the mass outside a truncated
+    support (:func:`finalize`); when that alone reaches ``tol``, iterating on
+    the same support cannot help (only a new support can, which is the
+    point-cloud driver's refresh), so the solve returns at once instead of
+    running its margin retries.
+    """
+    return not 2.0 * res.outside_mass >= tol

@@ -42,7 +42,7 @@ import numpy as np
 from ..problem import OTProblem, _trusted
 from ..result import STATUS_MESSAGES, OTResult
 
-__all__ = ["solve_scaled", "stall_floor", "STALL_WINDOW", "NEWTON_WEIGHT", "Watch", "current_watch"]
+__all__ = ["solve_scaled", "solve_weights_scaled", "stall_floor", "STALL_WINDOW", "NEWTON_WEIGHT", "Watch", "current_watch"]
 
 #: Iterations without a new low of the marginal error, near round-off, that end a solve.
 STALL_WINDOW = 100
@@ -135,6 +135,38 @@ def solve_scaled(solver, problem: OTProblem, *, tol: float, stop_at_floor: bool 
     res.tol = tol
     if e != 0:
         _to_caller_units(res, problem, e)
+    return res
+
+
+def solve_weights_scaled(solve_unit, a, b, *, reg: float, tol: float, shape, stop_at_floor: bool = True,
+                         init=None) -> OTResult:
+    """:func:`solve_scaled` for problems without a dense cost (point clouds, ``scipy.sparse`` costs).
+
+    ``solve_unit(a1, b1, init1)`` solves with the weights divided by ``2**e``
+    (``e`` from :func:`mass_exponent`) and ``tol`` relative to their mass, as
+    :func:`snsot.solve` defines it; it runs under the same :class:`Watch`, so
+    the stall rule and the caller's units in the history and the callback
+    are those of a dense solve. The result is mapped back to the caller's
+    weights (plan, potentials, cost, dual value, marginal error) and
+    ``converged`` judged against ``tol`` times the caller's mass.
+    """
+    from types import SimpleNamespace
+
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    mass = float(a.sum())
+    e = mass_exponent(mass)
+    a1, b1 = np.ldexp(a, -e), np.ldexp(b, -e)
+    if init is not None and e != 0:
+        h = 0.5 * reg * e * math.log(2.0)
+        init = (init[0] - h, init[1] - h)
+    n, m = shape
+    floor = float(np.finfo(np.float64).eps * a1.sum() * math.sqrt(n * m)) if stop_at_floor else None
+    with _watching(Watch(exponent=e, mass=mass, floor=floor, reg=reg)):
+        res = solve_unit(a1, b1, init)
+    res.tol = tol
+    if e != 0:
+        _to_caller_units(res, SimpleNamespace(a=a, b=b, reg=reg, mass=mass), e)
     return res
 
 

@@ -2,10 +2,27 @@
 
 Every verb the Sinkhorn and SNS loops ask for is one pass over the support's
 CSR arrays (:mod:`snsot._sparse_kernels`): memory and work O(nnz), never
-O(n m). The column half-step is the row kernel run on the transposed support
-(built once). The plan at a point is stored per :class:`_SparsePoint` (one
-value per support entry), so the Newton matrix's off-diagonal block is a
-threshold of those values; the whole support's plan is the "dense" Hessian.
+O(n m). Column sums and the column half-step run on the transposed support
+(built once, :meth:`snsot.support.Support.transpose`).
+
+As the dense plan does (:mod:`snsot.solvers._dense`, the absorption scheme
+of stabilised scaling), the plan keeps its values ``B = P(f0, g0)`` at a
+base point and represents a nearby ``P(f, g) = diag(u) B diag(v)``,
+``u = exp((f - f0)/reg - c)``, ``v = exp((g - g0)/reg + c)``: a Sinkhorn
+iteration is then two passes of multiplications over the support
+(:func:`~snsot._sparse_kernels.csr_scaled_rows`, then
+:func:`~snsot._sparse_kernels.csr_gather` on the transpose) instead of two
+log-sum-exp passes with an exponential per entry, and a Newton trial point
+one multiplication per entry (:func:`~snsot._sparse_kernels.csr_scaled_plan`).
+The base moves (one exponential pass) when the drift leaves
+:data:`snsot._kernels.BASE_DRIFT`, with the same exactness argument as the
+dense plan: base entries below :data:`snsot._kernels.P_FLOOR` are stored as
+0, every product stays a normal number, and a step whose sums are not
+comfortably normal is redone in the log domain
+(:func:`~snsot._sparse_kernels.csr_lse_update`). The plan at each point is
+kept per :class:`_SparsePoint` (one value per support entry), so the Newton
+matrix's off-diagonal block is a threshold of those values; the whole
+support's plan is the "dense" Hessian.
 
 Mass outside the support: for a user-given sparse cost there is none; for a
 truncated point-cloud support, :meth:`final` reports the certified bound of
@@ -17,11 +34,17 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .. import _kernels as K
 from .. import _sparse_kernels as SK
 from ._plan import WHOLE_PLAN, FinalPlan, Plan, PlanPoint, SinkhornStep
 from .linalg import CsrOffDiagonal
 
 __all__ = ["SparsePlan"]
+
+#: Sums a scaled Sinkhorn step divides by must be at least this (and the new
+#: scalings at most its inverse), else the step is redone in the log domain
+#: (as :data:`snsot.solvers._dense._SAFE`).
+_SAFE = 1e-100
 
 
 class _SparsePoint(PlanPoint):
@@ -54,6 +77,11 @@ class SparsePlan(Plan):
         self.t_indptr, self.t_rows, self.t_pos, self.t_cost = sup.transpose()
         row_len = np.diff(self.indptr)
         self._max_row = int(row_len.max()) if row_len.size else 0
+        self.B: np.ndarray | None = None  # plan values at the base point (f0, g0)
+        self.BT: np.ndarray | None = None  # the same in the transposed support's (column) order
+        self.f0 = self.g0 = None
+        #: The constant of the last :meth:`scalings` (units of reg), as in DensePlan.
+        self.shift = 0.0
 
     # -- the interface -------------------------------------------------------
     @property
@@ -71,7 +99,9 @@ class SparsePlan(Plan):
     def attach(self, problem) -> None:
         if problem.support is not self.support:
             raise ValueError("SparsePlan.attach: the problem is on another support; make a new plan")
-        self.problem = problem
+        if problem is not self.problem:  # e.g. another reg: the base's values mean another plan
+            self.problem = problem
+            self.f0 = self.g0 = None
 
     def sinkhorn_cols(self, f, marginals):
         g = np.empty(self.shape[1])
@@ -81,7 +111,31 @@ class SparsePlan(Plan):
         return g
 
     def sinkhorn_step(self, f, g, marginals) -> SinkhornStep:
+        """Two passes of multiplications over the support when ``(f, g)`` is near the base; else two log-domain passes.
+
+        With ``P(f, g) = diag(u) B diag(v)`` and ``s = B v``, the rows are
+        ``u s``, the row update is ``u_new = a / s`` and the column update
+        ``v_new = b / (B^T u_new)`` (exact marginals only; a relaxed penalty,
+        ``row_exponent != 1``, takes the log-domain step).
+        """
         reg = self.problem.reg
+        sc = self.scalings_at(f, g) if marginals.row_exponent == 1.0 and marginals.col_exponent == 1.0 else None
+        if sc is not None:
+            u, v = sc
+            s = np.empty(self.shape[0])
+            SK.csr_scaled_rows(self.indptr, self.indices, self.B, v, s)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                u_new = marginals.a / s
+            col = np.empty(self.shape[1])
+            SK.csr_gather(self.t_indptr, self.t_rows, self.BT, u_new, col)
+            if s.min() >= _SAFE and u_new.max() <= 1.0 / _SAFE and col.min() >= _SAFE and np.isfinite(col).all():
+                f0, g0, shift, log_b = self.f0, self.g0, self.shift, marginals.log_b
+
+                def advance():
+                    # u_new and col carry the factors exp(-shift) of the scalings' convention
+                    return f0 + reg * (np.log(u_new) + shift), g0 + reg * (log_b - np.log(col) - shift)
+
+                return SinkhornStep(marginals.row_error(f, u * s), advance)
         f_full = np.empty(self.shape[0])  # the balanced update: rows of P(f_full, g) equal a
         SK.csr_lse_update(self.indptr, self.indices, self.cost, g, marginals.log_a, reg, f_full)
         # Rows of P(f, g) are a_i exp((f_i - f_full_i)/reg): the row error without a plan pass.
@@ -98,21 +152,32 @@ class SparsePlan(Plan):
         return _SparsePoint(n, m, quota, self.support.nnz)
 
     def evaluate(self, point, f, g, tau, pinned=False):
-        # Nothing is cached between calls, so pinned points never move any state.
+        """The plan at ``(f, g)`` from the base (one multiplication per entry), moving the base first if it is far.
+
+        ``pinned``: the base must not move (a Sinkhorn step is pending on
+        it); None when ``(f, g)`` is too far from it.
+        """
         n, m = self.shape
-        SK.csr_plan(self.indptr, self.indices, self.cost, f, g, self.problem.reg, point.P, point.row)
-        point.col = SK.csr_col_sums(self.indices, point.P, m)
-        if not (np.isfinite(point.row).all() and np.isfinite(point.col).all()):
+        sc = self.scalings(f, g)
+        if sc is None:
+            if pinned:
+                return None
+            sc = self.scalings_at(f, g)
+        if sc is None:  # the plan at (f, g) is not finite: a rejected trial
             point.row[:] = np.inf
             point.col = np.full(m, np.inf)
             point.count = -1
-        elif point.quota == WHOLE_PLAN:
-            point.count = int(np.count_nonzero(point.P >= tau))
-        elif point.quota > 0:
-            hit = (point.P >= tau).astype(np.int64)
-            point.above = np.add.reduceat(hit, self.indptr[:-1]) if hit.size else np.zeros(n, np.int64)
-            # reduceat repeats the next value for an empty row: zero those rows
-            point.above[np.diff(self.indptr) == 0] = 0
+        else:
+            above = np.empty(n, dtype=np.int64)
+            SK.csr_scaled_plan(self.indptr, self.indices, self.B, sc[0], sc[1], tau, point.P, point.row, above)
+            # columns of diag(u) B diag(v): v times B^T u, read from the base in column order
+            point.col = np.empty(m)
+            SK.csr_gather(self.t_indptr, self.t_rows, self.BT, sc[0], point.col)
+            point.col *= sc[1]
+            if point.quota == WHOLE_PLAN:
+                point.count = int(above.sum())
+            elif point.quota > 0:
+                point.above = above
         point.f, point.g = f, g
         point.total = float(point.row.sum())
         return point
@@ -133,5 +198,56 @@ class SparsePlan(Plan):
         SK.csr_plan(self.indptr, self.indices, self.cost, f, g, self.problem.reg, P, row)
         col = SK.csr_col_sums(self.indices, P, m)
         plan = sp.csr_matrix((P, self.indices, self.indptr), shape=(n, m))
+        self.B = self.BT = None  # the base is given up (as DensePlan does): its memory is the final plan's
+        self.f0 = self.g0 = None
         return FinalPlan(plan=plan, row_sum=row, col_sum=col, cost=float(P @ self.cost),
                          outside_mass=self.support.outside_mass(f, g))
+
+    # -- the stored base -----------------------------------------------------
+    def scalings(self, f, g):
+        """``(u, v)`` with ``P(f, g) = diag(u) B diag(v)``, or None when ``(f, g)`` is too far from the base.
+
+        The same rule as :meth:`snsot.solvers._dense.DensePlan.scalings`: a
+        constant moved from ``f - f0`` to ``g - g0`` centres the range, and the
+        drift must stay within :data:`snsot._kernels.BASE_DRIFT`.
+        """
+        if self.f0 is None:
+            return None
+        inv_reg = 1.0 / self.problem.reg
+        x = (f - self.f0) * inv_reg
+        y = (g - self.g0) * inv_reg
+        if x.size == 0 or y.size == 0:
+            return None
+        c = 0.5 * (x.max() + x.min())
+        x -= c
+        y += c
+        drift = np.abs(x).max() + np.abs(y).max()
+        if not drift <= K.BASE_DRIFT:  # also catches NaN
+            return None
+        self.shift = float(c)
+        return np.exp(x), np.exp(y)
+
+    def scalings_at(self, f, g):
+        """:meth:`scalings`, first moving the base to ``(f, g)`` if it is too far; None if the plan there is not finite."""
+        sc = self.scalings(f, g)
+        if sc is None:
+            self.rebase(f, g)
+            sc = self.scalings(f, g)
+        return sc
+
+    def rebase(self, f, g) -> None:
+        """Store the plan values at ``(f, g)`` (one exponential pass) as the new base."""
+        n = self.shape[0]
+        if self.B is None:
+            self.B = np.empty(self.support.nnz)
+        row = np.empty(n)
+        SK.csr_plan(self.indptr, self.indices, self.cost, f, g, self.problem.reg, self.B, row)
+        # No denormals in products with the scalings (see snsot._kernels.P_FLOOR).
+        self.B[self.B < K.P_FLOOR] = 0.0
+        if self.BT is None:
+            self.BT = np.empty(self.support.nnz)
+        np.take(self.B, self.t_pos, out=self.BT)
+        if np.isfinite(row).all() and np.isfinite(self.B).all():
+            self.f0, self.g0 = np.array(f, dtype=np.float64), np.array(g, dtype=np.float64)
+        else:
+            self.f0 = self.g0 = None

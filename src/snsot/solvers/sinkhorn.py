@@ -10,7 +10,7 @@ import numpy as np
 
 from ..problem import OTProblem
 from ..result import STAGE_SINKHORN
-from ._common import _MARGIN_RETRIES, Recorder, finalize
+from ._common import _MARGIN_RETRIES, Recorder, finalize, retry_can_help
 from ._dense import DensePlan
 from ._marginals import BalancedMarginals, marginals_for
 from ._plan import Plan
@@ -79,7 +79,7 @@ def solve_sinkhorn(problem: OTProblem, *, tol: float, max_iter: int, init=None, 
         status = run_sinkhorn(st, rec, inner_tol, max_iter - st.count)
         res = finalize(plan, st.marginals, st.f, st.g, method="sinkhorn", tol=tol, status=status, recorder=rec,
                        n_sinkhorn=st.count, n_newton=0)
-        if status != "success" or res.converged:
+        if status != "success" or res.converged or not retry_can_help(res, tol):
             break
         # The in-loop estimate met tol but the plan, summed afresh, misses it by
         # round-off: keep going with a tighter inner target.

@@ -61,7 +61,7 @@ import numpy as np
 
 from ..problem import OTProblem
 from ..result import STAGE_NEWTON
-from ._common import _MARGIN_RETRIES, Recorder, finalize
+from ._common import _MARGIN_RETRIES, Recorder, finalize, retry_can_help
 from ._dense import DensePlan
 from ._marginals import marginals_for
 from ._options import SNSOptions
@@ -252,7 +252,7 @@ def solve_sns(
     for _ in range(_MARGIN_RETRIES + 1):
         f, g, status = stage(problem, inner_tol)
         res = result(f, g, status)
-        if status != "success" or res.converged or n_sinkhorn + n_newton >= max_iter:
+        if status != "success" or res.converged or n_sinkhorn + n_newton >= max_iter or not retry_can_help(res, tol):
             return res
         # estimate met tol, the plan summed afresh misses it by round-off: tighten and go on
         inner_tol *= 0.5
