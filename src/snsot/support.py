@@ -360,7 +360,11 @@ def truncate(cloud: PointCloud, f0, g0, reg, max_outside, max_nnz=int(2e8)) -> S
     n_max = finder.count(t_max)
     # The tail beyond t_top weighs at most exp(-t_top) N(t_max) + 1% of the target: half of it at most.
     t_top = min(t_max, math.log(2.0 * max(int(n_max.sum()), 1) / max_outside))
-    n_top = int(finder.count(t_top).sum())
+    # The count at t_top (a second tree pass) is needed only when the one at t_max, its
+    # upper bound, does not already show that the pairs fit.
+    n_top = int(n_max.sum())
+    if n_top > max_nnz:
+        n_top = int(finder.count(t_top).sum())
     if n_top > max_nnz:
         raise ValueError(
             f"reg: the truncated support at reg={reg:g} would hold about {n_top:.3g} pairs "
