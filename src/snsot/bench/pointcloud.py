@@ -211,7 +211,7 @@ def _available(method) -> bool:
     return True
 
 
-def run(sizes, regs, tol, out_dir: Path, methods=METHODS, seed=0, timeout=1800.0, peer_timeout=300.0, plots=True,
+def run(sizes, regs, tol, out_dir: Path, methods=METHODS, seed=0, timeout=1800.0, peer_timeout=60.0, plots=True,
         dims=(), dims_n=4000, dims_reg=1e-3, log=print) -> list:
     """Measure every method at every size; write ``POINTCLOUD.md``, ``pointcloud.json`` and a figure.
 
@@ -251,6 +251,18 @@ def run(sizes, regs, tol, out_dir: Path, methods=METHODS, seed=0, timeout=1800.0
             if "time" in pair["sns-dense"] and "time" in pair["sns-sparse"]:
                 pair["sns-sparse"]["speedup_vs_dense"] = pair["sns-dense"]["time"] / pair["sns-sparse"]["time"]
             plans.pop((n, dim, "sns-dense"))
+    # Rows of other sizes from an earlier run in the same folder are kept (the 10^6 row is a run of
+    # its own), marked as such; rows of the sizes measured now replace theirs.
+    previous = out_dir / "pointcloud.json"
+    if previous.exists():
+        measured = {(r["n"], r.get("dim", 2)) for r in rows}
+        try:
+            old = json.loads(previous.read_text())
+        except ValueError:
+            old = []
+        kept = [dict(r, note=(r.get("note", "") + " (earlier run)").strip()) if "(earlier run)" not in r.get("note", "")
+                else r for r in old if (r.get("n"), r.get("dim", 2)) not in measured]
+        rows = kept + rows
     for row in rows:  # accuracy of every value against the converged SNS one of the same problem
         ref = next((r for r in rows if r["method"] == "sns-sparse" and r["n"] == row["n"]
                     and r.get("dim", 2) == row.get("dim", 2) and r.get("converged") and "value" in r), None)
