@@ -72,3 +72,15 @@ def test_report_has_high_dimension_rows_and_value_gaps():
     ]
     md = B._markdown(rows, 1e-8)
     assert "## Higher dimensions" in md and "| 5 | 10 | 0.001 | sns-sparse | 2 |" in md
+
+
+def test_a_run_keeps_the_rows_of_other_sizes_from_an_earlier_run(tmp_path):
+    import json
+
+    earlier = [{"method": "sns-sparse", "n": 10**6, "reg": 1e-6, "dim": 2, "time": 600.0, "converged": True}]
+    (tmp_path / "pointcloud.json").write_text(json.dumps(earlier))
+    rows = B.run([120], [1e-2], 1e-8, tmp_path, methods=("sns-sparse",), plots=False, log=lambda *_: None)
+    assert [(r["n"], r["method"]) for r in rows] == [(10**6, "sns-sparse"), (120, "sns-sparse")]
+    assert rows[0]["note"] == "(earlier run)" and rows[1]["converged"]
+    md = (tmp_path / "POINTCLOUD.md").read_text()
+    assert "| 1000000 | 1e-06 | sns-sparse | 600 |" in md and "| 120 | 0.01 | sns-sparse |" in md

@@ -92,8 +92,13 @@ def _geomloss(backend, x, y, a, b, reg):
     value is doubled. Returns ``(value, f, g)`` in our convention
     ``P_ij = a_i b_j exp((f_i + g_j - C_ij) / reg)``.
     """
+    import contextlib
+    import io
+
     import torch
-    from geomloss import SamplesLoss
+
+    with contextlib.redirect_stdout(io.StringIO()):  # pykeops prints a CUDA notice on import
+        from geomloss import SamplesLoss
 
     loss = SamplesLoss("sinkhorn", p=2, blur=float(np.sqrt(reg / 2)), scaling=GEOMLOSS_SCALING, debias=False,
                        potentials=True, backend=backend)
@@ -199,19 +204,16 @@ def _run_child(method, n, reg, tol, seed, plan_out, timeout, dim=2, max_tree_dim
 
 
 def _available(method) -> bool:
+    import importlib.util
+
     module = {"pot": "ot", "geomloss": "geomloss"}.get(method.split("-")[0])
     if module is None:
         return True
-    try:
-        __import__(module)
-        if method == "geomloss-online" or method == "geomloss-multiscale":
-            __import__("pykeops")
-    except ImportError:
-        return False
-    return True
+    needed = [module] + (["pykeops"] if method in ("geomloss-online", "geomloss-multiscale") else [])
+    return all(importlib.util.find_spec(name) is not None for name in needed)
 
 
-def run(sizes, regs, tol, out_dir: Path, methods=METHODS, seed=0, timeout=1800.0, peer_timeout=300.0, plots=True,
+def run(sizes, regs, tol, out_dir: Path, methods=METHODS, seed=0, timeout=1800.0, peer_timeout=60.0, plots=True,
         dims=(), dims_n=4000, dims_reg=1e-3, log=print) -> list:
     """Measure every method at every size; write ``POINTCLOUD.md``, ``pointcloud.json`` and a figure.
 
@@ -229,10 +231,13 @@ def run(sizes, regs, tol, out_dir: Path, methods=METHODS, seed=0, timeout=1800.0
     jobs += [(dims_n, dims_reg, d, m) for d in dims for m in ("sns-sparse", "sns-dense")]
     missing = sorted({m for *_, m in jobs if not _available(m)})
     for m in missing:
-        log(f"pointcloud: {m} not installed; its rows are left out")
+        log(f"pointcloud: {m} not installed; its rows say so")
     plans = {}
     for n, reg, dim, method in jobs:
         if method in missing:
+            need = "pykeops" if method in ("geomloss-online", "geomloss-multiscale") else method.split("-")[0]
+            rows.append({"method": method, "n": n, "reg": reg, "dim": dim,
+                         "error": f"not run: needs {need} (pip install {need})"})
             continue
         tmp = tempfile.NamedTemporaryFile(suffix=".npz", delete=False).name if method.startswith("sns") else None
         log(f"pointcloud: {method} n={n} reg={reg:g} dim={dim} ...")
@@ -251,6 +256,18 @@ def run(sizes, regs, tol, out_dir: Path, methods=METHODS, seed=0, timeout=1800.0
             if "time" in pair["sns-dense"] and "time" in pair["sns-sparse"]:
                 pair["sns-sparse"]["speedup_vs_dense"] = pair["sns-dense"]["time"] / pair["sns-sparse"]["time"]
             plans.pop((n, dim, "sns-dense"))
+    # Rows of other sizes from an earlier run in the same folder are kept (the 10^6 row is a run of
+    # its own), marked as such; rows of the sizes measured now replace theirs.
+    previous = out_dir / "pointcloud.json"
+    if previous.exists():
+        measured = {(r["n"], r.get("dim", 2)) for r in rows}
+        try:
+            old = json.loads(previous.read_text())
+        except ValueError:
+            old = []
+        kept = [dict(r, note=(r.get("note", "") + " (earlier run)").strip()) if "(earlier run)" not in r.get("note", "")
+                else r for r in old if (r.get("n"), r.get("dim", 2)) not in measured]
+        rows = kept + rows
     for row in rows:  # accuracy of every value against the converged SNS one of the same problem
         ref = next((r for r in rows if r["method"] == "sns-sparse" and r["n"] == row["n"]
                     and r.get("dim", 2) == row.get("dim", 2) and r.get("converged") and "value" in r), None)
