@@ -576,3 +576,19 @@ def test_default_chunks_is_one_per_thread_and_never_below_16_rows():
             assert K.default_chunks(16 * 2 - 1) == min(threads, 1)
     finally:
         numba.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------- dense_threshold_csr
+
+@pytest.mark.parametrize("tau", [1e-300, 1e-12, 0.5, 2.0])
+def test_dense_threshold_csr_keeps_exactly_the_entries_at_least_tau(tau):
+    rng = np.random.default_rng(7)
+    P = rng.random((23, 31)) * np.exp(-40 * rng.random((23, 31)))  # spans ~1e-18 .. 1
+    P[3] = 0.0  # an empty row
+    P[5, 7] = tau  # the boundary is kept
+    got = K.dense_threshold_csr(P, tau)
+    want = K.dense_threshold_csr_reference(P, tau)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    dense = sp.csr_matrix((got[2], got[1], got[0]), shape=P.shape).toarray()
+    np.testing.assert_array_equal(dense, np.where(P >= tau, P, 0.0))

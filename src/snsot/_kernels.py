@@ -762,6 +762,42 @@ def compact_csr(counts, idx, val, tau):
     return indptr, indices, data
 
 
+@kernel()
+def dense_threshold_csr(P, tau):
+    """CSR arrays ``(indptr, indices, data)`` of the entries of dense ``P`` that are ``>= tau``.
+
+    ``tau`` must be positive (explicit zeros are never stored). Two passes
+    (count, then fill), serial: it runs once per Newton step of the
+    symmetric solver, next to a full pass computing ``P``.
+    """
+    n, m = P.shape
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    for i in range(n):
+        c = 0
+        for j in range(m):
+            c += P[i, j] >= tau
+        indptr[i + 1] = indptr[i] + c
+    indices = np.empty(indptr[n], dtype=np.int32)
+    data = np.empty(indptr[n])
+    for i in range(n):
+        pos = indptr[i]
+        for j in range(m):
+            if P[i, j] >= tau:
+                indices[pos] = j
+                data[pos] = P[i, j]
+                pos += 1
+    return indptr, indices, data
+
+
+def dense_threshold_csr_reference(P, tau):
+    """Numpy/scipy twin of :func:`dense_threshold_csr`."""
+    import scipy.sparse as sp
+
+    S = sp.csr_matrix(np.where(P >= tau, P, 0.0))
+    S.sort_indices()
+    return S.indptr.astype(np.int64), S.indices.astype(np.int32), S.data
+
+
 @kernel(fastmath=_LOOP_FLAGS)
 def _schur_matvec(indptr, indices, data, d_row, d_col, y, out):
     # out = diag(d_col) y - S^T diag(1/d_row) S y, in one pass over S: each
