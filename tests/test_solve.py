@@ -6,6 +6,7 @@ cost, 2 x 2 problems, a single source or target bin).
 """
 
 import json
+import math
 import warnings
 
 import numpy as np
@@ -221,8 +222,29 @@ def test_properties_on_random_problems(problem, method):
     tol = 1e-9  # relative to the mass
     res = snsot.solve(p.C, p.a, p.b, reg=p.reg, method=method, tol=tol)
     check_result(res, p.C, p.a, p.b, tol, reg=p.reg, method=method)
-    assert res.converged, res
+    if method == "sinkhorn" and _sinkhorn_iterations_bound(p) > 100_000:
+        # Sinkhorn's linear rate can be 1 - 1e-7 (hypothesis found a 2x2 case at reg 0.01):
+        # it may not converge within max_iter, and must then say so
+        assert res.converged or res.status == "max_iter", res
+    else:
+        assert res.converged, res
     check_entropic_bound(res, p.C, p.a, p.b)
+
+
+def _sinkhorn_iterations_bound(p) -> float:
+    """Iterations Birkhoff's contraction bound gives Sinkhorn to shrink its error by 1e12.
+
+    Franklin and Lorenz (1989): each Sinkhorn iteration contracts Hilbert's projective
+    metric by ``tanh(D / 4)^2``, ``D`` the projective diameter of ``exp(-C / reg)`` on
+    the bins with mass, ``max (C_ij + C_kl - C_il - C_kj) / reg``.
+    """
+    C = p.C[np.ix_(p.a > 0, p.b > 0)] / p.reg
+    if C.size == 0:
+        return 0.0
+    E = np.max(C[:, :, None] - C[:, None, :], axis=0)  # E[j, l] = max_i C_ij - C_il
+    D = float(np.max(E + E.T))
+    rate = math.tanh(D / 4.0) ** 2
+    return math.inf if rate >= 1.0 else math.log(1e-12) / math.log(rate) if rate > 0 else 0.0
 
 
 @PROPERTY
