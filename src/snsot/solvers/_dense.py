@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import _kernels as K
 from ..problem import OTProblem
-from ._plan import WHOLE_PLAN, FinalPlan, Plan, PlanPoint, SinkhornStep
+from ._plan import WHOLE_PLAN, FinalPlan, Plan, PlanPoint, SinkhornStep, base_scalings
 from .linalg import OffDiagonal, SchurComplement
 
 __all__ = ["DensePlan", "DenseOffDiagonal"]
@@ -191,21 +191,11 @@ class DensePlan(Plan):
         """
         if self.f0 is None:
             return None
-        inv_reg = 1.0 / self.problem.reg
-        x = (f - self.f0) * inv_reg
-        y = (g - self.g0) * inv_reg
-        # The plan depends on f and g only through f_i + g_j: moving a constant
-        # from x to y changes no product u_i v_j. Centring x's range minimises
-        # the drift (Newton steps move along (1, -1) freely, which would
-        # otherwise force a rebase, an exponential pass, at nearly every step).
-        c = 0.5 * (x.max() + x.min())
-        x -= c
-        y += c
-        drift = np.abs(x).max() + np.abs(y).max()
-        if not drift <= K.BASE_DRIFT:  # also catches NaN
+        sc = base_scalings(f, g, self.f0, self.g0, self.problem.reg, K.BASE_DRIFT)
+        if sc is None:
             return None
-        self.shift = float(c)
-        return np.exp(x), np.exp(y)
+        u, v, self.shift = sc
+        return u, v
 
     def scalings_at(self, f, g):
         """:meth:`scalings` at ``(f, g)``, first moving the base there (:meth:`rebase`) if it is too far.

@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Plan", "PlanPoint", "SinkhornStep", "FinalPlan", "WHOLE_PLAN"]
+__all__ = ["Plan", "PlanPoint", "SinkhornStep", "FinalPlan", "WHOLE_PLAN", "base_scalings"]
 
 #: Quota of :meth:`Plan.new_point` asking for no candidates but a count of the
 #: entries above ``tau``: the Newton matrix will be the whole plan
@@ -189,3 +189,28 @@ class Plan(ABC):
     @abstractmethod
     def final(self, f, g) -> FinalPlan:
         """The plan at ``(f, g)``, measured afresh; the plan's own state may be given up to hold it."""
+
+
+def base_scalings(f, g, f0, g0, reg: float, max_drift: float):
+    """``(u, v, shift)`` with ``P(f, g) = diag(u) P(f0, g0) diag(v)``, or None beyond ``max_drift``.
+
+    The absorption rule both stored-base plans (dense and CSR) use. The plan
+    depends on ``f`` and ``g`` only through ``f_i + g_j``: moving a constant
+    ``shift`` from ``x = (f - f0) / reg`` to ``y = (g - g0) / reg`` changes no
+    product ``u_i v_j``. Centring ``x``'s range minimises the drift (Newton
+    steps move along ``(1, -1)`` freely, which would otherwise force a rebase,
+    an exponential pass, at nearly every step). None also for empty sides and
+    NaN.
+    """
+    inv_reg = 1.0 / reg
+    x = (f - f0) * inv_reg
+    y = (g - g0) * inv_reg
+    if x.size == 0 or y.size == 0:
+        return None
+    c = 0.5 * (x.max() + x.min())
+    x -= c
+    y += c
+    drift = np.abs(x).max() + np.abs(y).max()
+    if not drift <= max_drift:  # also catches NaN
+        return None
+    return np.exp(x), np.exp(y), float(c)

@@ -36,7 +36,7 @@ import scipy.sparse as sp
 
 from .. import _kernels as K
 from .. import _sparse_kernels as SK
-from ._plan import WHOLE_PLAN, FinalPlan, Plan, PlanPoint, SinkhornStep
+from ._plan import WHOLE_PLAN, FinalPlan, Plan, PlanPoint, SinkhornStep, base_scalings
 from .linalg import CsrOffDiagonal
 
 __all__ = ["SparsePlan"]
@@ -207,25 +207,17 @@ class SparsePlan(Plan):
     def scalings(self, f, g):
         """``(u, v)`` with ``P(f, g) = diag(u) B diag(v)``, or None when ``(f, g)`` is too far from the base.
 
-        The same rule as :meth:`snsot.solvers._dense.DensePlan.scalings`: a
-        constant moved from ``f - f0`` to ``g - g0`` centres the range, and the
-        drift must stay within :data:`snsot._kernels.BASE_DRIFT`.
+        The rule of :func:`~snsot.solvers._plan.base_scalings`, shared with
+        :meth:`snsot.solvers._dense.DensePlan.scalings`; the drift must stay
+        within :data:`snsot._kernels.BASE_DRIFT`.
         """
         if self.f0 is None:
             return None
-        inv_reg = 1.0 / self.problem.reg
-        x = (f - self.f0) * inv_reg
-        y = (g - self.g0) * inv_reg
-        if x.size == 0 or y.size == 0:
+        sc = base_scalings(f, g, self.f0, self.g0, self.problem.reg, K.BASE_DRIFT)
+        if sc is None:
             return None
-        c = 0.5 * (x.max() + x.min())
-        x -= c
-        y += c
-        drift = np.abs(x).max() + np.abs(y).max()
-        if not drift <= K.BASE_DRIFT:  # also catches NaN
-            return None
-        self.shift = float(c)
-        return np.exp(x), np.exp(y)
+        u, v, self.shift = sc
+        return u, v
 
     def scalings_at(self, f, g):
         """:meth:`scalings`, first moving the base to ``(f, g)`` if it is too far; None if the plan there is not finite."""
