@@ -456,6 +456,8 @@ class DaskEngine:
     name = "dask"
     #: Reruns of a chunk whose shared data was lost with the workers holding it.
     LOST_DATA_RETRIES = 3
+    #: What a worker runs: ``_wrap(task, data, chunk)`` (the benchmark swaps it to measure the unwrapped worker).
+    _wrap = staticmethod(_in_dask_worker)
 
     def __init__(self, client=None, n_jobs: int | None = None, retries: int = 2):
         try:
@@ -501,7 +503,7 @@ class DaskEngine:
 
         def submit(k, chunk):
             attempts[k] = attempts.get(k, 0) + 1
-            fut = self.client.submit(_in_dask_worker, task, scattered[-1], chunk, retries=self.retries,
+            fut = self.client.submit(self._wrap, task, scattered[-1], chunk, retries=self.retries,
                                      pure=False,
                                      key=f"snsot-chunk-{run_id}-{k}-{attempts[k]}")
             futures[fut], chunk_of[k] = k, chunk
