@@ -24,9 +24,10 @@ thresholds pinned low. Dask's nanny starts each worker with
 ``MALLOC_TRIM_THRESHOLD_=65536``, which also freezes glibc's mmap threshold
 at 128 KiB: every array above that (a 784 x 784 plan is 4.9 MB) is then
 mapped fresh and faulted in page by page, then unmapped when freed. A MNIST
-solve took ~3,000 page faults instead of ~270 and ~35% more CPU time, which
-made a Dask worker's solves slower than the thread pool's (Dask 0.78 of
-threads on the whole 100-digit matrix).
+solve took ~3,500 page faults instead of ~200 and 20-35% more CPU time
+(``benchmarks/dask_malloc_check.py``), which made a Dask worker's solves
+slower than the thread pool's (Dask 0.78 of threads on the whole 100-digit
+matrix).
 """
 
 from __future__ import annotations
@@ -227,7 +228,8 @@ def malloc_pinned() -> tuple[int, int] | None:
     change there. Fixed means any of ``MALLOC_TRIM_THRESHOLD_``,
     ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TOP_PAD_``, ``MALLOC_MMAP_MAX_`` (or
     their ``GLIBC_TUNABLES``) was set when the process started: glibc then
-    stops raising its mmap threshold above 128 KiB.
+    keeps its mmap threshold where it started (128 KiB unless given) instead
+    of raising it to the size of the blocks the program frees.
     """
     if _libc() is None:
         return None
