@@ -1,6 +1,6 @@
 """Why Dask workers solved slower than threads: one worker per engine, the same pairs, CPU and page faults per solve.
 
-    PYTHONPATH=$PWD/src python benchmarks/dask_malloc_check.py [--pairs 20] [--repeats 3]
+    PYTHONPATH=$PWD/src python benchmarks/dask_malloc_check.py [--pairs 20] [--repeats 3] [--matrix 30]
 
 Each engine runs with ONE worker (no two of our solves compete for a core),
 interleaved over ``--repeats`` rounds; the figures are measured inside the
@@ -13,6 +13,12 @@ jobs on the machine change them little. Engines:
   (``MALLOC_TRIM_THRESHOLD_=65536``), running the chunks as the engine did
   before :func:`snsot._engines.reuse_freed_memory` (one BLAS thread only);
 * ``dask``: a Dask worker running the engine's task wrapper as it is now.
+
+With ``--matrix K`` it then times the whole matrix of K digits with
+:func:`snsot.distances` on 2 threads, 2 Dask workers as before the fix and
+2 Dask workers now, in the order threads, before, now, now, before, threads,
+and prints the wall-clock ratios to threads (each pair of runs from one
+run of this script).
 
 Linux with glibc (elsewhere the malloc settings do not apply).
 """
@@ -35,6 +41,7 @@ def main():
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--digits", type=int, default=40)
+    parser.add_argument("--matrix", type=int, default=0, help="digits of the whole-matrix comparison (0: none)")
     args = parser.parse_args()
     reg, tol = 1 / 1200, 1e-9
     X, C = mnist_histograms(args.digits), costs.grid((28, 28))
@@ -73,8 +80,46 @@ def main():
                   f"page faults {np.median(s[:, 1]):6.0f}/solve  solve wall {np.median(s[:, 2]):6.1f} ms")
         print("  largest cost difference to the thread engine:",
               max(float(np.abs(c - costs_of["thread"]).max()) for c in costs_of.values()))
+        if args.matrix:
+            matrix(args.matrix, C, reg, tol)
     finally:
         for client, c in ((client_before, c_before), (client_now, c_now)):
+            client.close()
+            c.close()
+
+
+def matrix(k, C, reg, tol):
+    import time
+
+    import distributed
+
+    from snsot import distances
+    from snsot.bench.distances import _ProbedDask, _ProbedDaskAsBefore, _ProbedThreads, mnist_histograms
+
+    X = mnist_histograms(k)
+    clusters = [distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                         silence_logs=50) for _ in range(2)]
+    before, now = (distributed.Client(c) for c in clusters)
+    try:
+        engines = {"threads x2": lambda: _ProbedThreads(2), "Dask x2, nanny's malloc": lambda: _ProbedDaskAsBefore(before),
+                   "Dask x2": lambda: _ProbedDask(now)}
+        for make in list(engines.values())[1:]:
+            distances(X[:3], C=C, reg=reg, tol=tol, engine=make())  # workers load the kernels
+        walls = {name: [] for name in engines}
+        order = list(engines) + list(engines)[::-1]
+        for name in order:
+            eng = engines[name]()
+            t = time.perf_counter()
+            D = distances(X, C=C, reg=reg, tol=tol, engine=eng)
+            walls[name].append(time.perf_counter() - t)
+            print(f"whole matrix of {k} digits, {name:24s} {walls[name][-1]:6.1f} s  CPU "
+                  f"{eng.per_solve()['cpu_ms']:5.1f} ms/solve  faults {eng.per_solve().get('faults', float('nan')):6.0f}"
+                  f"/solve  load {os.getloadavg()[0]:.1f}", flush=True)
+        t = sum(walls["threads x2"])
+        for name in list(engines)[1:]:
+            print(f"  {name} / threads x2, solves per second (both runs summed): {t / sum(walls[name]):.2f}")
+    finally:
+        for client, c in zip((before, now), clusters):
             client.close()
             c.close()
 
