@@ -101,20 +101,24 @@ def matrix(k, C, reg, tol):
                                          silence_logs=50) for _ in range(2)]
     before, now = (distributed.Client(c) for c in clusters)
     try:
-        engines = {"threads x2": lambda: _ProbedThreads(2), "Dask x2, nanny's malloc": lambda: _ProbedDaskAsBefore(before),
+        engines = {"threads x2": lambda: _ProbedThreads(2),
+                   "Dask x2, nanny's malloc": lambda: _ProbedDaskAsBefore(before),
                    "Dask x2": lambda: _ProbedDask(now)}
         for make in list(engines.values())[1:]:
             distances(X[:3], C=C, reg=reg, tol=tol, engine=make())  # workers load the kernels
-        walls = {name: [] for name in engines}
+        walls, matrices = {name: [] for name in engines}, []
         order = list(engines) + list(engines)[::-1]
         for name in order:
             eng = engines[name]()
             t = time.perf_counter()
-            D = distances(X, C=C, reg=reg, tol=tol, engine=eng)
+            matrices.append(distances(X, C=C, reg=reg, tol=tol, engine=eng))
             walls[name].append(time.perf_counter() - t)
-            print(f"whole matrix of {k} digits, {name:24s} {walls[name][-1]:6.1f} s  CPU "
-                  f"{eng.per_solve()['cpu_ms']:5.1f} ms/solve  faults {eng.per_solve().get('faults', float('nan')):6.0f}"
-                  f"/solve  load {os.getloadavg()[0]:.1f}", flush=True)
+            per = eng.per_solve()
+            print(f"whole matrix of {k} digits, {name:24s} {walls[name][-1]:6.1f} s  CPU {per['cpu_ms']:5.1f} "
+                  f"ms/solve  faults {per.get('faults', float('nan')):6.0f}/solve  load {os.getloadavg()[0]:.1f}",
+                  flush=True)
+        print("  largest difference between the matrices:", max(float(np.abs(D - matrices[0]).max())
+                                                                for D in matrices))
         t = sum(walls["threads x2"])
         for name in list(engines)[1:]:
             print(f"  {name} / threads x2, solves per second (both runs summed): {t / sum(walls[name]):.2f}")
