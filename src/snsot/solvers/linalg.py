@@ -50,6 +50,8 @@ class Direction:
     y: np.ndarray  # step for g
     cg_iter: int
     residual: float  # relative CG residual reached (NaN on breakdown)
+    #: The preconditioner CG used, offered to the next Newton step (which may reuse it).
+    preconditioner: object = None
 
 
 class SchurComplement:
@@ -61,6 +63,10 @@ class SchurComplement:
     """
 
     inv_diag: np.ndarray
+    #: A previous step's preconditioner that :meth:`solve` may reuse (set by :func:`newton_direction`).
+    previous = None
+    #: The preconditioner :meth:`solve` used, if worth offering to the next step.
+    used = None
 
     def matvec(self, y) -> np.ndarray:
         raise NotImplementedError
@@ -151,6 +157,54 @@ class _CsrSchur(SchurComplement):
         diag = self.d_col - K.csr_rmatvec(S.indptr, S.indices, S.data * S.data, 1.0 / self.d_row, S.shape[1])
         return 1.0 / np.where(diag > 0, diag, self.d_col)
 
+    def _solve_two_level(self, rhs, rtol, max_iter, y0):
+        """CG with a :class:`TwoLevelPreconditioner`: the previous step's when it still serves, else a new one.
+
+        Building one costs about as much as 20-40 CG iterations (aggregation,
+        the coarse Galerkin product and its factorisation); successive Newton
+        steps change the plan little, and a stale preconditioner is still a
+        fixed SPD operator, so CG stays valid with it and only needs more
+        iterations. It is kept while CG needs at most
+        :data:`REUSE_ITERATIONS` times the iterations it took when built (plus 5);
+        beyond that it is marked for a rebuild at the next step, and a solve
+        that misses ``rtol`` with it is redone, warm, with a fresh one.
+
+        BLAS runs on one thread meanwhile: CG's dot products are on vectors of
+        a few 10^4 entries, where OpenBLAS's threads only add wake-up latency
+        and, on a busy machine, fight the other threads for the cores (17 ms of
+        a 20 ms CG iteration at m = 5e3 aggregates / 3e4 columns, loaded
+        machine; 0.3 ms on one thread).
+        """
+        from .._engines import one_blas_thread
+
+        with one_blas_thread():
+            return self._solve_two_level_serial(rhs, rtol, max_iter, y0)
+
+    def _solve_two_level_serial(self, rhs, rtol, max_iter, y0):
+        S = self.S
+        M = self.previous
+        if M is not None and not M.fits(S):
+            M = None
+        fresh = M is None
+        try:
+            if fresh:
+                M = TwoLevelPreconditioner(S, self.d_row, self.d_col)
+            y, it, res = pcg(self.matvec, rhs, None, rtol, max_iter, y0, precond=M)
+            if not fresh and not res <= rtol:
+                M, fresh, y0 = TwoLevelPreconditioner(S, self.d_row, self.d_col), True, y
+                y, it2, res = pcg(self.matvec, rhs, None, rtol, max_iter, y0, precond=M)
+                it += it2
+        except RuntimeError:  # SuperLU: coarse operator singular to working precision
+            return None
+        if not np.isfinite(res):
+            return None
+        if fresh:
+            M.built_iterations = it
+        elif it > REUSE_ITERATIONS * M.built_iterations + 5:
+            M = None  # worn out: the next step builds a new one
+        self.used = M
+        return y, it, res
+
     def matvec(self, y):
         S = self.S
         out = np.empty(S.shape[1])
@@ -167,15 +221,10 @@ class _CsrSchur(SchurComplement):
 
     def solve(self, rhs, rtol, max_iter, y0=None):
         if self.uses_aggregation():
-            try:
-                M = TwoLevelPreconditioner(self.S, self.d_row, self.d_col)
-            except RuntimeError:  # coarse operator singular to working precision: Jacobi instead
-                M = None
-            if M is not None:
-                y, it, res = pcg(self.matvec, rhs, None, rtol, max_iter, y0, precond=M)
-                if np.isfinite(res):
-                    return y, it, res
-                # breakdown: let the compiled Jacobi CG decide (it reports NaN the same way)
+            out = self._solve_two_level(rhs, rtol, max_iter, y0)
+            if out is not None:
+                return out
+            # breakdown or a singular coarse operator: the compiled Jacobi CG decides (it reports NaN the same way)
         S = self.S
         y0 = np.empty(0) if y0 is None else y0
         y, it, res = K.schur_cg(S.indptr, S.indices, S.data, self.d_row, self.d_col, rhs, rtol, max_iter, y0)
@@ -218,11 +267,13 @@ def newton_direction(S: OffDiagonal, d_row, d_col, grad_rows, grad_cols, reg, rt
     schur, elim = S.schur(d_row, d_col, rhs_rows / d_row)
     rhs = reg * grad_cols - elim
     y0 = None if guess is None else (guess.x if swap else guess.y)
+    if guess is not None:
+        schur.previous = guess.preconditioner
     y, it, res = schur.solve(rhs, rtol, max_cg, y0)
     x = (rhs_rows - S.matvec(y)) / d_row
     if swap:
         x, y = y, x
-    return Direction(x=x, y=y, cg_iter=int(it), residual=float(res))
+    return Direction(x=x, y=y, cg_iter=int(it), residual=float(res), preconditioner=schur.used)
 
 
 def pcg(matvec, rhs, inv_diag, rtol, max_iter, y0=None, precond=None):
@@ -309,6 +360,10 @@ AGGREGATION_MIN_SIZE = 2000
 #: problem and more iterations (0.01: ~10 columns, twice the iterations).
 STRONG_FRACTION = 0.1
 
+#: A reused :class:`TwoLevelPreconditioner` is rebuilt once CG needs more than
+#: this many times the iterations it took with it fresh (plus 5).
+REUSE_ITERATIONS = 2.0
+
 
 class TwoLevelPreconditioner:
     """Two-level aggregation preconditioner of ``K = D_col - S^T D_row^{-1} S``.
@@ -354,9 +409,10 @@ class TwoLevelPreconditioner:
     a symmetric two-grid cycle).
     """
 
-    def __init__(self, S, d_row, d_col, strong: float = STRONG_FRACTION):
+    def __init__(self, S, d_row, d_col, strong: float = STRONG_FRACTION, cycle: str = "additive"):
         from scipy.sparse.linalg import splu
 
+        self.cycle = cycle
         n, m = S.shape
         self.S, self.d_row, self.d_col = S, d_row, d_col
         self.labels, self.n_coarse = K.aggregate_columns(S.indptr, S.indices, S.data, m, strong)
@@ -367,6 +423,11 @@ class TwoLevelPreconditioner:
         self.coarse = splu(sp.csc_matrix(coarse), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
                            options=dict(SymmetricMode=True))
         self._q = np.empty(m)
+        self.built_iterations = 0
+
+    def fits(self, S) -> bool:
+        """Whether this preconditioner can serve a block ``S`` (same shape; any values or pattern)."""
+        return self.S.shape == S.shape
 
     def matvec(self, y):
         """``K y``."""
@@ -381,6 +442,8 @@ class TwoLevelPreconditioner:
 
     def __call__(self, r):
         """``M^{-1} r``: one symmetric two-grid cycle (see the class docstring)."""
+        if self.cycle == "additive":
+            return r / self.d_col + self.coarse_correction(r)
         x = r / self.d_col
         x += self.coarse_correction(r - self.matvec(x))
         x += (r - self.matvec(x)) / self.d_col
