@@ -271,3 +271,35 @@ def test_auto_uses_jacobi_below_the_size_threshold_and_aggregation_above():
     big, d_row, d_col, _ = _transport_graph(linalg.AGGREGATION_MIN_SIZE, 2e-3)
     schur, _ = _block(big).schur(d_row, d_col, np.zeros(big.shape[0]))
     assert schur.uses_aggregation()
+
+
+@pytest.mark.parametrize("reg, dup", [(1e-4, False), (1e-3, True), (3e-3, False)])
+def test_truncated_sns_with_the_two_level_cg_everywhere_gives_the_dense_sns_plan(monkeypatch, reg, dup):
+    """Forcing the aggregation preconditioner on every CSR Newton solve leaves the plan that of dense SNS."""
+    import snsot
+    from scipy.spatial.distance import cdist
+
+    monkeypatch.setattr(linalg, "AGGREGATION_MIN_SIZE", 0)
+    used = []
+    orig = linalg._CsrSchur._solve_two_level_serial
+
+    def spy(self, *args):
+        out = orig(self, *args)
+        used.append(out is not None)
+        return out
+
+    monkeypatch.setattr(linalg._CsrSchur, "_solve_two_level_serial", spy)
+    rng = np.random.default_rng(11)
+    n = 200
+    x, y = rng.random((n, 2)) * 2.0, np.clip(rng.normal(1.0, 0.3, (n, 2)), 0.0, 2.0)
+    if dup:
+        x[n // 2:] = x[: n - n // 2]
+        y[: n // 3] = x[: n // 3]
+    a, b = rng.random(n) + 0.05, rng.random(n) + 0.05
+    a, b = a / a.sum(), b / b.sum()
+    res = snsot.solve(snsot.PointCloud(x, y), a, b, reg=reg, tol=1e-9)
+    monkeypatch.setattr(linalg, "AGGREGATION_MIN_SIZE", 1 << 62)
+    dense = snsot.solve(cdist(x, y, "sqeuclidean"), a, b, reg=reg, tol=1e-9)
+    assert res.converged and dense.converged
+    assert used and all(used)  # the two-level CG ran, and never fell back to Jacobi
+    np.testing.assert_allclose(res.plan.toarray(), dense.plan, rtol=0, atol=1e-9)
