@@ -104,10 +104,17 @@ class CsrOffDiagonal(OffDiagonal):
     """The kept entries of the plan, ``S`` in CSR form ``(indptr, indices, data)``.
 
     CG runs on the smaller block: a block with more columns than rows is
-    transposed first.
+    transposed first. ``preconditioner`` is one of :data:`PRECONDITIONERS`:
+    ``"jacobi"`` (the default: the compiled :func:`snsot._kernels.schur_cg`),
+    ``"aggregation"`` (:class:`TwoLevelPreconditioner`) or ``"auto"``
+    (aggregation from :data:`AGGREGATION_MIN_SIZE` unknowns on). The sparse
+    support's plan (:class:`~snsot.solvers._sparse_plan.SparsePlan`) asks for
+    ``"auto"``; the dense plan's sparsified Hessian and the torch backward
+    keep Jacobi, whose per-row quota makes rows long and CG short there
+    (not measured with aggregation).
     """
 
-    def __init__(self, indptr, indices, data, shape, preconditioner: str = "auto"):
+    def __init__(self, indptr, indices, data, shape, preconditioner: str = "jacobi"):
         self.indptr, self.indices, self.data = indptr, indices, data
         self.shape = shape
         if preconditioner not in PRECONDITIONERS:
