@@ -986,36 +986,6 @@ def aggregate_columns(indptr, indices, data, m, strong):
     return labels, n_agg
 
 
-def aggregate_columns_reference(indptr, indices, data, m, strong):
-    """Plain-Python twin of :func:`aggregate_columns` (same rules, same labels)."""
-    labels = -np.ones(m, dtype=np.int64)
-    n_agg = 0
-    rows = [(indices[indptr[i]:indptr[i + 1]], data[indptr[i]:indptr[i + 1]]) for i in range(len(indptr) - 1)]
-    for cols, vals in rows:
-        if cols.size == 0 or not vals.max() > 0:
-            continue
-        sel = cols[vals >= strong * vals.max()]
-        if (labels[sel] < 0).all():
-            labels[sel] = n_agg
-            n_agg += 1
-    best, joins = np.full(m, -1.0), -np.ones(m, dtype=np.int64)
-    for cols, vals in rows:
-        done = labels[cols] >= 0
-        if not done.any():
-            continue
-        target = labels[cols[np.flatnonzero(done)[np.argmax(vals[done])]]]
-        for j, v in zip(cols, vals):
-            if labels[j] < 0 and v > best[j]:
-                best[j], joins[j] = v, target
-    for j in range(m):
-        if labels[j] < 0:
-            if joins[j] >= 0:
-                labels[j] = joins[j]
-            else:
-                labels[j], n_agg = n_agg, n_agg + 1
-    return labels, n_agg
-
-
 @kernel()
 def merge_columns(indptr, indices, data, labels, n_agg):
     """``S R^T`` in CSR: each row's entries summed per aggregate (``R`` the 0/1 aggregation matrix).
