@@ -11,7 +11,8 @@ solve at the final (points) level is logged: asked relative residual,
 iterations, seconds. Jacobi is forced by raising
 ``linalg.AGGREGATION_MIN_SIZE`` above the problem size. A first small solve
 compiles the kernels before anything is timed.
-Quiet machine: about 1.5 min for the default sizes (10k and 30k).
+Quiet machine: about 2.5 minutes for the default sizes (10k and 30k: the
+Jacobi runs alone take about 10 s and 65 s there).
 """
 
 import argparse
