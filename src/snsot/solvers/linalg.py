@@ -155,7 +155,7 @@ class _CsrSchur(SchurComplement):
     random assignment at reg 1/1200).
     """
 
-    def __init__(self, S: CsrOffDiagonal, d_row, d_col, preconditioner="auto"):
+    def __init__(self, S: CsrOffDiagonal, d_row, d_col, preconditioner="jacobi"):
         self.S, self.d_row, self.d_col = S, d_row, d_col
         self.preconditioner = preconditioner
 
@@ -366,9 +366,11 @@ AGGREGATION_MIN_SIZE = 2000
 
 #: A row's entries at least this fraction of its largest are its strong
 #: links (:func:`snsot._kernels.aggregate_columns`): 0.1 gave aggregates of
-#: about 6 columns and 10-11 CG iterations at every size measured (2-D clouds,
-#: n = 10k and 30k); looser values give larger aggregates, a smaller coarse
-#: problem and more iterations (0.01: ~10 columns, twice the iterations).
+#: about 6 columns and the same CG iterations at both sizes measured (2-D
+#: clouds, n = 10k and 30k: 21-22 additive, 10-11 symmetric at rtol ~1e-3);
+#: looser values give larger aggregates, a smaller coarse problem and more
+#: iterations (0.01: ~10 columns, twice the iterations; 0.03 and 0.3 took
+#: longer than 0.1 over the 30k Newton systems).
 STRONG_FRACTION = 0.1
 
 #: A reused :class:`TwoLevelPreconditioner` is rebuilt once CG needs more than
@@ -439,8 +441,11 @@ class TwoLevelPreconditioner:
         if cycle not in ("additive", "symmetric"):
             raise ValueError(f"cycle: expected 'additive' or 'symmetric'; got {cycle!r}")
         self.cycle = cycle
-        n, m = S.shape
-        self.S, self.d_row, self.d_col = S, d_row, d_col
+        n, m = self.shape = S.shape
+        # The additive cycle needs only d_col, the labels and the factorisation: a
+        # reused preconditioner then holds no older plan values alive.
+        self.S = S if cycle == "symmetric" else None
+        self.d_row, self.d_col = d_row, d_col
         self.labels, self.n_coarse = K.aggregate_columns(S.indptr, S.indices, S.data, m, strong)
         ptr, idx, val = K.merge_columns(S.indptr, S.indices, S.data, self.labels, self.n_coarse)
         SR = sp.csr_matrix((val, idx, ptr), shape=(n, self.n_coarse))
@@ -448,15 +453,15 @@ class TwoLevelPreconditioner:
         coarse = sp.diags(d_coarse) - SR.T @ sp.diags(1.0 / d_row) @ SR
         self.coarse = splu(sp.csc_matrix(coarse), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
                            options=dict(SymmetricMode=True))
-        self._q = np.empty(m)
+        self._q = np.empty(m) if cycle == "symmetric" else None
         self.built_rate = 0.0  # CG iterations per digit when it was built (set by _CsrSchur)
 
     def fits(self, S) -> bool:
         """Whether this preconditioner can serve a block ``S`` (same shape; any values or pattern)."""
-        return self.S.shape == S.shape
+        return self.shape == S.shape
 
     def matvec(self, y):
-        """``K y``."""
+        """``K y`` (the symmetric cycle's smoothing residual; that cycle keeps ``S``)."""
         S = self.S
         K._schur_matvec(S.indptr, S.indices, S.data, self.d_row, self.d_col, y, self._q)
         return self._q
