@@ -304,3 +304,24 @@ def test_truncated_sns_with_the_two_level_cg_everywhere_gives_the_dense_sns_plan
     assert res.converged and dense.converged
     assert used and all(used)  # the two-level CG ran, and never fell back to Jacobi
     np.testing.assert_allclose(res.plan.toarray(), dense.plan, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("max_iter", [3, 2000])
+def test_a_stale_preconditioner_from_a_very_different_plan_still_gives_the_asked_residual(max_iter):
+    """A reused preconditioner is only a (worse) SPD operator: CG stays exact, and a miss rebuilds it."""
+    S, d_row, d_col, Kx = _transport_graph(2500, 2e-4, seed=12)
+    rng = np.random.default_rng(13)
+    other = S.copy()
+    other.data = S.data * np.exp(3.0 * rng.normal(size=S.nnz))  # plan values off by factors of ~20
+    stale = linalg.TwoLevelPreconditioner(_block(other), np.asarray(other.sum(axis=1)).ravel(),
+                                          np.asarray(other.sum(axis=0)).ravel())
+    schur, _ = _block(S, "aggregation").schur(d_row, d_col, np.zeros(S.shape[0]))
+    schur.previous = stale
+    rhs = rng.normal(size=S.shape[1])
+    y, it, res = schur.solve(rhs, 1e-6, max_iter)
+    true = np.linalg.norm(Kx @ y - rhs) / np.linalg.norm(rhs)
+    if max_iter == 3:  # the stale one misses in 3 iterations: a fresh one takes over (and may miss too)
+        assert schur.used is not stale
+        assert true == pytest.approx(res, rel=1e-6)
+    else:
+        assert res <= 1e-6 and true <= 1.01e-6
