@@ -249,7 +249,9 @@ def test_a_newton_direction_reuses_the_previous_preconditioner_and_still_meets_r
                               max_cg=2000, guess=first)
     H = sp.bmat([[sp.diags(d_row2), S2], [S2.T, sp.diags(d_col2)]]).tocsr()
     rhs = np.concatenate([g_rows, g_cols])
-    exact = sp.linalg.spsolve(H.tocsc(), rhs)
+    from scipy.sparse.linalg import spsolve
+
+    exact = spsolve(H.tocsc(), rhs)
     assert second.residual <= 1e-6
     assert second.preconditioner is first.preconditioner  # reused: not worn out by a 20% change
     # y solves the Schur system to 1e-6: its error in the K-norm is small; compare loosely in the 2-norm
