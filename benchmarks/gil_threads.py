@@ -1,0 +1,53 @@
+"""Thread scaling of solve_batch on MNIST pairs, and the GIL-held share of a one-thread solve, in one run.
+
+    PYTHONPATH=$PWD/src python benchmarks/gil_threads.py [--digits 40] [--pairs 200] [--rounds 2]
+
+The same seeded sample of pairs (grid cost |x - y|^2, reg 1/1200, tol 1e-9)
+is solved by ``solve_batch(engine="threads")`` on 1 and 2 threads,
+interleaved 1, 2, 2, 1, ... so that a change in the machine's load hits both
+alike; the ratio is of the summed walls of each. ``snsot bench --distances``
+measures the same ratio at full size with Dask and peers; this is the quick
+check for changes to the solver's per-iteration Python (issue 14). On a
+machine shared with other jobs the ratio is a lower bound: two threads need
+two free cores.
+"""
+import argparse
+import os
+import time
+
+import numpy as np
+
+from snsot import costs, solve_batch
+from snsot.bench.distances import mnist_histograms, sample_pairs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--digits", type=int, default=40)
+    parser.add_argument("--pairs", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=2, help="repetitions of the 1, 2, 2, 1 pattern")
+    args = parser.parse_args()
+    X, C = mnist_histograms(args.digits), costs.grid((28, 28))
+    pairs = sample_pairs(args.digits, args.pairs)
+    A, B = X[pairs[:, 0]], X[pairs[:, 1]]
+    reg, tol = 1 / 1200, 1e-9
+    solve_batch(C, A[:4], B[:4], reg=reg, tol=tol, n_jobs=2)  # load the kernels on both threads
+    wall = {1: 0.0, 2: 0.0}
+    costs_seen = {}
+    load = os.getloadavg()
+    for _ in range(args.rounds):
+        for n_jobs in (1, 2, 2, 1):
+            t = time.perf_counter()
+            out = solve_batch(C, A, B, reg=reg, tol=tol, n_jobs=n_jobs)
+            wall[n_jobs] += time.perf_counter() - t
+            assert out.converged.all()
+            costs_seen.setdefault(n_jobs, out.costs)
+    n = 2 * args.rounds * len(pairs)
+    print(f"{len(pairs)} pairs of {args.digits} digits x {2 * args.rounds} runs per thread count; load average "
+          f"{load[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
+    print(f"threads x1 {n / wall[1]:.1f} solves/s, x2 {n / wall[2]:.1f} solves/s, ratio x2/x1 "
+          f"{wall[1] / wall[2]:.3f}; costs x1 vs x2 differ by {np.abs(costs_seen[1] - costs_seen[2]).max():.3g}")
+
+
+if __name__ == "__main__":
+    main()
