@@ -917,3 +917,135 @@ def csr_rmatvec(indptr, indices, data, w, m):
         for t in range(indptr[i], indptr[i + 1]):
             out[indices[t]] += data[t] * wi
     return out
+
+
+# ---------------------------------------------------------------------------
+# Fused per-iteration work of the dense plan (issue 14)
+# ---------------------------------------------------------------------------
+#
+# Between two passes over the plan, a solve used to run a dozen small NumPy
+# calls (the scalings' centred shift, the Sinkhorn step's safety checks, its
+# row error, the next potentials' logarithms). Each holds the GIL, and on
+# MNIST-sized problems (n, m ~ 150) they took as long as the pass itself, so
+# threads solving different problems waited for each other. The kernels
+# below do that O(n + m) work inside the nogil pass.
+
+
+@kernel()
+def centred_scalings(f, g, f0, g0, reg, max_drift, u, v):
+    """``u = exp(x - c)``, ``v = exp(y + c)`` for ``x = (f - f0)/reg``, ``y = (g - g0)/reg``; returns ``c``.
+
+    ``c`` centres the range of ``x`` (``c = (max x + min x) / 2``), which leaves
+    every ``x_i + y_j`` unchanged. Returns NaN, with ``u`` and ``v`` unwritten,
+    when ``max|x - c| + max|y + c| > max_drift``, when a side is empty, or
+    when any value is NaN: :func:`snsot.solvers._plan.base_scalings`' rule.
+    """
+    n = f.shape[0]
+    m = g.shape[0]
+    if n == 0 or m == 0:
+        return np.nan
+    inv_reg = 1.0 / reg
+    x_max = -np.inf
+    x_min = np.inf
+    for i in range(n):
+        x = (f[i] - f0[i]) * inv_reg
+        if x != x:
+            return np.nan
+        x_max = max(x_max, x)
+        x_min = min(x_min, x)
+    c = 0.5 * (x_max + x_min)
+    drift_x = 0.0
+    for i in range(n):
+        drift_x = max(drift_x, abs((f[i] - f0[i]) * inv_reg - c))
+    drift_y = 0.0
+    for j in range(m):
+        y = (g[j] - g0[j]) * inv_reg
+        if y != y:
+            return np.nan
+        drift_y = max(drift_y, abs(y + c))
+    drift = drift_x + drift_y
+    if not drift <= max_drift:  # also NaN (inf - inf)
+        return np.nan
+    for i in range(n):
+        u[i] = math.exp((f[i] - f0[i]) * inv_reg - c)
+    for j in range(m):
+        v[j] = math.exp((g[j] - g0[j]) * inv_reg + c)
+    return c
+
+
+#: Statuses of :func:`base_sinkhorn_step`.
+STEP_TAKEN, STEP_FAR, STEP_UNSAFE = 0, 1, 2
+
+
+@parallel_kernel(fastmath=_LOOP_FLAGS)
+def base_sinkhorn_step(B, f, g, f0, g0, reg, max_drift, a, log_a, kappa, log_b, kappa_col, safe, n_chunks,
+                       rows, f_new, g_new):
+    """One whole Sinkhorn iteration on the stored base ``B = P(f0, g0)``: scalings, pass, checks, next potentials.
+
+    The fusion of :func:`centred_scalings`, :func:`scaled_sinkhorn` and the
+    O(n + m) work around them, so that none of it holds the GIL. With ``(u, v,
+    c)`` the centred scalings of ``(f, g)``:
+
+    - the numerator ``num_i = a_i`` (``kappa = 1``) or
+      ``exp(kappa log a_i + (kappa - 1)(f0_i / reg + c))`` (the damped update
+      of relaxed marginals, :meth:`snsot.solvers._dense.DensePlan.sinkhorn_step`);
+    - one read of ``B``: ``s = B v``, the plan's row sums ``rows = u s``, the new
+      row scaling ``u_new = num / s**kappa`` and the base's column sums
+      ``col = B^T u_new``;
+    - the step is safe when ``u_new <= 1/safe``, ``s**kappa >= safe`` and
+      ``safe <= col < inf`` everywhere (every sum divided by is a normal number);
+    - then ``f_new = f0 + reg (log u_new + c)`` and
+      ``g_new = kappa_col (g0 + reg (log b - log col - c))``.
+
+    Returns ``(status, c, row_error)``: :data:`STEP_TAKEN` (``rows``,
+    ``f_new``, ``g_new`` written), :data:`STEP_FAR` (``(f, g)`` beyond
+    ``max_drift`` of the base, or NaN: nothing written, ``c`` NaN) or
+    :data:`STEP_UNSAFE` (``rows`` written, the potentials not). ``row_error``
+    is ``sum_i |rows_i - a_i|`` (the exact marginals' row error; NaN unless
+    the pass ran).
+    """
+    n, m = B.shape
+    u = np.empty(n)
+    v = np.empty(m)
+    c = centred_scalings(f, g, f0, g0, reg, max_drift, u, v)
+    if c != c:
+        return STEP_FAR, c, np.nan
+    num = np.empty(n)
+    if kappa == 1.0:
+        num[:] = a
+    else:
+        for i in range(n):
+            num[i] = math.exp(kappa * log_a[i] + (kappa - 1.0) * (f0[i] / reg + c))
+    u_new = np.empty(n)
+    part_col = np.zeros((n_chunks, m))
+    for k in prange(n_chunks):
+        pc = part_col[k]
+        for i in range(k * n // n_chunks, (k + 1) * n // n_chunks):
+            s = 0.0
+            for j in range(m):
+                s += B[i, j] * v[j]
+            rows[i] = u[i] * s
+            un = num[i] / s if kappa == 1.0 else num[i] / s ** kappa
+            u_new[i] = un
+            for j in range(m):
+                pc[j] += B[i, j] * un
+    col = _chunk_sum(part_col)
+    row_error = 0.0
+    safe_step = True
+    for i in range(n):
+        row_error += abs(rows[i] - a[i])
+        # written as "not (ok)" so that NaN fails the test
+        if not (u_new[i] <= 1.0 / safe and num[i] / u_new[i] >= safe):
+            safe_step = False
+    for j in range(m):
+        if not (col[j] >= safe and col[j] < np.inf):
+            safe_step = False
+    if not safe_step:
+        return STEP_UNSAFE, c, row_error
+    for i in range(n):
+        f_new[i] = f0[i] + reg * (math.log(u_new[i]) + c)
+    for j in range(m):
+        g_new[j] = g0[j] + reg * (log_b[j] - math.log(col[j]) - c)
+        if kappa_col != 1.0:
+            g_new[j] *= kappa_col
+    return STEP_TAKEN, c, row_error

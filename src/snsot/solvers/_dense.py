@@ -69,6 +69,7 @@ class DensePlan(Plan):
         #: The constant of the last :meth:`scalings` (units of reg): its ``u`` is
         #: ``exp((f - f0)/reg - shift)`` and its ``v`` is ``exp((g - g0)/reg + shift)``.
         self.shift = 0.0
+        self._rows = None  # the Sinkhorn pass's row sums (a buffer; read at once)
         self.n_chunks = K.default_chunks(problem.shape[0])
 
     # -- the interface -------------------------------------------------------
@@ -111,31 +112,38 @@ class DensePlan(Plan):
         update costs the same one read of ``B``.
         """
         p = self.problem
-        a, kappa = marginals.a, marginals.row_exponent
-        sc = self.scalings_at(f, g)
-        if sc is not None:
-            n = p.shape[0]
-            rows, u_new = np.empty(n), np.empty(n)
-            num = a if kappa == 1.0 else np.exp(kappa * marginals.log_a + (kappa - 1.0) * (self.f0 / p.reg + self.shift))
-            col = K.scaled_sinkhorn(self.B, sc[0], sc[1], num, self.n_chunks, rows, u_new, kappa)
-            if u_new.max() <= 1.0 / _SAFE and (num / u_new).min() >= _SAFE and col.min() >= _SAFE \
-                    and np.isfinite(col).all():
-                f0, g0, shift, reg, log_b = self.f0, self.g0, self.shift, p.reg, marginals.log_b
-                kappa_col = marginals.col_exponent
-
-                def advance():
-                    # u_new and col carry the factors exp(-shift) of the scalings' convention
-                    g_new = g0 + reg * (log_b - np.log(col) - shift)
-                    if kappa_col != 1.0:
-                        g_new *= kappa_col
-                    return f0 + reg * (np.log(u_new) + shift), g_new
-
-                return SinkhornStep(marginals.row_error(f, rows), advance)
+        status = K.STEP_FAR
+        if self.f0 is not None:
+            status, shift, error, f_new, g_new = self._base_step(f, g, marginals)
+        if status == K.STEP_FAR:
+            self.rebase(f, g)
+            if self.f0 is not None:  # else the plan at (f, g) is not finite
+                status, shift, error, f_new, g_new = self._base_step(f, g, marginals)
+        if status != K.STEP_FAR:
+            self.shift = shift
+        if status == K.STEP_TAKEN:
+            if not getattr(marginals, "fixed_row_target", False):  # the kernel's error is ||rows - a||_1
+                error = marginals.row_error(f, self._rows)
+            return SinkhornStep(error, lambda: (f_new, g_new))
+        kappa = marginals.row_exponent
         f_full = np.empty(p.shape[0])  # the undamped update: rows of P(f_full, g) equal a
         K.row_update(p.C, g, marginals.log_a, p.reg, f_full)
         f_new = f_full if kappa == 1.0 else kappa * f_full
         return SinkhornStep(marginals.sinkhorn_row_error(f, f_full),
                             lambda: (f_new, self.sinkhorn_cols(f_new, marginals)))
+
+    def _base_step(self, f, g, marginals):
+        """:func:`~snsot._kernels.base_sinkhorn_step` from the stored base: ``(status, shift, row_error, f_new, g_new)``."""
+        p = self.problem
+        n, m = p.shape
+        if self._rows is None or len(self._rows) != n:
+            self._rows = np.empty(n)
+        f_new, g_new = np.empty(n), np.empty(m)
+        status, shift, error = K.base_sinkhorn_step(
+            self.B, f, g, self.f0, self.g0, p.reg, K.BASE_DRIFT, marginals.a, marginals.log_a,
+            marginals.row_exponent, marginals.log_b, marginals.col_exponent, _SAFE, self.n_chunks,
+            self._rows, f_new, g_new)
+        return status, shift, error, f_new, g_new
 
     def new_point(self, quota: int) -> PlanPoint:
         n, m = self.problem.shape

@@ -41,9 +41,15 @@ class BalancedMarginals:
     row_exponent, col_exponent : float
         Exponent of the Sinkhorn update ``f <- exponent * (reg log a - softmin)``:
         1 for exact marginals (a relaxed penalty gives a value below 1).
+    fixed_row_target : bool
+        True: the row target is ``a`` itself, so a plan's fused Sinkhorn pass
+        may return ``||P 1 - a||_1`` instead of asking :meth:`row_error`
+        (a relaxed penalty's target depends on ``f``: False there).
     """
 
     row_exponent = col_exponent = 1.0
+    #: :meth:`row_error` is ``||row - a||_1`` whatever ``f``: a plan may measure it in its own pass.
+    fixed_row_target = True
 
     def __init__(self, problem):
         self.a, self.b = problem.a, problem.b
