@@ -734,3 +734,52 @@ def test_base_sinkhorn_step_reports_a_far_point_and_a_zero_mass_row():
         want = ref.base_sinkhorn_step(B, f, g, f0, g0, reg, K.BASE_DRIFT, a, log_a, 1.0, log_b, 1.0, 1e-100)
     assert status == want[0] == K.STEP_UNSAFE
     assert np.all(f_new == -1.0)
+
+
+@pytest.mark.parametrize("n_chunks", [1, 3])
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_dense_plan_sums_match_the_plan_its_sums_and_its_cost(case, n_chunks):
+    C, f, g, _, _ = _case(**case)
+    reg = case["reg"]
+    n, m = C.shape
+    P, row = np.empty((n, m)), np.empty(n)
+    col, cost = K.dense_plan_sums(C, f, g, reg, min(n_chunks, n), P, row)
+    P_ref, row_ref, col_ref, cost_ref = ref.dense_plan_sums(C, f, g, reg)
+    # the kernel's exp is exactly 0 below exp(-708) where numpy's is subnormal; exponents of
+    # size |x| carry a rounding of ~|x| eps, hence 1e-12 relative on entries near exp(-700)
+    np.testing.assert_allclose(P, P_ref, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(row, row_ref, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(col, col_ref, rtol=1e-12, atol=1e-300)
+    assert cost == pytest.approx(cost_ref, rel=1e-12, abs=1e-300)
+    P_plain = np.empty((n, m))
+    K.dense_plan(C, f, g, reg, P_plain)
+    # bit for bit what the unfused final step computed: dense_plan, then NumPy's sums
+    np.testing.assert_array_equal(P, P_plain)
+    np.testing.assert_array_equal(row, P.sum(axis=1))
+    if n_chunks == 1:
+        np.testing.assert_array_equal(col, P.sum(axis=0))
+
+
+def test_dense_plan_sums_count_forbidden_pairs_as_zero_cost_and_keep_nan():
+    C, f, g, _, _ = _case(seed=8, n=30, m=20, reg=0.1)
+    C[np.random.default_rng(8).random(C.shape) < 0.3] = np.inf
+    n, m = C.shape
+    P, row = np.empty((n, m)), np.empty(n)
+    col, cost = K.dense_plan_sums(C, f, g, 0.1, 2, P, row)
+    assert np.all(P[np.isinf(C)] == 0)
+    finite = np.isfinite(C)
+    direct = float((C[finite] * np.exp((f[:, None] + g[None, :] - C)[finite] / 0.1)).sum())
+    assert np.isfinite(cost) and cost == pytest.approx(direct, rel=1e-13)
+    assert cost == pytest.approx(ref.dense_plan_sums(C, f, g, 0.1)[3], rel=1e-13)
+    f_nan = f.copy()
+    f_nan[4] = np.nan
+    _, cost_nan = K.dense_plan_sums(C, f_nan, g, 0.1, 2, P, row)
+    assert np.isnan(cost_nan) and np.isnan(row[4])
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 127, 128, 129, 136, 783, 784, 4097, 100_003])
+def test_pairwise_sum_is_numpys_sum_bit_for_bit(n):
+    # the fused kernels report errors and sums NumPy used to compute; equal bits keep the solver's decisions
+    rng = np.random.default_rng(n)
+    x = np.abs(rng.normal(size=n + 5)) * 10.0 ** rng.uniform(-8, 8, n + 5)
+    assert 0.0 + K._pairwise_sum(x, 5, n) == x[5:].sum()

@@ -932,11 +932,11 @@ def csr_rmatvec(indptr, indices, data, w, m):
 
 
 @kernel()
-def centred_scalings(f, g, f0, g0, reg, max_drift, u, v):
-    """``u = exp(x - c)``, ``v = exp(y + c)`` for ``x = (f - f0)/reg``, ``y = (g - g0)/reg``; returns ``c``.
+def centred_exponents(f, g, f0, g0, reg, max_drift, x_out, y_out):
+    """``x - c`` and ``y + c`` for ``x = (f - f0)/reg``, ``y = (g - g0)/reg`` into ``x_out``, ``y_out``; returns ``c``.
 
     ``c`` centres the range of ``x`` (``c = (max x + min x) / 2``), which leaves
-    every ``x_i + y_j`` unchanged. Returns NaN, with ``u`` and ``v`` unwritten,
+    every ``x_i + y_j`` unchanged. Returns NaN, with the outputs unwritten,
     when ``max|x - c| + max|y + c| > max_drift``, when a side is empty, or
     when any value is NaN: :func:`snsot.solvers._plan.base_scalings`' rule.
     """
@@ -967,10 +967,99 @@ def centred_scalings(f, g, f0, g0, reg, max_drift, u, v):
     if not drift <= max_drift:  # also NaN (inf - inf)
         return np.nan
     for i in range(n):
-        u[i] = math.exp((f[i] - f0[i]) * inv_reg - c)
+        x_out[i] = (f[i] - f0[i]) * inv_reg - c
     for j in range(m):
-        v[j] = math.exp((g[j] - g0[j]) * inv_reg + c)
+        y_out[j] = (g[j] - g0[j]) * inv_reg + c
     return c
+
+
+@kernel()
+def centred_scalings(f, g, f0, g0, reg, max_drift, u, v):
+    """``u = exp(x - c)``, ``v = exp(y + c)`` for ``x = (f - f0)/reg``, ``y = (g - g0)/reg``; returns ``c``.
+
+    See :func:`centred_exponents`, which this exponentiates (NaN, with ``u``
+    and ``v`` unwritten, beyond ``max_drift``).
+    """
+    c = centred_exponents(f, g, f0, g0, reg, max_drift, u, v)
+    if c == c:
+        for i in range(u.shape[0]):
+            u[i] = math.exp(u[i])
+        for j in range(v.shape[0]):
+            v[j] = math.exp(v[j])
+    return c
+
+
+@kernel()
+def _block_sum(x, start, n):
+    """NumPy's sum of a block of at most 128 float64: eight accumulators, then the rest in order."""
+    if n < 8:
+        res = 0.0
+        for i in range(start, start + n):
+            res += x[i]
+        return res
+    r0, r1, r2, r3 = x[start], x[start + 1], x[start + 2], x[start + 3]
+    r4, r5, r6, r7 = x[start + 4], x[start + 5], x[start + 6], x[start + 7]
+    i = start + 8
+    stop = start + n - n % 8
+    while i < stop:
+        r0 += x[i]
+        r1 += x[i + 1]
+        r2 += x[i + 2]
+        r3 += x[i + 3]
+        r4 += x[i + 4]
+        r5 += x[i + 5]
+        r6 += x[i + 6]
+        r7 += x[i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < start + n:
+        res += x[i]
+        i += 1
+    return res
+
+
+@kernel()
+def _pairwise_sum(x, start, n):
+    """``x[start:start + n].sum()`` in NumPy's own order (its pairwise summation of float64).
+
+    Blocks of at most 128 (:func:`_block_sum`); longer runs split in halves
+    (cut at a multiple of 8) whose sums are added, as NumPy recurses; here
+    the recursion is an explicit stack (numba's cached builds of recursive
+    functions are fragile). A fused kernel that reports what NumPy used to
+    sum then gives the same bits, so the solver's decisions do not move.
+    Compiled without fast-math, which would reorder it.
+    """
+    if n <= 128:
+        return _block_sum(x, start, n)
+    depth = 64  # halves: far deeper than any array
+    starts = np.empty(depth, np.int64)
+    sizes = np.empty(depth, np.int64)
+    phase = np.zeros(depth, np.int64)  # 0: left half next, 1: right half next, 2: both summed
+    sums = np.empty(depth)
+    top, n_sums = 0, 0
+    starts[0], sizes[0] = start, n
+    while top >= 0:
+        s, k = starts[top], sizes[top]
+        if k <= 128:
+            sums[n_sums] = _block_sum(x, s, k)
+            n_sums += 1
+            top -= 1
+            continue
+        half = k // 2
+        half -= half % 8
+        if phase[top] == 0:
+            phase[top] = 1
+            top += 1
+            starts[top], sizes[top], phase[top] = s, half, 0
+        elif phase[top] == 1:
+            phase[top] = 2
+            top += 1
+            starts[top], sizes[top], phase[top] = s + half, k - half, 0
+        else:
+            sums[n_sums - 2] = sums[n_sums - 2] + sums[n_sums - 1]
+            n_sums -= 1
+            top -= 1
+    return sums[0]
 
 
 #: Statuses of :func:`base_sinkhorn_step`.
@@ -1030,13 +1119,27 @@ def base_sinkhorn_step(B, f, g, f0, g0, reg, max_drift, a, log_a, kappa, log_b, 
             for j in range(m):
                 pc[j] += B[i, j] * un
     col = _chunk_sum(part_col)
-    row_error = 0.0
+    return _finish_sinkhorn_step(f0, g0, reg, c, a, num, log_b, kappa_col, safe, rows, u_new, col, f_new, g_new)
+
+
+@kernel()
+def _finish_sinkhorn_step(f0, g0, reg, c, a, num, log_b, kappa_col, safe, rows, u_new, col, f_new, g_new):
+    """The O(n + m) tail of :func:`base_sinkhorn_step`: checks, row error, next potentials.
+
+    Compiled without fast-math: no fused multiply-add or reordering, so the
+    potentials round as NumPy's ``f0 + reg * (np.log(u_new) + c)`` does (the
+    solver's iterates are those of the unfused code, bit for bit).
+    """
+    n = rows.shape[0]
+    m = col.shape[0]
+    gaps = np.empty(n)
     safe_step = True
     for i in range(n):
-        row_error += abs(rows[i] - a[i])
+        gaps[i] = abs(rows[i] - a[i])
         # written as "not (ok)" so that NaN fails the test
         if not (u_new[i] <= 1.0 / safe and num[i] / u_new[i] >= safe):
             safe_step = False
+    row_error = 0.0 + _pairwise_sum(gaps, 0, n)  # np.abs(rows - a).sum(), bit for bit
     for j in range(m):
         if not (col[j] >= safe and col[j] < np.inf):
             safe_step = False
@@ -1049,3 +1152,44 @@ def base_sinkhorn_step(B, f, g, f0, g0, reg, max_drift, a, log_a, kappa, log_b, 
         if kappa_col != 1.0:
             g_new[j] *= kappa_col
     return STEP_TAKEN, c, row_error
+
+
+@parallel_kernel(fastmath=_LOOP_FLAGS)
+def dense_plan_sums(C, f, g, reg, n_chunks, P, row_sum):
+    """:func:`dense_plan` with the plan's row sums, column sums and cost ``<C, P>`` from the same pass.
+
+    Fills ``P`` and ``row_sum``; returns ``(col_sum, cost)``. The sums are
+    NumPy's ``P.sum(axis=1)`` and (one block) ``P.sum(axis=0)`` bit for bit;
+    the cost is ``<C, P>`` up to the order of its sum. The cost skips
+    entries with ``P_ij = 0`` exactly, so a forbidden pair (``C_ij = +inf``,
+    whose plan entry is 0) adds 0 instead of ``inf * 0 = NaN``; a NaN entry is
+    kept (and makes the cost NaN). Replaces four passes over ``n x m`` arrays
+    (the plan, two NumPy sums, a dot product) at the end of every solve.
+    """
+    n, m = C.shape
+    inv_reg = 1.0 / reg
+    part_col = np.zeros((n_chunks, m))
+    part_cost = np.zeros(n_chunks)
+    for k in prange(n_chunks):
+        pc = part_col[k]
+        cost = 0.0
+        for i in range(k * n // n_chunks, (k + 1) * n // n_chunks):
+            fi = f[i]
+            cs = 0.0
+            for j in range(m):
+                # the exponent exactly as dense_plan writes it (f + g cancel to far less than each
+                # when the potentials are large; a reordered sum would round differently)
+                p = fast_exp((fi + g[j] - C[i, j]) * inv_reg)
+                P[i, j] = p
+                pc[j] += p
+                if p != 0.0:
+                    cs += C[i, j] * p
+            # in NumPy's order (P.sum(axis=1) did this): the final marginal error decides `converged`
+            row_sum[i] = _pairwise_sum(P[i], 0, m)
+            cost += cs
+        part_cost[k] = cost
+    col = _chunk_sum(part_col)
+    total = 0.0
+    for k in range(n_chunks):  # block order: deterministic
+        total += part_cost[k]
+    return col, total

@@ -113,3 +113,16 @@ def base_sinkhorn_step(B, f, g, f0, g0, reg, max_drift, a, log_a, kappa, log_b, 
     f_new = f0 + reg * (np.log(u_new) + c)
     g_new = kappa_col * (g0 + reg * (log_b - np.log(col) - c))
     return 0, c, row_error, rows, f_new, g_new
+
+
+def plan_cost(C, P):
+    """``<C, P>`` in float64, with ``+inf * 0 = 0`` on forbidden pairs (``C_ij = +inf``, where ``P_ij = 0``)."""
+    C = np.asarray(C, np.float64)
+    forbidden = np.isinf(C) & (P == 0)
+    return float(np.vdot(np.where(forbidden, 0.0, C), P))
+
+
+def dense_plan_sums(C, f, g, reg):
+    """``(P, row_sum, col_sum, cost)`` of :func:`snsot._kernels.dense_plan_sums`."""
+    P = plan(C, f, g, reg)
+    return P, P.sum(axis=1), P.sum(axis=0), plan_cost(C, P)

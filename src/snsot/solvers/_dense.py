@@ -180,15 +180,15 @@ class DensePlan(Plan):
         return CsrOffDiagonal(indptr, indices, data, self.problem.shape)
 
     def final(self, f, g) -> FinalPlan:
-        """The plan computed afresh from ``C`` (one exponential pass), in the base's buffer, which is given up."""
+        """The plan computed afresh from ``C`` (one exponential pass, which also sums it and its cost), in the base's buffer, which is given up."""
         p = self.problem
         P, self.B = self.B, None
         self.f0 = self.g0 = None
         if P is None or P.shape != p.shape:
             P = np.empty(p.shape)
-        K.dense_plan(p.C, f, g, p.reg, P)
-        cost = plan_cost(p.C, P)
-        return FinalPlan(plan=P, row_sum=P.sum(axis=1), col_sum=P.sum(axis=0), cost=cost)
+        row_sum = np.empty(p.shape[0])
+        col_sum, cost = K.dense_plan_sums(p.C, f, g, p.reg, self.n_chunks, P, row_sum)
+        return FinalPlan(plan=P, row_sum=row_sum, col_sum=col_sum, cost=cost)
 
     # -- the stored base -----------------------------------------------------
     def scalings(self, f, g):
@@ -272,18 +272,3 @@ class _DenseSchur(SchurComplement):
         S = self.S
         return K.dense_schur_matvec(S.B, S.u, S.v, self.d_row, self.d_col, y, S.n_chunks)
 
-
-def plan_cost(C: np.ndarray, P: np.ndarray) -> float:
-    """``<C, P>`` in float64, with ``+inf * 0 = 0`` on forbidden pairs.
-
-    A ``+inf`` cost forbids a pair and the plan is exactly 0 there
-    (``exp(-inf) = 0``), but ``inf * 0`` is NaN in IEEE arithmetic; the
-    masked sum runs only when the plain one came out non-finite, so a
-    finite cost pays nothing for it.
-    """
-    cost = float(np.vdot(C, P)) if C.dtype == np.float64 else float(np.einsum("ij,ij->", C, P, dtype=np.float64))
-    if not np.isfinite(cost):
-        forbidden = np.isinf(C)
-        if forbidden.any() and not P[forbidden].any():
-            cost = float(np.einsum("ij,ij->", np.where(forbidden, 0.0, C), P, dtype=np.float64))
-    return cost

@@ -205,10 +205,11 @@ def base_scalings(f, g, f0, g0, reg: float, max_drift: float):
     NaN.
     """
     n, m = len(f), len(g)
-    u, v = np.empty(n), np.empty(m)
+    x, y = np.empty(n), np.empty(m)
     # One nogil kernel instead of a dozen small NumPy calls holding the GIL
-    # (numpy twin: snsot._reference.centred_scalings).
-    c = K.centred_scalings(f, g, f0, g0, reg, max_drift, u, v)
+    # (numpy twin: snsot._reference.centred_scalings); the exponentials stay
+    # NumPy's, whose last bits Newton steps near the round-off floor notice.
+    c = K.centred_exponents(f, g, f0, g0, reg, max_drift, x, y)
     if c != c:  # beyond max_drift, an empty side, or NaN
         return None
-    return u, v, c
+    return np.exp(x, out=x), np.exp(y, out=y), c
