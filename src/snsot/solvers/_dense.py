@@ -27,7 +27,7 @@ import numpy as np
 from .. import _kernels as K
 from ..problem import OTProblem
 from ._plan import WHOLE_PLAN, FinalPlan, Plan, PlanPoint, SinkhornStep, base_scalings
-from .linalg import OffDiagonal, SchurComplement
+from .linalg import CsrOffDiagonal, OffDiagonal, SchurComplement
 
 __all__ = ["DensePlan", "DenseOffDiagonal"]
 
@@ -175,8 +175,6 @@ class DensePlan(Plan):
             sc = self.scalings_at(point.f, point.g)
             return None if sc is None else DenseOffDiagonal(self.B, sc[0], sc[1], self.n_chunks)
         indptr, indices, data = K.compact_csr(point.counts, point.idx, point.val, tau)
-        from .linalg import CsrOffDiagonal
-
         return CsrOffDiagonal(indptr, indices, data, self.problem.shape)
 
     def final(self, f, g) -> FinalPlan:
