@@ -15,6 +15,7 @@ machine shared with other jobs the ratio is a lower bound: two threads need
 two free cores.
 """
 import argparse
+import json
 import os
 import time
 
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--digits", type=int, default=40)
     parser.add_argument("--pairs", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2, help="repetitions of the 1, 2, 2, 1 pattern")
+    parser.add_argument("--json", action="store_true", help="print one JSON line instead of text")
     args = parser.parse_args()
     X, C = mnist_histograms(args.digits), costs.grid((28, 28))
     pairs = sample_pairs(args.digits, args.pairs)
@@ -47,16 +49,22 @@ def main() -> None:
             assert out.converged.all()
             costs_seen.setdefault(n_jobs, out.costs)
     n = 2 * args.rounds * len(pairs)
-    print(f"{len(pairs)} pairs of {args.digits} digits x {2 * args.rounds} runs per thread count; load average "
-          f"{load[0]:.2f} before, {os.getloadavg()[0]:.2f} after")
-    print(f"threads x1 {n / wall[1]:.1f} solves/s, x2 {n / wall[2]:.1f} solves/s, ratio x2/x1 "
-          f"{wall[1] / wall[2]:.3f}; costs x1 vs x2 differ by {np.abs(costs_seen[1] - costs_seen[2]).max():.3g}")
     shares = probed.shares()
+    result = dict(pairs=len(pairs), digits=args.digits, rounds=args.rounds, x1_per_second=n / wall[1],
+                  x2_per_second=n / wall[2], ratio=wall[1] / wall[2], load_before=load[0], load_after=os.getloadavg()[0],
+                  costs_differ=float(np.abs(costs_seen[1] - costs_seen[2]).max()),
+                  **{f"share_{k}": v for k, v in shares.items()})
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{len(pairs)} pairs of {args.digits} digits x {2 * args.rounds} runs per thread count; load average "
+          f"{load[0]:.2f} before, {result['load_after']:.2f} after")
+    print(f"threads x1 {result['x1_per_second']:.1f} solves/s, x2 {result['x2_per_second']:.1f} solves/s, ratio x2/x1 "
+          f"{result['ratio']:.3f}; costs x1 vs x2 differ by {result['costs_differ']:.3g}")
     if shares:
         print("threads x2, shares of the workers' time: " + ", ".join(
             f"{name} {100 * value:.1f}%" for name, value in shares.items())
             + " (blocked: waiting for the GIL; waiting: for a core, i.e. other jobs)")
-
 
 if __name__ == "__main__":
     main()
