@@ -1099,12 +1099,7 @@ def base_sinkhorn_step(B, f, g, f0, g0, reg, max_drift, a, log_a, kappa, log_b, 
     c = centred_scalings(f, g, f0, g0, reg, max_drift, u, v)
     if c != c:
         return STEP_FAR, c, np.nan
-    num = np.empty(n)
-    if kappa == 1.0:
-        num[:] = a
-    else:
-        for i in range(n):
-            num[i] = math.exp(kappa * log_a[i] + (kappa - 1.0) * (f0[i] / reg + c))
+    num = _sinkhorn_numerator(a, log_a, kappa, f0, reg, c)
     u_new = np.empty(n)
     part_col = np.zeros((n_chunks, m))
     for k in prange(n_chunks):
@@ -1120,6 +1115,19 @@ def base_sinkhorn_step(B, f, g, f0, g0, reg, max_drift, a, log_a, kappa, log_b, 
                 pc[j] += B[i, j] * un
     col = _chunk_sum(part_col)
     return _finish_sinkhorn_step(f0, g0, reg, c, a, num, log_b, kappa_col, safe, rows, u_new, col, f_new, g_new)
+
+
+@kernel()
+def _sinkhorn_numerator(a, log_a, kappa, f0, reg, c):
+    """``a`` (``kappa = 1``), else ``exp(kappa log a + (kappa - 1)(f0 / reg + c))``, rounded as NumPy would (no fast-math)."""
+    n = a.shape[0]
+    num = np.empty(n)
+    if kappa == 1.0:
+        num[:] = a
+    else:
+        for i in range(n):
+            num[i] = math.exp(kappa * log_a[i] + (kappa - 1.0) * (f0[i] / reg + c))
+    return num
 
 
 @kernel()
