@@ -57,7 +57,8 @@ class DensePlan(Plan):
 
     Implements :class:`~snsot.solvers._plan.Plan` with the kernels of
     :mod:`snsot._kernels`: a point near the base costs one read of ``B``
-    (:func:`~snsot._kernels.scaled_pass`, :func:`~snsot._kernels.scaled_sinkhorn`),
+    (:func:`~snsot._kernels.scaled_pass`, :func:`~snsot._kernels.base_sinkhorn_step`, one nogil call per
+    Sinkhorn iteration),
     a point far from it one exponential pass over ``C`` that also moves the
     base there (:func:`~snsot._kernels.plan_pass`).
     """
