@@ -592,3 +592,194 @@ def test_dense_threshold_csr_keeps_exactly_the_entries_at_least_tau(tau):
         np.testing.assert_array_equal(g, w)
     dense = sp.csr_matrix((got[2], got[1], got[0]), shape=P.shape).toarray()
     np.testing.assert_array_equal(dense, np.where(P >= tau, P, 0.0))
+
+
+# ----------------------------------------------------------------------------- fused per-iteration kernels
+
+
+def _moved_point(case, drift):
+    """(f, g) and a base point (f0, g0) whose difference spans ``drift`` units of reg, with a common offset."""
+    C, f, g, _, _ = _case(**case)
+    reg = case["reg"]
+    rng = np.random.default_rng(case["seed"] + 200)
+    x, y = rng.uniform(-drift, drift, len(f)) / 2, rng.uniform(-drift, drift, len(g)) / 2
+    offset = 7.5  # moved from x to y: changes no x_i + y_j, which the centring must undo
+    return f, g, f - reg * (x + offset), g - reg * (y - offset), reg
+
+
+@pytest.mark.parametrize("drift", [0.0, 3.0, 60.0])
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_centred_scalings_match_their_numpy_twin_and_give_the_moved_plan(case, drift):
+    f, g, f0, g0, reg = _moved_point(case, drift)
+    u, v = np.empty(len(f)), np.empty(len(g))
+    c = K.centred_scalings(f, g, f0, g0, reg, K.BASE_DRIFT, u, v)
+    u_ref, v_ref, c_ref = ref.centred_scalings(f, g, f0, g0, reg, K.BASE_DRIFT)
+    assert c == c_ref  # max, min and their mean are exact in any order
+    np.testing.assert_allclose(u, u_ref, rtol=1e-15)
+    np.testing.assert_allclose(v, v_ref, rtol=1e-15)
+    # u_i v_j = exp((f_i + g_j - f0_i - g0_j) / reg): the plan at (f, g) from the base's
+    direct = np.exp((f[:, None] - f0[:, None] + g[None, :] - g0[None, :]) / reg)
+    np.testing.assert_allclose(u[:, None] * v[None, :], direct, rtol=1e-12)
+    # centred: log u spans [-h, h]
+    log_u = np.log(u)
+    assert abs(log_u.max() + log_u.min()) <= 1e-12 * max(1.0, abs(log_u).max())
+
+
+def test_centred_scalings_refuse_a_drift_beyond_the_limit_nan_and_empty_sides():
+    case = CASES[0]
+    f, g, f0, g0, reg = _moved_point(case, 60.0)
+    u, v = np.full(len(f), -1.0), np.full(len(g), -1.0)
+    x = (f - f0) / reg
+    limit = 0.99 * (np.ptp(x) / 2 + np.abs((g - g0) / reg + (x.max() + x.min()) / 2).max())
+    assert np.isnan(K.centred_scalings(f, g, f0, g0, reg, limit, u, v))
+    assert ref.centred_scalings(f, g, f0, g0, reg, limit) is None
+    assert np.all(u == -1.0) and np.all(v == -1.0)  # nothing written
+    for bad in (np.nan, np.inf):
+        g_bad = g.copy()
+        g_bad[3] = bad
+        assert np.isnan(K.centred_scalings(f, g_bad, f0, g0, reg, K.BASE_DRIFT, u, v))
+        assert ref.centred_scalings(f, g_bad, f0, g0, reg, K.BASE_DRIFT) is None
+    empty = np.empty(0)
+    assert np.isnan(K.centred_scalings(empty, g, empty, g0, reg, K.BASE_DRIFT, np.empty(0), v))
+    assert ref.centred_scalings(empty, g, empty, g0, reg, K.BASE_DRIFT) is None
+
+
+def _base_step_inputs(case, drift, zero_mass=False):
+    C, f, g, reg, B, _, _ = _base_and_scalings(case, drift=drift)
+    n, m = C.shape
+    rng = np.random.default_rng(case["seed"] + 300)
+    a, b = rng.random(n) + 0.1, rng.random(m) + 0.1
+    if zero_mass:
+        a[n // 2] = 0.0
+    with np.errstate(divide="ignore"):
+        log_a, log_b = np.log(a), np.log(b)
+    # the base point, as _base_and_scalings built it: recover it from B's defining potentials
+    rng2 = np.random.default_rng(case["seed"] + 100)
+    x, y = rng2.uniform(-drift, drift, n) / 2, rng2.uniform(-drift, drift, m) / 2
+    return C, f, g, f - reg * x, g - reg * y, reg, B, a, log_a, log_b, b
+
+
+@pytest.mark.parametrize("n_chunks", [1, 3])
+@pytest.mark.parametrize("kappa", [(1.0, 1.0), (0.7, 0.8)], ids=["exact", "relaxed"])
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_base_sinkhorn_step_matches_its_numpy_twin(case, kappa, n_chunks):
+    # every case: those whose rows underflow must come out STEP_UNSAFE, as in the twin
+    C, f, g, f0, g0, reg, B, a, log_a, log_b, _ = _base_step_inputs(case, drift=20.0)
+    n, m = B.shape
+    rows, f_new, g_new = np.full(n, np.nan), np.full(n, np.nan), np.full(m, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        status, c, err = K.base_sinkhorn_step(B, f, g, f0, g0, reg, K.BASE_DRIFT, a, log_a, kappa[0], log_b,
+                                              kappa[1], 1e-100, min(n_chunks, n), rows, f_new, g_new)
+        want = ref.base_sinkhorn_step(B, f, g, f0, g0, reg, K.BASE_DRIFT, a, log_a, kappa[0], log_b, kappa[1],
+                                      1e-100)
+    assert status == want[0] and status in (K.STEP_TAKEN, K.STEP_UNSAFE)
+    assert c == want[1]
+    np.testing.assert_allclose(rows, want[3], rtol=1e-12, atol=1e-300)
+    assert err == pytest.approx(want[2], rel=1e-12)
+    if status == K.STEP_TAKEN:
+        scale = max(1.0, np.abs(f).max(), np.abs(g).max())
+        np.testing.assert_allclose(f_new, want[4], rtol=0, atol=1e-12 * scale)
+        np.testing.assert_allclose(g_new, want[5], rtol=0, atol=1e-12 * scale)
+    else:
+        assert np.isnan(f_new).all() and np.isnan(g_new).all()  # not written
+
+
+def test_base_sinkhorn_step_cases_include_refused_steps():
+    # the twin comparison above covers both outcomes: underflowing rows the kernel refuses, and taken steps
+    seen = set()
+    for case in CASES:
+        C, f, g, f0, g0, reg, B, a, log_a, log_b, _ = _base_step_inputs(case, drift=20.0)
+        n, m = B.shape
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            status, _, _ = K.base_sinkhorn_step(B, f, g, f0, g0, reg, K.BASE_DRIFT, a, log_a, 1.0, log_b, 1.0,
+                                                1e-100, 1, np.empty(n), np.empty(n), np.empty(m))
+        seen.add(status)
+    assert seen == {K.STEP_TAKEN, K.STEP_UNSAFE}
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c["seed"] in (1, 2, 3, 6)], ids=_ids)
+def test_base_sinkhorn_step_is_one_log_domain_sinkhorn_iteration(case):
+    # independent oracle: the logsumexp updates f = reg log a - softmin(C - g), then g likewise
+    C, f, g, f0, g0, reg, B, a, log_a, log_b, b = _base_step_inputs(case, drift=20.0)
+    n, m = B.shape
+    rows, f_new, g_new = np.empty(n), np.empty(n), np.empty(m)
+    status, _, err = K.base_sinkhorn_step(B, f, g, f0, g0, reg, K.BASE_DRIFT, a, log_a, 1.0, log_b, 1.0, 1e-100,
+                                          1, rows, f_new, g_new)
+    assert status == K.STEP_TAKEN
+    P = ref.plan(C, f, g, reg)
+    np.testing.assert_allclose(rows, P.sum(axis=1), rtol=1e-12)
+    assert err == pytest.approx(np.abs(P.sum(axis=1) - a).sum(), rel=1e-11)
+    f_want = ref.row_update(C, g, log_a, reg)
+    g_want = ref.col_update(C, f_want, log_b, reg)
+    scale = max(1.0, np.abs(f_want).max(), np.abs(g_want).max())
+    np.testing.assert_allclose(f_new, f_want, rtol=0, atol=1e-11 * scale)
+    np.testing.assert_allclose(g_new, g_want, rtol=0, atol=1e-11 * scale)
+
+
+def test_base_sinkhorn_step_reports_a_far_point_and_a_zero_mass_row():
+    case = CASES[0]
+    C, f, g, f0, g0, reg, B, a, log_a, log_b, _ = _base_step_inputs(case, drift=20.0)
+    n, m = B.shape
+    rows, f_new, g_new = np.full(n, -1.0), np.full(n, -1.0), np.full(m, -1.0)
+    status, c, err = K.base_sinkhorn_step(B, f, g, f0, g0, reg, 10.0, a, log_a, 1.0, log_b, 1.0, 1e-100, 1,
+                                          rows, f_new, g_new)
+    assert status == K.STEP_FAR and np.isnan(c) and np.isnan(err)
+    assert np.all(rows == -1.0) and np.all(f_new == -1.0) and np.all(g_new == -1.0)
+    assert ref.base_sinkhorn_step(B, f, g, f0, g0, reg, 10.0, a, log_a, 1.0, log_b, 1.0, 1e-100)[0] == K.STEP_FAR
+    # a zero-mass row gives u_new = 0 and an undefined log: the step must be refused, not taken with -inf
+    C, f, g, f0, g0, reg, B, a, log_a, log_b, _ = _base_step_inputs(case, drift=20.0, zero_mass=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        status, _, _ = K.base_sinkhorn_step(B, f, g, f0, g0, reg, K.BASE_DRIFT, a, log_a, 1.0, log_b, 1.0, 1e-100,
+                                            1, rows, f_new, g_new)
+        want = ref.base_sinkhorn_step(B, f, g, f0, g0, reg, K.BASE_DRIFT, a, log_a, 1.0, log_b, 1.0, 1e-100)
+    assert status == want[0] == K.STEP_UNSAFE
+    assert np.all(f_new == -1.0)
+
+
+@pytest.mark.parametrize("n_chunks", [1, 3])
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_dense_plan_sums_match_the_plan_its_sums_and_its_cost(case, n_chunks):
+    C, f, g, _, _ = _case(**case)
+    reg = case["reg"]
+    n, m = C.shape
+    P, row = np.empty((n, m)), np.empty(n)
+    col, cost = K.dense_plan_sums(C, f, g, reg, min(n_chunks, n), P, row)
+    P_ref, row_ref, col_ref, cost_ref = ref.dense_plan_sums(C, f, g, reg)
+    # the kernel's exp is exactly 0 below exp(-708) where numpy's is subnormal; exponents of
+    # size |x| carry a rounding of ~|x| eps, hence 1e-12 relative on entries near exp(-700)
+    np.testing.assert_allclose(P, P_ref, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(row, row_ref, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(col, col_ref, rtol=1e-12, atol=1e-300)
+    assert cost == pytest.approx(cost_ref, rel=1e-12, abs=1e-300)
+    P_plain = np.empty((n, m))
+    K.dense_plan(C, f, g, reg, P_plain)
+    # bit for bit what the unfused final step computed: dense_plan, then NumPy's sums
+    np.testing.assert_array_equal(P, P_plain)
+    np.testing.assert_array_equal(row, P.sum(axis=1))
+    if n_chunks == 1:
+        np.testing.assert_array_equal(col, P.sum(axis=0))
+
+
+def test_dense_plan_sums_count_forbidden_pairs_as_zero_cost_and_keep_nan():
+    C, f, g, _, _ = _case(seed=8, n=30, m=20, reg=0.1)
+    C[np.random.default_rng(8).random(C.shape) < 0.3] = np.inf
+    n, m = C.shape
+    P, row = np.empty((n, m)), np.empty(n)
+    col, cost = K.dense_plan_sums(C, f, g, 0.1, 2, P, row)
+    assert np.all(P[np.isinf(C)] == 0)
+    finite = np.isfinite(C)
+    direct = float((C[finite] * np.exp((f[:, None] + g[None, :] - C)[finite] / 0.1)).sum())
+    assert np.isfinite(cost) and cost == pytest.approx(direct, rel=1e-13)
+    assert cost == pytest.approx(ref.dense_plan_sums(C, f, g, 0.1)[3], rel=1e-13)
+    f_nan = f.copy()
+    f_nan[4] = np.nan
+    _, cost_nan = K.dense_plan_sums(C, f_nan, g, 0.1, 2, P, row)
+    assert np.isnan(cost_nan) and np.isnan(row[4])
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 127, 128, 129, 136, 783, 784, 4097, 100_003])
+def test_pairwise_sum_is_numpys_sum_bit_for_bit(n):
+    # the fused kernels report errors and sums NumPy used to compute; equal bits keep the solver's decisions
+    rng = np.random.default_rng(n)
+    x = np.abs(rng.normal(size=n + 5)) * 10.0 ** rng.uniform(-8, 8, n + 5)
+    assert 0.0 + K._pairwise_sum(x, 5, n) == x[5:].sum()

@@ -14,7 +14,7 @@ from scipy.special import logsumexp
 import snsot
 from snsot import _reference as ref
 from snsot.problem import OTProblem
-from snsot.solvers._plan import WHOLE_PLAN, FinalPlan, Plan, PlanPoint, SinkhornStep
+from snsot.solvers._plan import WHOLE_PLAN, FinalPlan, Plan, PlanPoint, SinkhornStep, base_scalings
 from snsot.solvers.linalg import OffDiagonal, SchurComplement
 
 from strategies import make_problem
@@ -162,3 +162,20 @@ def test_a_sparse_final_plan_reaches_the_result_with_zero_mass_bins_put_back(met
     check_result(res, p.C, p.a, p.b, 1e-10, method=method)
     np.testing.assert_allclose(res.plan.toarray(), dense.plan, rtol=0, atol=1e-12)
     assert res.summary()["shape"] == [25, 30]
+
+
+@pytest.mark.parametrize("seed, drift, near", [(0, 0.5, True), (1, 40.0, True), (2, 90.0, True), (3, 150.0, False)])
+def test_base_scalings_are_numpys_centred_rule_bit_for_bit(seed, drift, near):
+    # the kernel behind base_scalings (the shift, the drift test) and NumPy's exp give the numpy rule's exact bits
+    rng = np.random.default_rng(seed)
+    n, m, reg = 31, 17, 0.01
+    f0, g0 = rng.normal(size=n), rng.normal(size=m)
+    f = f0 + reg * rng.uniform(-drift, drift, n) / 2 + 3.0  # the +-3 moves along (1, -1): centred away
+    g = g0 + reg * rng.uniform(-drift, drift, m) / 2 - 3.0
+    got = base_scalings(f, g, f0, g0, reg, 100.0)
+    want = ref.centred_scalings(f, g, f0, g0, reg, 100.0)
+    assert (got is not None) == (want is not None) == near
+    if near:
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        assert got[2] == want[2]

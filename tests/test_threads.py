@@ -67,6 +67,10 @@ def _kernel_cases(rng):
         "dense_schur_matvec": lambda k: k(B, u, v, d_row, d_col, y, chunks),
         "scaled_matvec": lambda k: k(B, u, v, y),
         "dense_plan": lambda k: (k(C, f, g, reg, P := np.empty((n, m))), P)[1],
+        "dense_plan_sums": lambda k: (*k(C, f, g, reg, chunks, P := np.empty((n, m)), r := np.empty(n)), P, r),
+        "base_sinkhorn_step": lambda k: (
+            k(B, f + 0.01 * reg * w, g + 0.02 * reg * y, f, g, reg, K.BASE_DRIFT, a, np.log(a), 0.9, np.log(a[:m]),
+              0.8, 1e-100, chunks, r := np.empty(n), fn := np.empty(n), gn := np.empty(m))[::2], r, fn, gn),
     }
 
 
@@ -90,7 +94,7 @@ def test_every_parallel_kernel_has_a_serial_build_that_releases_the_gil():
         kern = getattr(K, name)
         assert kern.serial.targetoptions.get("nogil") and kern.parallel.targetoptions.get("nogil"), name
         assert not kern.serial.targetoptions.get("parallel") and kern.parallel.targetoptions.get("parallel"), name
-    for name in ("schur_cg", "compact_csr", "csr_matvec", "csr_rmatvec"):
+    for name in ("schur_cg", "compact_csr", "csr_matvec", "csr_rmatvec", "centred_scalings"):
         assert getattr(K, name).targetoptions.get("nogil"), name
 
 

@@ -1011,3 +1011,287 @@ def merge_columns(indptr, indices, data, labels, n_agg):
                 out_val[slot[c]] += data[t]
         out_ptr[i + 1] = k
     return out_ptr, out_idx[:k].copy(), out_val[:k].copy()
+
+
+# ---------------------------------------------------------------------------
+# Fused per-iteration work of the dense plan (issue 14)
+# ---------------------------------------------------------------------------
+#
+# Between two passes over the plan, a solve used to run a dozen small NumPy
+# calls (the scalings' centred shift, the Sinkhorn step's safety checks, its
+# row error, the next potentials' logarithms). Each holds the GIL, and on
+# MNIST-sized problems (n, m ~ 150) they took as long as the pass itself, so
+# threads solving different problems waited for each other. The kernels
+# below do that O(n + m) work inside the nogil pass.
+
+
+@kernel()
+def centred_exponents(f, g, f0, g0, reg, max_drift, x_out, y_out):
+    """``x - c`` and ``y + c`` for ``x = (f - f0)/reg``, ``y = (g - g0)/reg`` into ``x_out``, ``y_out``; returns ``c``.
+
+    ``c`` centres the range of ``x`` (``c = (max x + min x) / 2``), which leaves
+    every ``x_i + y_j`` unchanged. Returns NaN, with the outputs unwritten,
+    when ``max|x - c| + max|y + c| > max_drift``, when a side is empty, or
+    when any value is NaN: :func:`snsot.solvers._plan.base_scalings`' rule.
+    """
+    n = f.shape[0]
+    m = g.shape[0]
+    if n == 0 or m == 0:
+        return np.nan
+    inv_reg = 1.0 / reg
+    x_max = -np.inf
+    x_min = np.inf
+    for i in range(n):
+        x = (f[i] - f0[i]) * inv_reg
+        if x != x:
+            return np.nan
+        x_max = max(x_max, x)
+        x_min = min(x_min, x)
+    c = 0.5 * (x_max + x_min)
+    drift_x = 0.0
+    for i in range(n):
+        drift_x = max(drift_x, abs((f[i] - f0[i]) * inv_reg - c))
+    drift_y = 0.0
+    for j in range(m):
+        y = (g[j] - g0[j]) * inv_reg
+        if y != y:
+            return np.nan
+        drift_y = max(drift_y, abs(y + c))
+    drift = drift_x + drift_y
+    if not drift <= max_drift:  # also NaN (inf - inf)
+        return np.nan
+    for i in range(n):
+        x_out[i] = (f[i] - f0[i]) * inv_reg - c
+    for j in range(m):
+        y_out[j] = (g[j] - g0[j]) * inv_reg + c
+    return c
+
+
+@kernel()
+def centred_scalings(f, g, f0, g0, reg, max_drift, u, v):
+    """``u = exp(x - c)``, ``v = exp(y + c)`` for ``x = (f - f0)/reg``, ``y = (g - g0)/reg``; returns ``c``.
+
+    See :func:`centred_exponents`, which this exponentiates (NaN, with ``u``
+    and ``v`` unwritten, beyond ``max_drift``).
+    """
+    c = centred_exponents(f, g, f0, g0, reg, max_drift, u, v)
+    if c == c:
+        for i in range(u.shape[0]):
+            u[i] = math.exp(u[i])
+        for j in range(v.shape[0]):
+            v[j] = math.exp(v[j])
+    return c
+
+
+@kernel()
+def _block_sum(x, start, n):
+    """NumPy's sum of a block of at most 128 float64: eight accumulators, then the rest in order."""
+    if n < 8:
+        res = 0.0
+        for i in range(start, start + n):
+            res += x[i]
+        return res
+    r0, r1, r2, r3 = x[start], x[start + 1], x[start + 2], x[start + 3]
+    r4, r5, r6, r7 = x[start + 4], x[start + 5], x[start + 6], x[start + 7]
+    i = start + 8
+    stop = start + n - n % 8
+    while i < stop:
+        r0 += x[i]
+        r1 += x[i + 1]
+        r2 += x[i + 2]
+        r3 += x[i + 3]
+        r4 += x[i + 4]
+        r5 += x[i + 5]
+        r6 += x[i + 6]
+        r7 += x[i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < start + n:
+        res += x[i]
+        i += 1
+    return res
+
+
+@kernel()
+def _pairwise_sum(x, start, n):
+    """``x[start:start + n].sum()`` in NumPy's own order (its pairwise summation of float64).
+
+    Blocks of at most 128 (:func:`_block_sum`); longer runs split in halves
+    (cut at a multiple of 8) whose sums are added, as NumPy recurses; here
+    the recursion is an explicit stack (numba's cached builds of recursive
+    functions are fragile). A fused kernel that reports what NumPy used to
+    sum then gives the same bits, so the solver's decisions do not move.
+    Compiled without fast-math, which would reorder it.
+    """
+    if n <= 128:
+        return _block_sum(x, start, n)
+    depth = 64  # halves: far deeper than any array
+    starts = np.empty(depth, np.int64)
+    sizes = np.empty(depth, np.int64)
+    phase = np.zeros(depth, np.int64)  # 0: left half next, 1: right half next, 2: both summed
+    sums = np.empty(depth)
+    top, n_sums = 0, 0
+    starts[0], sizes[0] = start, n
+    while top >= 0:
+        s, k = starts[top], sizes[top]
+        if k <= 128:
+            sums[n_sums] = _block_sum(x, s, k)
+            n_sums += 1
+            top -= 1
+            continue
+        half = k // 2
+        half -= half % 8
+        if phase[top] == 0:
+            phase[top] = 1
+            top += 1
+            starts[top], sizes[top], phase[top] = s, half, 0
+        elif phase[top] == 1:
+            phase[top] = 2
+            top += 1
+            starts[top], sizes[top], phase[top] = s + half, k - half, 0
+        else:
+            sums[n_sums - 2] = sums[n_sums - 2] + sums[n_sums - 1]
+            n_sums -= 1
+            top -= 1
+    return sums[0]
+
+
+#: Statuses of :func:`base_sinkhorn_step`.
+STEP_TAKEN, STEP_FAR, STEP_UNSAFE = 0, 1, 2
+
+
+@parallel_kernel(fastmath=_LOOP_FLAGS)
+def base_sinkhorn_step(B, f, g, f0, g0, reg, max_drift, a, log_a, kappa, log_b, kappa_col, safe, n_chunks,
+                       rows, f_new, g_new):
+    """One whole Sinkhorn iteration on the stored base ``B = P(f0, g0)``: scalings, pass, checks, next potentials.
+
+    The fusion of :func:`centred_scalings`, :func:`scaled_sinkhorn` and the
+    O(n + m) work around them, so that none of it holds the GIL. With ``(u, v,
+    c)`` the centred scalings of ``(f, g)``:
+
+    - the numerator ``num_i = a_i`` (``kappa = 1``) or
+      ``exp(kappa log a_i + (kappa - 1)(f0_i / reg + c))`` (the damped update
+      of relaxed marginals, :meth:`snsot.solvers._dense.DensePlan.sinkhorn_step`);
+    - one read of ``B``: ``s = B v``, the plan's row sums ``rows = u s``, the new
+      row scaling ``u_new = num / s**kappa`` and the base's column sums
+      ``col = B^T u_new``;
+    - the step is safe when ``u_new <= 1/safe``, ``s**kappa >= safe`` and
+      ``safe <= col < inf`` everywhere (every sum divided by is a normal number);
+    - then ``f_new = f0 + reg (log u_new + c)`` and
+      ``g_new = kappa_col (g0 + reg (log b - log col - c))``.
+
+    Returns ``(status, c, row_error)``: :data:`STEP_TAKEN` (``rows``,
+    ``f_new``, ``g_new`` written), :data:`STEP_FAR` (``(f, g)`` beyond
+    ``max_drift`` of the base, or NaN: nothing written, ``c`` NaN) or
+    :data:`STEP_UNSAFE` (``rows`` written, the potentials not). ``row_error``
+    is ``sum_i |rows_i - a_i|`` (the exact marginals' row error; NaN unless
+    the pass ran).
+    """
+    n, m = B.shape
+    u = np.empty(n)
+    v = np.empty(m)
+    c = centred_scalings(f, g, f0, g0, reg, max_drift, u, v)
+    if c != c:
+        return STEP_FAR, c, np.nan
+    num = _sinkhorn_numerator(a, log_a, kappa, f0, reg, c)
+    u_new = np.empty(n)
+    part_col = np.zeros((n_chunks, m))
+    for k in prange(n_chunks):
+        pc = part_col[k]
+        for i in range(k * n // n_chunks, (k + 1) * n // n_chunks):
+            s = 0.0
+            for j in range(m):
+                s += B[i, j] * v[j]
+            rows[i] = u[i] * s
+            un = num[i] / s if kappa == 1.0 else num[i] / s ** kappa
+            u_new[i] = un
+            for j in range(m):
+                pc[j] += B[i, j] * un
+    col = _chunk_sum(part_col)
+    return _finish_sinkhorn_step(f0, g0, reg, c, a, num, log_b, kappa_col, safe, rows, u_new, col, f_new, g_new)
+
+
+@kernel()
+def _sinkhorn_numerator(a, log_a, kappa, f0, reg, c):
+    """``a`` (``kappa = 1``), else ``exp(kappa log a + (kappa - 1)(f0 / reg + c))``, rounded as NumPy would (no fast-math)."""
+    n = a.shape[0]
+    num = np.empty(n)
+    if kappa == 1.0:
+        num[:] = a
+    else:
+        for i in range(n):
+            num[i] = math.exp(kappa * log_a[i] + (kappa - 1.0) * (f0[i] / reg + c))
+    return num
+
+
+@kernel()
+def _finish_sinkhorn_step(f0, g0, reg, c, a, num, log_b, kappa_col, safe, rows, u_new, col, f_new, g_new):
+    """The O(n + m) tail of :func:`base_sinkhorn_step`: checks, row error, next potentials.
+
+    Compiled without fast-math: no fused multiply-add or reordering, so the
+    potentials round as NumPy's ``f0 + reg * (np.log(u_new) + c)`` does (the
+    solver's iterates are those of the unfused code, bit for bit).
+    """
+    n = rows.shape[0]
+    m = col.shape[0]
+    gaps = np.empty(n)
+    safe_step = True
+    for i in range(n):
+        gaps[i] = abs(rows[i] - a[i])
+        # written as "not (ok)" so that NaN fails the test
+        if not (u_new[i] <= 1.0 / safe and num[i] / u_new[i] >= safe):
+            safe_step = False
+    row_error = 0.0 + _pairwise_sum(gaps, 0, n)  # np.abs(rows - a).sum(), bit for bit
+    for j in range(m):
+        if not (col[j] >= safe and col[j] < np.inf):
+            safe_step = False
+    if not safe_step:
+        return STEP_UNSAFE, c, row_error
+    for i in range(n):
+        f_new[i] = f0[i] + reg * (math.log(u_new[i]) + c)
+    for j in range(m):
+        g_new[j] = g0[j] + reg * (log_b[j] - math.log(col[j]) - c)
+        if kappa_col != 1.0:
+            g_new[j] *= kappa_col
+    return STEP_TAKEN, c, row_error
+
+
+@parallel_kernel(fastmath=_LOOP_FLAGS)
+def dense_plan_sums(C, f, g, reg, n_chunks, P, row_sum):
+    """:func:`dense_plan` with the plan's row sums, column sums and cost ``<C, P>`` from the same pass.
+
+    Fills ``P`` and ``row_sum``; returns ``(col_sum, cost)``. The sums are
+    NumPy's ``P.sum(axis=1)`` and (one block) ``P.sum(axis=0)`` bit for bit;
+    the cost is ``<C, P>`` up to the order of its sum. The cost skips
+    entries with ``P_ij = 0`` exactly, so a forbidden pair (``C_ij = +inf``,
+    whose plan entry is 0) adds 0 instead of ``inf * 0 = NaN``; a NaN entry is
+    kept (and makes the cost NaN). Replaces four passes over ``n x m`` arrays
+    (the plan, two NumPy sums, a dot product) at the end of every solve.
+    """
+    n, m = C.shape
+    inv_reg = 1.0 / reg
+    part_col = np.zeros((n_chunks, m))
+    part_cost = np.zeros(n_chunks)
+    for k in prange(n_chunks):
+        pc = part_col[k]
+        cost = 0.0
+        for i in range(k * n // n_chunks, (k + 1) * n // n_chunks):
+            fi = f[i]
+            cs = 0.0
+            for j in range(m):
+                # the exponent exactly as dense_plan writes it (f + g cancel to far less than each
+                # when the potentials are large; a reordered sum would round differently)
+                p = fast_exp((fi + g[j] - C[i, j]) * inv_reg)
+                P[i, j] = p
+                pc[j] += p
+                if p != 0.0:
+                    cs += C[i, j] * p
+            # in NumPy's order (P.sum(axis=1) did this): the final marginal error decides `converged`
+            row_sum[i] = _pairwise_sum(P[i], 0, m)
+            cost += cs
+        part_cost[k] = cost
+    col = _chunk_sum(part_col)
+    total = 0.0
+    for k in range(n_chunks):  # block order: deterministic
+        total += part_cost[k]
+    return col, total

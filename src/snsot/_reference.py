@@ -108,3 +108,56 @@ def aggregate_columns(indptr, indices, data, m, strong):
             else:
                 labels[j], n_agg = n_agg, n_agg + 1
     return labels, n_agg
+
+
+def centred_scalings(f, g, f0, g0, reg, max_drift):
+    """``(u, v, c)`` of :func:`snsot._kernels.centred_scalings`, or None where it returns NaN."""
+    x = (f - f0) * (1.0 / reg)
+    y = (g - g0) * (1.0 / reg)
+    if x.size == 0 or y.size == 0:
+        return None
+    c = 0.5 * (x.max() + x.min())
+    x, y = x - c, y + c
+    drift = np.abs(x).max() + np.abs(y).max()
+    if not drift <= max_drift:  # also NaN
+        return None
+    return np.exp(x), np.exp(y), float(c)
+
+
+def base_sinkhorn_step(B, f, g, f0, g0, reg, max_drift, a, log_a, kappa, log_b, kappa_col, safe):
+    """:func:`snsot._kernels.base_sinkhorn_step` in numpy: ``(status, c, row_error, rows, f_new, g_new)``.
+
+    ``status`` is 0 (step taken), 1 (too far from the base: the rest None)
+    or 2 (unsafe sums: ``f_new``, ``g_new`` None).
+    """
+    sc = centred_scalings(f, g, f0, g0, reg, max_drift)
+    if sc is None:
+        return 1, np.nan, np.nan, None, None, None
+    u, v, c = sc
+    num = a if kappa == 1.0 else np.exp(kappa * log_a + (kappa - 1.0) * (f0 / reg + c))
+    s = B @ v
+    rows = u * s
+    u_new = num / s**kappa
+    col = B.T @ u_new
+    row_error = float(np.abs(rows - a).sum())
+    with np.errstate(invalid="ignore"):
+        safe_step = (u_new.max() <= 1.0 / safe and (num / u_new).min() >= safe and col.min() >= safe
+                     and np.isfinite(col).all())
+    if not safe_step:
+        return 2, c, row_error, rows, None, None
+    f_new = f0 + reg * (np.log(u_new) + c)
+    g_new = kappa_col * (g0 + reg * (log_b - np.log(col) - c))
+    return 0, c, row_error, rows, f_new, g_new
+
+
+def plan_cost(C, P):
+    """``<C, P>`` in float64, with ``+inf * 0 = 0`` on forbidden pairs (``C_ij = +inf``, where ``P_ij = 0``)."""
+    C = np.asarray(C, np.float64)
+    forbidden = np.isinf(C) & (P == 0)
+    return float(np.vdot(np.where(forbidden, 0.0, C), P))
+
+
+def dense_plan_sums(C, f, g, reg):
+    """``(P, row_sum, col_sum, cost)`` of :func:`snsot._kernels.dense_plan_sums`."""
+    P = plan(C, f, g, reg)
+    return P, P.sum(axis=1), P.sum(axis=0), plan_cost(C, P)

@@ -27,7 +27,7 @@ import numpy as np
 from .. import _kernels as K
 from ..problem import OTProblem
 from ._plan import WHOLE_PLAN, FinalPlan, Plan, PlanPoint, SinkhornStep, base_scalings
-from .linalg import OffDiagonal, SchurComplement
+from .linalg import CsrOffDiagonal, OffDiagonal, SchurComplement
 
 __all__ = ["DensePlan", "DenseOffDiagonal"]
 
@@ -57,7 +57,8 @@ class DensePlan(Plan):
 
     Implements :class:`~snsot.solvers._plan.Plan` with the kernels of
     :mod:`snsot._kernels`: a point near the base costs one read of ``B``
-    (:func:`~snsot._kernels.scaled_pass`, :func:`~snsot._kernels.scaled_sinkhorn`),
+    (:func:`~snsot._kernels.scaled_pass`, :func:`~snsot._kernels.base_sinkhorn_step`, one nogil call per
+    Sinkhorn iteration),
     a point far from it one exponential pass over ``C`` that also moves the
     base there (:func:`~snsot._kernels.plan_pass`).
     """
@@ -69,6 +70,7 @@ class DensePlan(Plan):
         #: The constant of the last :meth:`scalings` (units of reg): its ``u`` is
         #: ``exp((f - f0)/reg - shift)`` and its ``v`` is ``exp((g - g0)/reg + shift)``.
         self.shift = 0.0
+        self._rows = None  # the Sinkhorn pass's row sums (a buffer; read at once)
         self.n_chunks = K.default_chunks(problem.shape[0])
 
     # -- the interface -------------------------------------------------------
@@ -111,31 +113,38 @@ class DensePlan(Plan):
         update costs the same one read of ``B``.
         """
         p = self.problem
-        a, kappa = marginals.a, marginals.row_exponent
-        sc = self.scalings_at(f, g)
-        if sc is not None:
-            n = p.shape[0]
-            rows, u_new = np.empty(n), np.empty(n)
-            num = a if kappa == 1.0 else np.exp(kappa * marginals.log_a + (kappa - 1.0) * (self.f0 / p.reg + self.shift))
-            col = K.scaled_sinkhorn(self.B, sc[0], sc[1], num, self.n_chunks, rows, u_new, kappa)
-            if u_new.max() <= 1.0 / _SAFE and (num / u_new).min() >= _SAFE and col.min() >= _SAFE \
-                    and np.isfinite(col).all():
-                f0, g0, shift, reg, log_b = self.f0, self.g0, self.shift, p.reg, marginals.log_b
-                kappa_col = marginals.col_exponent
-
-                def advance():
-                    # u_new and col carry the factors exp(-shift) of the scalings' convention
-                    g_new = g0 + reg * (log_b - np.log(col) - shift)
-                    if kappa_col != 1.0:
-                        g_new *= kappa_col
-                    return f0 + reg * (np.log(u_new) + shift), g_new
-
-                return SinkhornStep(marginals.row_error(f, rows), advance)
+        status = K.STEP_FAR
+        if self.f0 is not None:
+            status, shift, error, f_new, g_new = self._base_step(f, g, marginals)
+        if status == K.STEP_FAR:
+            self.rebase(f, g)
+            if self.f0 is not None:  # else the plan at (f, g) is not finite
+                status, shift, error, f_new, g_new = self._base_step(f, g, marginals)
+        if status != K.STEP_FAR:
+            self.shift = shift
+        if status == K.STEP_TAKEN:
+            if not getattr(marginals, "fixed_row_target", False):  # the kernel's error is ||rows - a||_1
+                error = marginals.row_error(f, self._rows)
+            return SinkhornStep(error, lambda: (f_new, g_new))
+        kappa = marginals.row_exponent
         f_full = np.empty(p.shape[0])  # the undamped update: rows of P(f_full, g) equal a
         K.row_update(p.C, g, marginals.log_a, p.reg, f_full)
         f_new = f_full if kappa == 1.0 else kappa * f_full
         return SinkhornStep(marginals.sinkhorn_row_error(f, f_full),
                             lambda: (f_new, self.sinkhorn_cols(f_new, marginals)))
+
+    def _base_step(self, f, g, marginals):
+        """:func:`~snsot._kernels.base_sinkhorn_step` from the stored base: ``(status, shift, row_error, f_new, g_new)``."""
+        p = self.problem
+        n, m = p.shape
+        if self._rows is None or len(self._rows) != n:
+            self._rows = np.empty(n)
+        f_new, g_new = np.empty(n), np.empty(m)
+        status, shift, error = K.base_sinkhorn_step(
+            self.B, f, g, self.f0, self.g0, p.reg, K.BASE_DRIFT, marginals.a, marginals.log_a,
+            marginals.row_exponent, marginals.log_b, marginals.col_exponent, _SAFE, self.n_chunks,
+            self._rows, f_new, g_new)
+        return status, shift, error, f_new, g_new
 
     def new_point(self, quota: int) -> PlanPoint:
         n, m = self.problem.shape
@@ -167,20 +176,18 @@ class DensePlan(Plan):
             sc = self.scalings_at(point.f, point.g)
             return None if sc is None else DenseOffDiagonal(self.B, sc[0], sc[1], self.n_chunks)
         indptr, indices, data = K.compact_csr(point.counts, point.idx, point.val, tau)
-        from .linalg import CsrOffDiagonal
-
         return CsrOffDiagonal(indptr, indices, data, self.problem.shape)
 
     def final(self, f, g) -> FinalPlan:
-        """The plan computed afresh from ``C`` (one exponential pass), in the base's buffer, which is given up."""
+        """The plan computed afresh from ``C`` (one exponential pass, which also sums it and its cost), in the base's buffer, which is given up."""
         p = self.problem
         P, self.B = self.B, None
         self.f0 = self.g0 = None
         if P is None or P.shape != p.shape:
             P = np.empty(p.shape)
-        K.dense_plan(p.C, f, g, p.reg, P)
-        cost = plan_cost(p.C, P)
-        return FinalPlan(plan=P, row_sum=P.sum(axis=1), col_sum=P.sum(axis=0), cost=cost)
+        row_sum = np.empty(p.shape[0])
+        col_sum, cost = K.dense_plan_sums(p.C, f, g, p.reg, self.n_chunks, P, row_sum)
+        return FinalPlan(plan=P, row_sum=row_sum, col_sum=col_sum, cost=cost)
 
     # -- the stored base -----------------------------------------------------
     def scalings(self, f, g):
@@ -264,18 +271,3 @@ class _DenseSchur(SchurComplement):
         S = self.S
         return K.dense_schur_matvec(S.B, S.u, S.v, self.d_row, self.d_col, y, S.n_chunks)
 
-
-def plan_cost(C: np.ndarray, P: np.ndarray) -> float:
-    """``<C, P>`` in float64, with ``+inf * 0 = 0`` on forbidden pairs.
-
-    A ``+inf`` cost forbids a pair and the plan is exactly 0 there
-    (``exp(-inf) = 0``), but ``inf * 0`` is NaN in IEEE arithmetic; the
-    masked sum runs only when the plain one came out non-finite, so a
-    finite cost pays nothing for it.
-    """
-    cost = float(np.vdot(C, P)) if C.dtype == np.float64 else float(np.einsum("ij,ij->", C, P, dtype=np.float64))
-    if not np.isfinite(cost):
-        forbidden = np.isinf(C)
-        if forbidden.any() and not P[forbidden].any():
-            cost = float(np.einsum("ij,ij->", np.where(forbidden, 0.0, C), P, dtype=np.float64))
-    return cost

@@ -113,6 +113,9 @@ class KLMarginals(BalancedMarginals):
         ``reg`` and ``reg_m = (rho_1, rho_2)``.
     """
 
+    #: the row target ``a exp(-f / rho_1)`` depends on ``f``: plans must ask :meth:`row_error`
+    fixed_row_target = False
+
     def __init__(self, problem):
         super().__init__(problem)
         self.rho = (float(problem.reg_m[0]), float(problem.reg_m[1]))

@@ -41,9 +41,15 @@ class BalancedMarginals:
     row_exponent, col_exponent : float
         Exponent of the Sinkhorn update ``f <- exponent * (reg log a - softmin)``:
         1 for exact marginals (a relaxed penalty gives a value below 1).
+    fixed_row_target : bool
+        True: the row target is ``a`` itself, so a plan's fused Sinkhorn pass
+        may return ``||P 1 - a||_1`` instead of asking :meth:`row_error`
+        (a relaxed penalty's target depends on ``f``: False there).
     """
 
     row_exponent = col_exponent = 1.0
+    #: :meth:`row_error` is ``||row - a||_1`` whatever ``f``: a plan may measure it in its own pass.
+    fixed_row_target = True
 
     def __init__(self, problem):
         self.a, self.b = problem.a, problem.b
@@ -54,7 +60,8 @@ class BalancedMarginals:
 
     def dual(self, f, g, plan_total: float) -> float:
         """``D(f, g)`` given ``sum(P(f, g))``."""
-        return float(self.a @ f + self.b @ g - self.reg * plan_total)
+        # np.dot, not @: the same BLAS ddot (bit-identical) for a third less call overhead, once per iteration
+        return float(np.dot(self.a, f) + np.dot(self.b, g) - self.reg * plan_total)
 
     def dual_with_exact_cols(self, f, g) -> float:
         """``D(f, g)`` at a Sinkhorn iterate, whose columns are exact: ``sum(P) = sum(b)``."""
