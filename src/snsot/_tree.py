@@ -1,0 +1,252 @@
+r"""A compiled k-d tree over one point cloud, for the truncated support's pair search.
+
+The truncated support (:mod:`snsot.support`) needs, for every row ``i``, every
+column ``j`` with log-plan entry
+
+.. math::  e_{ij} = (f_i + g_j - C_{ij}) / \varepsilon > -t,
+    \qquad C_{ij} = |x_i - y_j|^p.
+
+With ``k_j = G - g_j >= 0`` (``G = max g``) and ``L_i = f_i + G + reg t`` this is
+``C_ij + k_j < L_i``: a branch-and-bound over a tree on the ``y_j``, where a
+node whose box lies at distance ``delta`` from ``x_i`` and whose smallest
+``k`` is ``kmin`` is skipped when ``delta^p + kmin >= L_i`` (for the squared
+cost this is the fixed-radius query in the lifted space ``(y_j, sqrt(k_j))``,
+without building it). The tree's shape depends only on the points, so it is
+built once per cloud and reused for every truncation; ``kmin`` is recomputed
+per truncation in one O(m) pass.
+
+The tree is balanced and implicit: node ``k`` has children ``2k+1`` and
+``2k+2``, every leaf sits at depth ``depth`` and holds ``leaf_size / 2`` to
+``leaf_size`` points, split at the median of the box's widest side. Each row
+is an independent query (a parallel loop, no write conflicts); a first pass
+counts the pairs per row (so the caller can refuse a support that would not
+fit before allocating it), a second writes them in CSR order, columns
+increasing within a row, with their cost and log-plan entry.
+
+:func:`pairs_reference` is the plain-numpy twin (all ``n m`` pairs, for the
+tests).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import prange
+
+from ._kernels import kernel, parallel_kernel
+
+__all__ = ["ColumnTree", "pairs_reference"]
+
+#: Points per leaf (at most).
+LEAF_SIZE = 16
+
+# Relative room in the pruning test: a node is skipped only when its lower
+# bound exceeds the level by more than rounding could explain, so no pair that
+# the exact test ``e_ij > -t`` accepts is ever skipped.
+_PRUNE_SLACK = 1e-12
+
+
+@kernel()
+def _build(points, depth):
+    """``(perm, box_lo, box_hi, node_lo, node_hi)`` of the implicit median-split tree."""
+    m, d = points.shape
+    n_nodes = 2 ** (depth + 1) - 1
+    perm = np.arange(m)
+    node_lo = np.zeros(n_nodes, dtype=np.int64)
+    node_hi = np.zeros(n_nodes, dtype=np.int64)
+    node_hi[0] = m
+    for k in range(2 ** depth - 1):  # parents before children
+        lo, hi = node_lo[k], node_hi[k]
+        best, dim = -1.0, 0
+        for c in range(d):
+            mn, mx = np.inf, -np.inf
+            for t in range(lo, hi):
+                v = points[perm[t], c]
+                mn = min(mn, v)
+                mx = max(mx, v)
+            if mx - mn > best:
+                best, dim = mx - mn, c
+        seg = perm[lo:hi].copy()
+        order = np.argsort(points[seg, dim])
+        perm[lo:hi] = seg[order]
+        mid = (lo + hi) // 2
+        node_lo[2 * k + 1], node_hi[2 * k + 1] = lo, mid
+        node_lo[2 * k + 2], node_hi[2 * k + 2] = mid, hi
+    box_lo = np.empty((n_nodes, d))
+    box_hi = np.empty((n_nodes, d))
+    first_leaf = 2 ** depth - 1
+    for k in range(n_nodes - 1, -1, -1):  # children before parents
+        if k >= first_leaf:
+            for c in range(d):
+                mn, mx = np.inf, -np.inf
+                for t in range(node_lo[k], node_hi[k]):
+                    v = points[perm[t], c]
+                    mn = min(mn, v)
+                    mx = max(mx, v)
+                box_lo[k, c], box_hi[k, c] = mn, mx
+        else:
+            for c in range(d):
+                box_lo[k, c] = min(box_lo[2 * k + 1, c], box_lo[2 * k + 2, c])
+                box_hi[k, c] = max(box_hi[2 * k + 1, c], box_hi[2 * k + 2, c])
+    return perm, box_lo, box_hi, node_lo, node_hi
+
+
+@kernel()
+def _node_min(values, node_lo, node_hi, depth):
+    """Smallest of ``values`` (given in tree order) under every node (``inf`` if none)."""
+    n_nodes = node_lo.shape[0]
+    first_leaf = 2 ** depth - 1
+    out = np.empty(n_nodes)
+    for k in range(n_nodes - 1, -1, -1):
+        if k >= first_leaf:
+            mn = np.inf
+            for t in range(node_lo[k], node_hi[k]):
+                mn = min(mn, values[t])
+            out[k] = mn
+        else:
+            out[k] = min(out[2 * k + 1], out[2 * k + 2])
+    return out
+
+
+@parallel_kernel()
+def _search(x, f, G, reg, t, p, points, g, perm, box_lo, box_hi, node_lo, node_hi, kmin, depth,
+            indptr, fill, cols, cost, logp):
+    """Count (``fill`` False: into ``indptr[1:]``) or write (``fill`` True) the pairs with ``e_ij > -t``.
+
+    ``points``, ``g`` are in tree order (``perm`` maps back to column indices);
+    rows with ``f_i = -inf`` get no pairs. When writing, row ``i``'s pairs go to
+    ``cols/cost/logp[indptr[i]:indptr[i+1]]``, sorted by column.
+    """
+    n, d = x.shape
+    first_leaf = 2 ** depth - 1
+    level_shift = G + reg * t
+    for i in prange(n):
+        fi = f[i]
+        level = fi + level_shift
+        if not (level > 0.0) or not math.isfinite(fi):
+            if not fill:
+                indptr[i + 1] = 0
+            continue
+        prune = level + _PRUNE_SLACK * (abs(level) + abs(fi) + abs(G))
+        stack = np.empty(depth + 2, dtype=np.int64)
+        stack[0] = 0
+        top = 1
+        found = 0
+        start = indptr[i] if fill else 0
+        while top > 0:
+            top -= 1
+            node = stack[top]
+            d2 = 0.0
+            for c in range(d):
+                v = x[i, c]
+                if v < box_lo[node, c]:
+                    d2 += (box_lo[node, c] - v) ** 2
+                elif v > box_hi[node, c]:
+                    d2 += (v - box_hi[node, c]) ** 2
+            bound = d2 if p == 2.0 else (math.sqrt(d2) if p == 1.0 else d2 ** (0.5 * p))
+            if bound + kmin[node] > prune:
+                continue
+            if node < first_leaf:
+                stack[top] = 2 * node + 2
+                stack[top + 1] = 2 * node + 1
+                top += 2
+                continue
+            for s in range(node_lo[node], node_hi[node]):
+                gs = g[s]
+                if not math.isfinite(gs):
+                    continue
+                d2 = 0.0
+                for c in range(d):
+                    d2 += (x[i, c] - points[s, c]) ** 2
+                cij = d2 if p == 2.0 else (math.sqrt(d2) if p == 1.0 else d2 ** (0.5 * p))
+                e = (fi + gs - cij) / reg
+                if e > -t:
+                    if fill:
+                        cols[start + found] = perm[s]
+                        cost[start + found] = cij
+                        logp[start + found] = e
+                    found += 1
+        if fill:
+            if found > 1:  # columns increasing within the row (CSR canonical order)
+                lo = start
+                hi = start + found
+                order = np.argsort(cols[lo:hi])
+                cols[lo:hi] = cols[lo:hi][order]
+                cost[lo:hi] = cost[lo:hi][order]
+                logp[lo:hi] = logp[lo:hi][order]
+        else:
+            indptr[i + 1] = found
+
+
+class ColumnTree:
+    """A k-d tree over the columns' points ``y`` (built once, queried at any potentials).
+
+    Parameters
+    ----------
+    y : ndarray, shape (m, d)
+    leaf_size : int
+    """
+
+    def __init__(self, y, leaf_size: int = LEAF_SIZE):
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        m = y.shape[0]
+        self.depth = max(0, math.ceil(math.log2(max(m, 1) / leaf_size))) if m else 0
+        self.perm, self.box_lo, self.box_hi, self.node_lo, self.node_hi = _build(y, self.depth)
+        self.points = np.ascontiguousarray(y[self.perm])
+
+    def pairs(self, x, f, g, reg, t, p, max_nnz=None):
+        """Every pair with ``e_ij = (f_i + g_j - |x_i - y_j|^p) / reg > -t``.
+
+        Returns
+        -------
+        indptr : ndarray of int64, shape (n + 1,)
+        cols : ndarray of int64
+            Columns, increasing within each row.
+        cost, logp : ndarray of float64
+            ``C_ij`` and ``e_ij`` of each pair.
+
+        Raises
+        ------
+        OverflowError
+            With the pair count as its argument, when it exceeds ``max_nnz``
+            (found by the counting pass, before anything is allocated).
+        """
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        f = np.ascontiguousarray(f, dtype=np.float64)
+        g = np.asarray(g, dtype=np.float64)
+        n = x.shape[0]
+        g_tree = np.ascontiguousarray(g[self.perm])
+        live = np.isfinite(g_tree)
+        G = float(g_tree[live].max()) if live.any() else 0.0
+        k = np.where(live, G - g_tree, np.inf)
+        kmin = _node_min(k, self.node_lo, self.node_hi, self.depth)
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        args = (x, f, G, float(reg), float(t), float(p), self.points, g_tree, self.perm, self.box_lo,
+                self.box_hi, self.node_lo, self.node_hi, kmin, self.depth, indptr)
+        empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0)
+        if not live.any():
+            return indptr, empty_i, empty_f, empty_f
+        _search(*args, False, empty_i, empty_f, empty_f)
+        np.cumsum(indptr, out=indptr)
+        nnz = int(indptr[-1])
+        if max_nnz is not None and nnz > max_nnz:
+            raise OverflowError(nnz)
+        cols = np.empty(nnz, dtype=np.int64)
+        cost = np.empty(nnz)
+        logp = np.empty(nnz)
+        _search(*args, True, cols, cost, logp)
+        return indptr, cols, cost, logp
+
+
+def pairs_reference(x, y, f, g, reg, t, p):
+    """Numpy twin of :meth:`ColumnTree.pairs` (all ``n m`` pairs, small problems only)."""
+    d2 = ((x[:, None, :] - y[None, :, :]) ** 2).sum(-1)
+    C = d2 if p == 2.0 else (np.sqrt(d2) if p == 1.0 else d2 ** (0.5 * p))
+    with np.errstate(invalid="ignore"):
+        E = (f[:, None] + g[None, :] - C) / reg
+    keep = E > -t  # NaN (from -inf - -inf) and -inf are never kept
+    rows, cols = np.nonzero(keep)
+    indptr = np.zeros(x.shape[0] + 1, dtype=np.int64)
+    np.cumsum(keep.sum(axis=1), out=indptr[1:])
+    return indptr, cols.astype(np.int64), C[rows, cols], E[rows, cols]
