@@ -20,8 +20,10 @@ The tree is balanced and implicit: node ``k`` has children ``2k+1`` and
 ``leaf_size`` points, split at the median of the box's widest side. Each row
 is an independent query (a parallel loop, no write conflicts); a first pass
 counts the pairs per row (so the caller can refuse a support that would not
-fit before allocating it), a second writes them in CSR order, columns
-increasing within a row, with their cost and log-plan entry.
+fit before allocating it), a second writes them in CSR order with their cost
+and log-plan entry. Within a row the columns come in tree order (nearby points
+together), not sorted: a valid CSR layout that no kernel here depends on, and
+sorting them cost a third of the search.
 
 :func:`pairs_reference` is the plain-numpy twin (all ``n m`` pairs, for the
 tests).
@@ -73,9 +75,9 @@ def _build(points, depth):
         mid = (lo + hi) // 2
         node_lo[2 * k + 1], node_hi[2 * k + 1] = lo, mid
         node_lo[2 * k + 2], node_hi[2 * k + 2] = mid, hi
+    first_leaf = 2 ** depth - 1
     box_lo = np.empty((n_nodes, d))
     box_hi = np.empty((n_nodes, d))
-    first_leaf = 2 ** depth - 1
     for k in range(n_nodes - 1, -1, -1):  # children before parents
         if k >= first_leaf:
             for c in range(d):
@@ -110,13 +112,55 @@ def _node_min(values, node_lo, node_hi, depth):
 
 
 @parallel_kernel()
-def _search(x, f, G, reg, t, p, points, g, perm, box_lo, box_hi, node_lo, node_hi, kmin, depth,
-            indptr, fill, cols, cost, logp):
+def _node_planes(points, k, node_lo, node_hi, box_lo, box_hi, slope, offset):
+    """Per node, a slope ``s`` (per-axis least squares of ``k`` on ``y - c``, ``c`` the box
+    centre) and ``offset = min_j (k_j - s . (y_j - c))`` over its points of finite ``k``.
+
+    Any slope gives a valid lower bound ``k_j >= offset + s . (y_j - c)``; the fit
+    only makes it tight (``offset`` then misses ``k`` by the curvature over the box,
+    a second-order term, instead of the first-order ``|grad k| * width``).
+    """
+    n_nodes, d = box_lo.shape
+    for node in prange(n_nodes):
+        lo, hi = node_lo[node], node_hi[node]
+        kbar, count = 0.0, 0
+        for t in range(lo, hi):
+            if math.isfinite(k[t]):
+                kbar += k[t]
+                count += 1
+        if count == 0:
+            offset[node] = np.inf
+            for c in range(d):
+                slope[node, c] = 0.0
+            continue
+        kbar /= count
+        for c in range(d):
+            centre = 0.5 * (box_lo[node, c] + box_hi[node, c])
+            num, den = 0.0, 0.0
+            for t in range(lo, hi):
+                if math.isfinite(k[t]):
+                    u = points[t, c] - centre
+                    num += u * (k[t] - kbar)
+                    den += u * u
+            slope[node, c] = num / den if den > 0.0 else 0.0
+        mn = np.inf
+        for t in range(lo, hi):
+            if math.isfinite(k[t]):
+                v = k[t]
+                for c in range(d):
+                    v -= slope[node, c] * (points[t, c] - 0.5 * (box_lo[node, c] + box_hi[node, c]))
+                mn = min(mn, v)
+        offset[node] = mn
+
+
+@parallel_kernel()
+def _search(x, f, G, reg, t, p, points, g, perm, box_lo, box_hi, node_lo, node_hi, kmin, slope, offset,
+            depth, indptr, fill, cols, cost, logp):
     """Count (``fill`` False: into ``indptr[1:]``) or write (``fill`` True) the pairs with ``e_ij > -t``.
 
     ``points``, ``g`` are in tree order (``perm`` maps back to column indices);
     rows with ``f_i = -inf`` get no pairs. When writing, row ``i``'s pairs go to
-    ``cols/cost/logp[indptr[i]:indptr[i+1]]``, sorted by column.
+    ``cols/cost/logp[indptr[i]:indptr[i+1]]``, in tree order.
     """
     n, d = x.shape
     first_leaf = 2 ** depth - 1
@@ -145,7 +189,20 @@ def _search(x, f, G, reg, t, p, points, g, perm, box_lo, box_hi, node_lo, node_h
                 elif v > box_hi[node, c]:
                     d2 += (v - box_hi[node, c]) ** 2
             bound = d2 if p == 2.0 else (math.sqrt(d2) if p == 1.0 else d2 ** (0.5 * p))
-            if bound + kmin[node] > prune:
+            bound += kmin[node]
+            if p == 2.0 and bound <= prune:
+                # Tilted bound: with u = y - c and k >= offset + s.u on the node,
+                # |x - y|^2 + k >= |x - c|^2 + offset + sum_c min_u (v_c u + u^2),
+                # v = s - 2 (x - c), each term minimised exactly over the box's side.
+                tilt = offset[node]
+                for c in range(d):
+                    centre = 0.5 * (box_lo[node, c] + box_hi[node, c])
+                    w = x[i, c] - centre
+                    v = slope[node, c] - 2.0 * w
+                    u = min(max(-0.5 * v, box_lo[node, c] - centre), box_hi[node, c] - centre)
+                    tilt += w * w + v * u + u * u
+                bound = max(bound, tilt)
+            if bound > prune:
                 continue
             if node < first_leaf:
                 stack[top] = 2 * node + 2
@@ -167,15 +224,7 @@ def _search(x, f, G, reg, t, p, points, g, perm, box_lo, box_hi, node_lo, node_h
                         cost[start + found] = cij
                         logp[start + found] = e
                     found += 1
-        if fill:
-            if found > 1:  # columns increasing within the row (CSR canonical order)
-                lo = start
-                hi = start + found
-                order = np.argsort(cols[lo:hi])
-                cols[lo:hi] = cols[lo:hi][order]
-                cost[lo:hi] = cost[lo:hi][order]
-                logp[lo:hi] = logp[lo:hi][order]
-        else:
+        if not fill:
             indptr[i + 1] = found
 
 
@@ -202,7 +251,7 @@ class ColumnTree:
         -------
         indptr : ndarray of int64, shape (n + 1,)
         cols : ndarray of int64
-            Columns, increasing within each row.
+            Columns, in tree order within each row (not sorted).
         cost, logp : ndarray of float64
             ``C_ij`` and ``e_ij`` of each pair.
 
@@ -221,9 +270,13 @@ class ColumnTree:
         G = float(g_tree[live].max()) if live.any() else 0.0
         k = np.where(live, G - g_tree, np.inf)
         kmin = _node_min(k, self.node_lo, self.node_hi, self.depth)
+        n_nodes, d = self.box_lo.shape
+        slope, offset = np.zeros((n_nodes, d)), np.full(n_nodes, np.inf)
+        if p == 2.0:
+            _node_planes(self.points, k, self.node_lo, self.node_hi, self.box_lo, self.box_hi, slope, offset)
         indptr = np.zeros(n + 1, dtype=np.int64)
         args = (x, f, G, float(reg), float(t), float(p), self.points, g_tree, self.perm, self.box_lo,
-                self.box_hi, self.node_lo, self.node_hi, kmin, self.depth, indptr)
+                self.box_hi, self.node_lo, self.node_hi, kmin, slope, offset, self.depth, indptr)
         empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0)
         if not live.any():
             return indptr, empty_i, empty_f, empty_f
@@ -246,7 +299,7 @@ def pairs_reference(x, y, f, g, reg, t, p):
     with np.errstate(invalid="ignore"):
         E = (f[:, None] + g[None, :] - C) / reg
     keep = E > -t  # NaN (from -inf - -inf) and -inf are never kept
-    rows, cols = np.nonzero(keep)
+    rows, cols = np.nonzero(keep)  # sorted within rows; the tree's order differs
     indptr = np.zeros(x.shape[0] + 1, dtype=np.int64)
     np.cumsum(keep.sum(axis=1), out=indptr[1:])
     return indptr, cols.astype(np.int64), C[rows, cols], E[rows, cols]

@@ -76,7 +76,8 @@ class Support:
     ----------
     indptr, indices, cost : ndarray
         CSR arrays: row ``i``'s pairs are ``indices[indptr[i]:indptr[i+1]]``
-        (increasing) with costs ``cost[...]``.
+        with costs ``cost[...]``, no pair twice; increasing for a user-given
+        support, in the tree's (spatial) order for a truncated one.
     shape : tuple
         ``(n, m)``.
     row_bound : ndarray or None
