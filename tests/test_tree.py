@@ -80,3 +80,34 @@ def test_single_point_and_no_live_column():
     np.testing.assert_array_equal(got[0], np.arange(6))
     got = ColumnTree(y).pairs(x, f, np.full(1, -np.inf), 1.0, 50.0, 2.0)
     assert got[0][-1] == 0 and got[1].size == 0
+
+
+@pytest.mark.parametrize("n_drop", [0, 1, 300, 2000, 10**6])
+def test_dropping_the_light_pairs_matches_the_numpy_twin(n_drop):
+    from snsot._tree import drop_light, drop_light_reference, light_histogram
+
+    rng = np.random.default_rng(n_drop)
+    n = 300
+    counts = rng.integers(0, 40, n)
+    counts[:5] = 0  # empty rows
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    nnz = int(indptr[-1])
+    t_max, width, log_cap = 50.0, 1.0 / 256.0, -20.0
+    logp = rng.uniform(-t_max + 1e-9, 0.0, nnz)
+    logp[:50] = -t_max + 1e-12  # at the bottom edge, where exp underflows nothing but is tiny
+    cols = rng.integers(0, 1000, nnz)
+    cost = rng.random(nnz)
+    n_bins = int(np.ceil((log_cap + t_max) / width)) + 1
+    got = drop_light(indptr, cols, cost, logp, t_max, width, log_cap, n_drop)
+    want = drop_light_reference(indptr, cols, cost, logp, t_max, width, log_cap, n_drop)
+    for u, v in zip(got[:3], want[:3]):
+        np.testing.assert_array_equal(u, v)
+    np.testing.assert_allclose(got[3], want[3], rtol=1e-13, atol=0)
+    light = logp <= log_cap
+    bins = np.floor((logp[light] + t_max) / width).astype(np.int64)
+    np.testing.assert_allclose(light_histogram(logp, t_max, width, log_cap, n_bins),
+                               np.bincount(bins, weights=np.exp(logp[light]), minlength=n_bins),
+                               rtol=1e-13, atol=0)
+    # what is dropped is light, and everything kept is either heavy or above the cut
+    assert got[0][-1] == nnz - int((light & (np.floor((logp + t_max) / width) < n_drop)).sum())

@@ -38,7 +38,7 @@ from numba import prange
 
 from ._kernels import kernel, parallel_kernel
 
-__all__ = ["ColumnTree", "pairs_reference"]
+__all__ = ["ColumnTree", "pairs_reference", "light_histogram", "drop_light", "drop_light_reference"]
 
 #: Points per leaf (at most).
 LEAF_SIZE = 16
@@ -290,6 +290,81 @@ class ColumnTree:
         logp = np.empty(nnz)
         _search(*args, True, cols, cost, logp)
         return indptr, cols, cost, logp
+
+
+# ---------------------------------------------------------------------------
+# After the search: drop the lightest pairs (see snsot.support.truncate)
+# ---------------------------------------------------------------------------
+
+
+@kernel()
+def light_histogram(logp, t_max, width, log_cap, n_bins):
+    """Plan mass ``sum exp(e)`` of the pairs with ``e <= log_cap`` in bins of ``e``:
+    bin ``floor((e + t_max) / width)`` (clipped to ``[0, n_bins)``)."""
+    out = np.zeros(n_bins)
+    for s in range(logp.shape[0]):
+        e = logp[s]
+        if e <= log_cap:
+            b = min(max(int((e + t_max) / width), 0), n_bins - 1)
+            out[b] += math.exp(e)
+    return out
+
+
+@parallel_kernel()
+def _count_kept(indptr, logp, t_max, width, log_cap, n_drop, kept, dropped_mass):
+    n = indptr.shape[0] - 1
+    for i in prange(n):
+        count, mass = 0, 0.0
+        for s in range(indptr[i], indptr[i + 1]):
+            e = logp[s]
+            if e <= log_cap and int((e + t_max) / width) < n_drop:
+                mass += math.exp(e)
+            else:
+                count += 1
+        kept[i + 1] = count
+        dropped_mass[i] = mass
+
+
+@parallel_kernel()
+def _copy_kept(indptr, logp, cols, cost, t_max, width, log_cap, n_drop, new_indptr, new_cols, new_cost):
+    n = indptr.shape[0] - 1
+    for i in prange(n):
+        out = new_indptr[i]
+        for s in range(indptr[i], indptr[i + 1]):
+            e = logp[s]
+            if not (e <= log_cap and int((e + t_max) / width) < n_drop):
+                new_cols[out] = cols[s]
+                new_cost[out] = cost[s]
+                out += 1
+
+
+def drop_light(indptr, cols, cost, logp, t_max, width, log_cap, n_drop):
+    """Remove the pairs with ``e <= log_cap`` in the first ``n_drop`` bins of :func:`light_histogram`.
+
+    Returns ``(indptr, cols, cost, dropped_mass)``, the last per row.
+    """
+    n = indptr.size - 1
+    kept = np.zeros(n + 1, dtype=np.int64)
+    dropped_mass = np.zeros(n)
+    _count_kept(indptr, logp, t_max, width, log_cap, n_drop, kept, dropped_mass)
+    np.cumsum(kept, out=kept)
+    new_cols = np.empty(int(kept[-1]), dtype=cols.dtype)
+    new_cost = np.empty(int(kept[-1]))
+    _copy_kept(indptr, logp, cols, cost, t_max, width, log_cap, n_drop, kept, new_cols, new_cost)
+    return kept, new_cols, new_cost, dropped_mass
+
+
+def drop_light_reference(indptr, cols, cost, logp, t_max, width, log_cap, n_drop):
+    """Numpy twin of :func:`drop_light` (and, through ``np.bincount``, of :func:`light_histogram`)."""
+    n = indptr.size - 1
+    with np.errstate(invalid="ignore"):
+        bins = np.floor((logp + t_max) / width)
+    drop = (logp <= log_cap) & (bins < n_drop)
+    rows = np.repeat(np.arange(n), np.diff(indptr))
+    dropped_mass = np.bincount(rows[drop], weights=np.exp(logp[drop]), minlength=n)
+    kept = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows[~drop], minlength=n), out=kept[1:])
+    return kept, cols[~drop], cost[~drop], dropped_mass
 
 
 def pairs_reference(x, y, f, g, reg, t, p):

@@ -57,6 +57,7 @@ import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
 from . import _sparse_kernels as SK
+from ._tree import drop_light, light_histogram
 from .geometry import PointCloud
 
 __all__ = ["Support", "from_sparse_cost", "truncate", "BYTES_PER_ENTRY"]
@@ -284,28 +285,17 @@ def truncate(cloud: PointCloud, f0, g0, reg, max_outside, max_nnz=int(2e8)) -> S
     # sorting those, bin them by e (width 1/256) and drop whole bins in order: the
     # same cut as a sort up to one bin (a few pairs kept that could go), O(nnz).
     budget = max_outside - float(tail.sum())
-    log_cap = math.log(max_outside) if max_outside > 0 else -math.inf
+    log_cap = math.log(max_outside)
     width = 1.0 / 256.0
     n_bins = max(int(math.ceil((log_cap + t_max) / width)) + 1, 1)
-    light = np.flatnonzero(e <= log_cap)
-    drop = np.zeros(e.size, dtype=bool)
-    theta = t_max
-    if light.size and budget > 0:
-        bins = np.clip(((e[light] + t_max) / width).astype(np.int64), 0, n_bins - 1)
-        with np.errstate(over="ignore"):
-            dropped_mass = np.cumsum(np.bincount(bins, weights=np.exp(e[light]), minlength=n_bins))
-        k = int(np.searchsorted(dropped_mass, budget, side="right"))
-        if k:
-            drop[light[bins < k]] = True
-            theta = t_max - k * width
-    row_of = np.repeat(np.arange(n), found_per_row)
-    R = tail + np.bincount(row_of[drop], weights=np.exp(e[drop]), minlength=n)
-    keep = ~drop
-    kept_before = np.zeros(e.size + 1, dtype=np.int64)
-    np.cumsum(keep, out=kept_before[1:])
-    indptr = kept_before[indptr]
-    cols, cost = cols[keep], cost[keep]
-    del row_of, e, keep, drop
+    n_drop = 0
+    if budget > 0:
+        dropped_mass = np.cumsum(light_histogram(e, t_max, width, log_cap, n_bins))
+        n_drop = int(np.searchsorted(dropped_mass, budget, side="right"))
+    theta = t_max - n_drop * width
+    indptr, cols, cost, dropped = drop_light(indptr, cols, cost, e, t_max, width, log_cap, n_drop)
+    R = tail + dropped
+    del e
     if indptr[-1] > max_nnz:
         refuse(int(indptr[-1]), "")
     # Guard partners for live rows and columns left empty (they may lie below -theta:
