@@ -330,7 +330,7 @@ def _max_partners(support) -> int:
 
 def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, callback=None,
                      outside_fraction=0.01, max_nnz=None, n_coarse=1024, eps_factor=4.0,
-                     start_partners=400, n_threads=None, **options):
+                     start_partners=400, stage_tol=1e-3, n_threads=None, **options):
     """SNS between two point clouds on an adaptively truncated sparse support.
 
     See the module docstring for the algorithm. ``tol`` is relative to the
@@ -354,6 +354,9 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
     start_partners : int
         Pairs per cluster each level of the hierarchy aims at (the clusters'
         width follows from it, :func:`_cluster_width`).
+    stage_tol : float
+        Marginal error (relative to the mass) each scale before the last is
+        solved to: a warm start for the next, not an answer.
     Other options are passed to :func:`~snsot.solvers.sns.solve_sns`.
     """
     from .. import solve
@@ -368,6 +371,7 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
     tol_abs = tol * mass
     p, d = cloud.p, cloud.dim
     max_nnz = _default_max_nnz() if max_nnz is None else int(max_nnz)
+    stage_tol_rel = float(stage_tol)
 
     # Refuse early, before any solve, when the final support would not fit.
     estimate = estimate_support(sub, b_s, reg)
@@ -446,7 +450,7 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
             support = None  # another clustering: its support is built afresh
         level = new
         r_prev = r
-        stage_tol = tol_abs if last else max(tol_abs, 1e-3 * mass)
+        stage_tol = tol_abs if last else max(tol_abs, stage_tol_rel * mass)
         target = outside_fraction * stage_tol
         refreshes = 0
         if support is not None:
@@ -455,7 +459,7 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
             # sees potentials of this reg, not the carried ones.
             problem = SupportProblem(support, level.A, level.B, r)
             with thread_limit(support.nnz, n_threads):
-                pre = solve_sns(problem, tol=max(stage_tol, 1e-3 * mass),
+                pre = solve_sns(problem, tol=max(stage_tol, stage_tol_rel * mass),
                                 max_iter=max(min(_SETTLE_ITER, max_iter - used), 1), init=(f, g), callback=callback,
                                 _plan=SparsePlan(problem), eps_scaling=False, **options)
             parts.append((pre.history, t_stage - t_start, r))
@@ -485,6 +489,10 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
             bound = support.outside_mass(f, g)
             # converged already counts twice the bound at the final potentials (finalize)
             if res.converged or used >= max_iter or res.status == "callback":
+                break
+            # Stalled at round-off with the outside mass within its target: a new support
+            # would hold the same pairs and stall again (the refresh cannot help).
+            if res.status == "floor" and bound <= target:
                 break
         plan = res.plan
         done = counts - stage_counts
