@@ -214,7 +214,12 @@ class _Level:
 def _grid_clusters(points, weights, width, origin):
     """Cells of a grid of side ``width`` (same origin for both clouds): ``(labels, centres, masses)``."""
     cell = np.floor((points - origin) / width).astype(np.int64)
-    _, labels = np.unique(cell, axis=0, return_inverse=True)
+    span = cell.max(axis=0) + 1
+    if float(np.prod(span.astype(np.float64))) < 2.0**62:
+        # One integer key per cell: a 1-D unique is ~10x faster than np.unique(axis=0)'s row sort.
+        _, labels = np.unique(np.ravel_multi_index(cell.T, span), return_inverse=True)
+    else:
+        _, labels = np.unique(cell, axis=0, return_inverse=True)
     labels = labels.ravel()
     mass = np.bincount(labels, weights=weights)
     d = points.shape[1]
