@@ -38,15 +38,18 @@ SCHEDULES = {
 }
 
 
-def timed_truncate():
-    """Wrap the truncation the solver calls; returns (calls, seconds) lists filled as it runs."""
+def timed_truncate(start):
+    """Wrap the truncation the solver calls; returns the list of seconds it fills as it runs
+    (and prints one line per call, so a run stopped by a timeout still shows how far it got)."""
     spent = []
     inner = PC.truncate
 
-    def truncate(*args, **kwargs):
+    def truncate(cloud, f, g, reg, *args, **kwargs):
         t = time.perf_counter()
-        out = inner(*args, **kwargs)
+        out = inner(cloud, f, g, reg, *args, **kwargs)
         spent.append(time.perf_counter() - t)
+        print(f"  [{t - start:7.1f} s] truncate reg={reg:.3g} {cloud.shape[0]}x{cloud.shape[1]}: "
+              f"{out.nnz} pairs ({out.nnz / cloud.shape[0]:.1f}/point) in {spent[-1]:.2f} s", flush=True)
         return out
 
     PC.truncate = truncate
@@ -54,7 +57,7 @@ def timed_truncate():
 
 
 def one_solve(x, y, reg, tol, profile):
-    spent = timed_truncate()
+    spent = timed_truncate(time.perf_counter())
     if profile:
         import cProfile
         import pstats

@@ -111,3 +111,24 @@ def test_dropping_the_light_pairs_matches_the_numpy_twin(n_drop):
                                rtol=1e-13, atol=0)
     # what is dropped is light, and everything kept is either heavy or above the cut
     assert got[0][-1] == nnz - int((light & (np.floor((logp + t_max) / width) < n_drop)).sum())
+
+
+@pytest.mark.parametrize("jitter", [0.0, 1e-13])
+def test_degenerate_boxes_and_steep_potentials_lose_no_pair(jitter):
+    # Points on a line (a box of zero width across it: no slope there) or a hair off it
+    # (a huge fitted slope), with g spanning 100 units and f placing the levels just
+    # above 0: the pruning bound's rounding must never skip a pair the exact test keeps.
+    rng = np.random.default_rng(9)
+    m, n = 120, 90
+    y = np.zeros((m, 2))
+    y[:, 0] = rng.random(m)
+    y[:, 1] = 0.5 + jitter * rng.normal(size=m)
+    g = 100.0 * rng.random(m)
+    x = rng.random((n, 2))
+    f = -g.max() + rng.random(n) * 1e-3
+    tree = ColumnTree(y, leaf_size=4)
+    for t in (1.0, 30.0):
+        got = canonical(*tree.pairs(x, f, g, 1e-3, t, 2.0))
+        want = pairs_reference(x, y, f, g, 1e-3, t, 2.0)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])

@@ -143,14 +143,18 @@ def _node_planes(points, k, node_lo, node_hi, box_lo, box_hi, slope, offset):
                     num += u * (k[t] - kbar)
                     den += u * u
             slope[node, c] = num / den if den > 0.0 else 0.0
-        mn = np.inf
+        mn, mag = np.inf, 0.0
         for t in range(lo, hi):
             if math.isfinite(k[t]):
-                v = k[t]
+                v, size = k[t], abs(k[t])
                 for c in range(d):
-                    v -= slope[node, c] * (points[t, c] - 0.5 * (box_lo[node, c] + box_hi[node, c]))
+                    su = slope[node, c] * (points[t, c] - 0.5 * (box_lo[node, c] + box_hi[node, c]))
+                    v -= su
+                    size += abs(su)
                 mn = min(mn, v)
-        offset[node] = mn
+                mag = max(mag, size)
+        # lowered by far more than the rounding of the sums above: a lower bound in exact arithmetic
+        offset[node] = mn - _PRUNE_SLACK * mag
 
 
 @parallel_kernel()
@@ -195,13 +199,15 @@ def _search(x, f, G, reg, t, p, points, g, perm, box_lo, box_hi, node_lo, node_h
                 # |x - y|^2 + k >= |x - c|^2 + offset + sum_c min_u (v_c u + u^2),
                 # v = s - 2 (x - c), each term minimised exactly over the box's side.
                 tilt = offset[node]
+                mag = abs(tilt)
                 for c in range(d):
                     centre = 0.5 * (box_lo[node, c] + box_hi[node, c])
                     w = x[i, c] - centre
                     v = slope[node, c] - 2.0 * w
                     u = min(max(-0.5 * v, box_lo[node, c] - centre), box_hi[node, c] - centre)
                     tilt += w * w + v * u + u * u
-                bound = max(bound, tilt)
+                    mag += w * w + abs(v * u) + u * u
+                bound = max(bound, tilt - _PRUNE_SLACK * mag)  # minus far more than its rounding
             if bound > prune:
                 continue
             if node < first_leaf:
