@@ -12,7 +12,7 @@ plan difference to the first.
 
     PYTHONPATH=$PWD/src python benchmarks/pointcloud_scales.py --n 10000 --reg 1e-4
     PYTHONPATH=$PWD/src python benchmarks/pointcloud_scales.py --n 30000 --reg 3.3e-5
-    PYTHONPATH=$PWD/src python benchmarks/pointcloud_scales.py --n 100000 --reg 1e-5
+    PYTHONPATH=$PWD/src python benchmarks/pointcloud_scales.py --n 100000 --reg 1e-5 --time-limit 540
     PYTHONPATH=$PWD/src python benchmarks/pointcloud_scales.py --n 10000 --reg 1e-4 --schedules
 
 Expected on a quiet 2-core machine: n = 10k a few seconds, 30k under a
@@ -56,8 +56,17 @@ def timed_truncate(start):
     return spent
 
 
-def one_solve(x, y, reg, tol, profile):
-    spent = timed_truncate(time.perf_counter())
+def one_solve(x, y, reg, tol, profile, time_limit):
+    start = time.perf_counter()
+    spent = timed_truncate(start)
+
+    def callback(iteration, stage, error, objective):
+        """Print each Newton step; stop (status "callback", the scales so far kept) past the limit."""
+        now = time.perf_counter() - start
+        if stage == 1:
+            print(f"  [{now:7.1f} s] Newton step, marginal error {error:.3g}", flush=True)
+        return time_limit is not None and now > time_limit
+
     if profile:
         import cProfile
         import pstats
@@ -65,7 +74,7 @@ def one_solve(x, y, reg, tol, profile):
         prof = cProfile.Profile()
         prof.enable()
     t = time.perf_counter()
-    res = snsot.solve(snsot.PointCloud(x, y), reg=reg, tol=tol)
+    res = snsot.solve(snsot.PointCloud(x, y), reg=reg, tol=tol, callback=callback, warn=False)
     total = time.perf_counter() - t
     if profile:
         prof.disable()
@@ -74,7 +83,7 @@ def one_solve(x, y, reg, tol, profile):
     print(f"n={len(x)} reg={reg:g} tol={tol:g}: total {total:.2f} s, converged={res.converged}, "
           f"marginal_error={res.marginal_error:.3g}, outside_mass={res.outside_mass:.3g}, "
           f"support {res.support_size} ({res.support_size / len(x):.1f}/point), "
-          f"Sinkhorn {res.n_sinkhorn}, Newton {res.n_newton}, peak RSS {rss:.0f} MB")
+          f"Sinkhorn {res.n_sinkhorn}, Newton {res.n_newton}, status {res.status}, peak RSS {rss:.0f} MB")
     print(f"truncation: {len(spent)} calls, {sum(spent):.2f} s = {100 * sum(spent) / total:.0f}% of the solve")
     keys = ["reg", "points", "n_x", "n_y", "support_size", "pairs_per_point", "max_pairs_per_point",
             "n_sinkhorn", "n_newton", "refreshes", "marginal_error", "time"]
@@ -111,6 +120,8 @@ def main(argv=None):
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--schedules", action="store_true")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="stop the solve after this many seconds and print what it reached")
     args = parser.parse_args(argv)
     x, y = clouds(args.n)[:2]
     xs, ys = clouds(2000)[:2]
@@ -118,7 +129,7 @@ def main(argv=None):
     if args.schedules:
         schedules(x, y, args.reg, args.tol, args.rounds)
     else:
-        one_solve(x, y, args.reg, args.tol, args.profile)
+        one_solve(x, y, args.reg, args.tol, args.profile, args.time_limit)
 
 
 if __name__ == "__main__":
