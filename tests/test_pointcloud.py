@@ -188,6 +188,21 @@ def test_stage_tol_changes_only_the_warm_start_not_the_answer():
     np.testing.assert_allclose(loose.plan.toarray(), tight.plan.toarray(), rtol=0, atol=1e-9)
 
 
+def test_a_looser_outside_target_before_the_last_scale_keeps_fewer_pairs_there_and_the_same_answer():
+    x, y = make_clouds("plain", 1200, 2, seed=14)
+    base = snsot.solve(PointCloud(x, y), reg=1e-4, tol=1e-10)
+    loose = snsot.solve(PointCloud(x, y), reg=1e-4, tol=1e-10, stage_outside_fraction=0.3)
+    assert base.converged and loose.converged
+    np.testing.assert_allclose(loose.plan.toarray(), base.plan.toarray(), rtol=0, atol=1e-9)
+    assert loose.outside_mass <= 0.01 * 1e-10  # the last scale keeps outside_fraction
+    # the first truncated scale starts from the same coarse potentials: fewer pairs at the looser target
+    b, s = base.scales[1], loose.scales[1]
+    assert (b["reg"], b["n_x"], b["n_y"]) == (s["reg"], s["n_x"], s["n_y"]) and not s["points"]
+    assert s["support_size"] < b["support_size"]
+    with pytest.raises(ValueError, match=r"stage_outside_fraction: must lie in \(0, 0.5\)"):
+        snsot.solve(PointCloud(x, y), reg=1e-4, stage_outside_fraction=0.5)
+
+
 def test_point_clouds_refuse_sinkhorn_and_unknown_options():
     x, y = make_clouds("plain", 20, 2, seed=3)
     with pytest.raises(ValueError, match="method: point clouds can be solved with 'sns'"):

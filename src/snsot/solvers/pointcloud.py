@@ -335,7 +335,7 @@ def _max_partners(support) -> int:
 
 def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, callback=None,
                      outside_fraction=0.01, max_nnz=None, n_coarse=1024, eps_factor=4.0,
-                     start_partners=400, stage_tol=1e-3, n_threads=None, **options):
+                     start_partners=400, stage_tol=1e-3, stage_outside_fraction=None, n_threads=None, **options):
     """SNS between two point clouds on an adaptively truncated sparse support.
 
     See the module docstring for the algorithm. ``tol`` is relative to the
@@ -362,6 +362,9 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
     stage_tol : float
         Marginal error (relative to the mass) each scale before the last is
         solved to: a warm start for the next, not an answer.
+    stage_outside_fraction : float, optional
+        ``outside_fraction`` for the scales before the last (default: the same):
+        a looser one keeps fewer pairs there (their supports are the largest).
     Other options are passed to :func:`~snsot.solvers.sns.solve_sns`.
     """
     from .. import solve
@@ -377,6 +380,8 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
     p, d = cloud.p, cloud.dim
     max_nnz = _default_max_nnz() if max_nnz is None else int(max_nnz)
     stage_tol_rel = float(stage_tol)
+    if stage_outside_fraction is not None and not 0.0 < stage_outside_fraction < 0.5:
+        raise ValueError(f"stage_outside_fraction: must lie in (0, 0.5); got {stage_outside_fraction!r}")
 
     # Refuse early, before any solve, when the final support would not fit.
     estimate = estimate_support(sub, b_s, reg)
@@ -456,7 +461,8 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
         level = new
         r_prev = r
         stage_tol = tol_abs if last else max(tol_abs, stage_tol_rel * mass)
-        target = outside_fraction * stage_tol
+        fraction = outside_fraction if last or stage_outside_fraction is None else stage_outside_fraction
+        target = fraction * stage_tol
         refreshes = 0
         if support is not None:
             # Settle the potentials at the new reg on the previous support first: it is
@@ -483,7 +489,7 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
             # that grows while the error stalls; re-truncating then beats iterating on.
             t_chunk = time.perf_counter()
             with thread_limit(support.nnz, n_threads):
-                res = solve_sns(problem, tol=stage_tol * (1.0 - 2.0 * outside_fraction),
+                res = solve_sns(problem, tol=stage_tol * (1.0 - 2.0 * fraction),
                                 max_iter=max(min(_CHUNK_ITER, max_iter - used), 1), init=(f, g), callback=callback,
                                 _plan=SparsePlan(problem), eps_scaling=False, **options)
             parts.append((res.history, t_chunk - t_start, r))
