@@ -137,3 +137,193 @@ def test_the_compiled_csr_cg_is_the_generic_pcg(shape, warm):
 
 def rng_vector(n, seed=0):
     return np.random.default_rng(seed).normal(size=n)
+
+
+# -- the two-level aggregation preconditioner ------------------------------------------------------
+
+from snsot import _kernels as K  # noqa: E402
+from snsot import _reference as reference  # noqa: E402
+from snsot.solvers import linalg  # noqa: E402
+
+
+def _transport_graph(n, reg, seed=0, delta=1e-4, cut=1e-8):
+    """A 2-D transport graph: the entropic plan between two uniform clouds in [0,1]^2, truncated.
+
+    The Gibbs kernel cut at ``cut`` (a fixed radius), balanced by 200 Sinkhorn
+    steps towards uniform marginals. Returns the CSR block ``S``, its shifted
+    row and column sums, and ``K`` formed explicitly with scipy.
+    """
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(seed)
+    x, y = rng.random((n, 2)), rng.random((n, 2))
+    radius = np.sqrt(-np.log(cut) * reg)
+    S = cKDTree(x).sparse_distance_matrix(cKDTree(y), radius, output_type="coo_matrix").tocsr()
+    S.sort_indices()
+    S.data = np.exp(-S.data ** 2 / reg)
+    a, v = np.full(n, 1.0 / n), np.ones(n)
+    for _ in range(200):
+        u = a / (S @ v)
+        v = a / (S.T @ u)
+    S = (sp.diags(u) @ S @ sp.diags(v)).tocsr()
+    d_row = np.asarray(S.sum(axis=1)).ravel() * (1 + delta)
+    d_col = np.asarray(S.sum(axis=0)).ravel() * (1 + delta)
+    Kx = (sp.diags(d_col) - S.T @ sp.diags(1 / d_row) @ S).tocsr()
+    return S, d_row, d_col, Kx
+
+
+def _block(S, preconditioner="auto"):
+    return CsrOffDiagonal(S.indptr.astype(np.int64), S.indices.astype(np.int32), S.data, S.shape, preconditioner)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_aggregation_kernel_agrees_with_its_reference_and_labels_every_column(seed):
+    rng = np.random.default_rng(seed)
+    n, m = 60, 80
+    S = sp.random(n, m, density=0.08, random_state=seed, format="csr")
+    S.data = np.exp(rng.normal(0, 3, S.nnz))  # wide range of magnitudes
+    S.data[:5] = 0.0  # zero-mass entries
+    S = sp.csr_matrix(S)
+    S.data[S.indptr[3]:S.indptr[4]] = 0.0  # a row with no mass
+    assert S.indptr[4] > S.indptr[3]
+    args = (S.indptr.astype(np.int64), S.indices.astype(np.int32), S.data, m, 0.1)
+    labels, n_agg = K.aggregate_columns(*args)
+    ref, ref_n = reference.aggregate_columns(*args)
+    np.testing.assert_array_equal(labels, ref)
+    assert n_agg == ref_n
+    assert labels.min() == 0 and set(np.unique(labels)) == set(range(n_agg))  # contiguous, every column labelled
+    assert n_agg < m  # it does aggregate
+
+
+def test_merged_columns_are_the_product_with_the_aggregation_matrix():
+    rng = np.random.default_rng(4)
+    S = sp.random(50, 70, density=0.1, random_state=4, format="csr")
+    labels = rng.integers(0, 9, 70)
+    ptr, idx, val = K.merge_columns(S.indptr.astype(np.int64), S.indices.astype(np.int32), S.data, labels, 9)
+    R = sp.csr_matrix((np.ones(70), (labels, np.arange(70))), shape=(9, 70))
+    got = sp.csr_matrix((val, idx, ptr), shape=(50, 9))
+    np.testing.assert_allclose(got.toarray(), (S @ R.T).toarray(), rtol=1e-14, atol=0)
+    assert np.all(np.diff(ptr) <= 9)  # one entry per aggregate per row
+
+
+@pytest.mark.parametrize("cycle", ["additive", "symmetric"])
+def test_two_level_preconditioner_is_symmetric_positive_definite(cycle):
+    S, d_row, d_col, Kx = _transport_graph(300, 2e-3, seed=5)
+    M = linalg.TwoLevelPreconditioner(_block(S), d_row, d_col, cycle=cycle)
+    assert 1 < M.n_coarse < S.shape[1]
+    Minv = np.column_stack([M(e) for e in np.eye(S.shape[1])])
+    np.testing.assert_allclose(Minv, Minv.T, rtol=1e-8, atol=1e-10 * np.abs(Minv).max())
+    assert np.linalg.eigvalsh((Minv + Minv.T) / 2).min() > 0
+
+
+def test_two_level_cg_solves_to_the_asked_residual_in_far_fewer_iterations_than_jacobi():
+    """On a 2-D transport graph (a shifted weighted Laplacian), Jacobi-CG needs many times the two-level iterations."""
+    S, d_row, d_col, Kx = _transport_graph(2500, 2e-4, seed=6)
+    rhs = np.random.default_rng(7).normal(size=S.shape[1])
+    rhs -= rhs.mean()  # the Newton right-hand side is orthogonal to the near-null constant as well
+    counts = {}
+    for kind in ("jacobi", "aggregation"):
+        schur, _ = _block(S, kind).schur(d_row, d_col, np.zeros(S.shape[0]))
+        y, it, res = schur.solve(rhs, 1e-8, 5000)
+        # the residual recomputed independently, with K formed by scipy
+        assert np.linalg.norm(Kx @ y - rhs) <= 1.01e-8 * np.linalg.norm(rhs)
+        assert res <= 1e-8
+        counts[kind] = it
+    assert counts["aggregation"] * 4 < counts["jacobi"], counts
+
+
+def test_a_newton_direction_reuses_the_previous_preconditioner_and_still_meets_rtol():
+    S, d_row, d_col, Kx = _transport_graph(2500, 4e-4, seed=8)
+    rng = np.random.default_rng(9)
+    g_rows, g_cols = rng.normal(size=S.shape[0]) * 1e-3, rng.normal(size=S.shape[1]) * 1e-3
+    g_cols -= g_cols.mean()
+    block = _block(S, "aggregation")
+    first = newton_direction(block, d_row, d_col, g_rows, g_cols, 1.0, rtol=1e-6, max_cg=2000)
+    assert isinstance(first.preconditioner, linalg.TwoLevelPreconditioner)
+    # the next step: a plan 20% different in every entry, the same support
+    S2 = S.copy()
+    S2.data = S.data * np.exp(0.2 * rng.normal(size=S.nnz))
+    d_row2 = np.asarray(S2.sum(axis=1)).ravel() * (1 + 1e-4)
+    d_col2 = np.asarray(S2.sum(axis=0)).ravel() * (1 + 1e-4)
+    second = newton_direction(_block(S2, "aggregation"), d_row2, d_col2, g_rows, g_cols, 1.0, rtol=1e-6,
+                              max_cg=2000, guess=first)
+    H = sp.bmat([[sp.diags(d_row2), S2], [S2.T, sp.diags(d_col2)]]).tocsr()
+    rhs = np.concatenate([g_rows, g_cols])
+    from scipy.sparse.linalg import spsolve
+
+    exact = spsolve(H.tocsc(), rhs)
+    assert second.residual <= 1e-6
+    assert second.preconditioner is first.preconditioner  # reused: not worn out by a 20% change
+    # y solves the Schur system to 1e-6: its error in the K-norm is small; compare loosely in the 2-norm
+    err = np.linalg.norm(np.concatenate([second.x, second.y]) - exact) / np.linalg.norm(exact)
+    assert err < 1e-3
+
+
+def test_an_unknown_preconditioner_name_is_refused():
+    with pytest.raises(ValueError, match="preconditioner"):
+        CsrOffDiagonal(np.zeros(2, np.int64), np.zeros(0, np.int32), np.zeros(0), (1, 1), "multigrid")
+    S, d_row, d_col, _ = _transport_graph(200, 2e-3)
+    with pytest.raises(ValueError, match="cycle"):
+        linalg.TwoLevelPreconditioner(_block(S), d_row, d_col, cycle="W")
+
+
+def test_auto_uses_jacobi_below_the_size_threshold_and_aggregation_above():
+    small, d_row, d_col, _ = _transport_graph(300, 2e-3)
+    schur, _ = _block(small).schur(d_row, d_col, np.zeros(300))
+    assert not schur.uses_aggregation()
+    big, d_row, d_col, _ = _transport_graph(linalg.AGGREGATION_MIN_SIZE, 2e-3)
+    schur, _ = _block(big).schur(d_row, d_col, np.zeros(big.shape[0]))
+    assert schur.uses_aggregation()
+
+
+@pytest.mark.parametrize("reg, dup", [(1e-4, False), (1e-3, True), (3e-3, False)])
+def test_truncated_sns_with_the_two_level_cg_everywhere_gives_the_dense_sns_plan(monkeypatch, reg, dup):
+    """Forcing the aggregation preconditioner on every CSR Newton solve leaves the plan that of dense SNS."""
+    import snsot
+    from scipy.spatial.distance import cdist
+
+    monkeypatch.setattr(linalg, "AGGREGATION_MIN_SIZE", 0)
+    used = []
+    orig = linalg._CsrSchur._solve_two_level_serial
+
+    def spy(self, *args):
+        out = orig(self, *args)
+        used.append(out is not None)
+        return out
+
+    monkeypatch.setattr(linalg._CsrSchur, "_solve_two_level_serial", spy)
+    rng = np.random.default_rng(11)
+    n = 200
+    x, y = rng.random((n, 2)) * 2.0, np.clip(rng.normal(1.0, 0.3, (n, 2)), 0.0, 2.0)
+    if dup:
+        x[n // 2:] = x[: n - n // 2]
+        y[: n // 3] = x[: n // 3]
+    a, b = rng.random(n) + 0.05, rng.random(n) + 0.05
+    a, b = a / a.sum(), b / b.sum()
+    res = snsot.solve(snsot.PointCloud(x, y), a, b, reg=reg, tol=1e-9)
+    monkeypatch.setattr(linalg, "AGGREGATION_MIN_SIZE", 1 << 62)
+    dense = snsot.solve(cdist(x, y, "sqeuclidean"), a, b, reg=reg, tol=1e-9)
+    assert res.converged and dense.converged
+    assert used and all(used)  # the two-level CG ran, and never fell back to Jacobi
+    np.testing.assert_allclose(res.plan.toarray(), dense.plan, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("max_iter", [3, 2000])
+def test_a_stale_preconditioner_from_a_very_different_plan_still_gives_the_asked_residual(max_iter):
+    """A reused preconditioner is only a (worse) SPD operator: CG stays exact, and a miss rebuilds it."""
+    S, d_row, d_col, Kx = _transport_graph(2500, 2e-4, seed=12)
+    rng = np.random.default_rng(13)
+    other = S.copy()
+    other.data = S.data * np.exp(3.0 * rng.normal(size=S.nnz))  # plan values off by factors of ~20
+    stale = linalg.TwoLevelPreconditioner(_block(other), np.asarray(other.sum(axis=1)).ravel(),
+                                          np.asarray(other.sum(axis=0)).ravel())
+    schur, _ = _block(S, "aggregation").schur(d_row, d_col, np.zeros(S.shape[0]))
+    schur.previous = stale
+    rhs = rng.normal(size=S.shape[1])
+    y, it, res = schur.solve(rhs, 1e-6, max_iter)
+    true = np.linalg.norm(Kx @ y - rhs) / np.linalg.norm(rhs)
+    if max_iter == 3:  # the stale one misses in 3 iterations: a fresh one takes over (and may miss too)
+        assert schur.used is not stale
+        assert true == pytest.approx(res, rel=1e-6)
+    else:
+        assert res <= 1e-6 and true <= 1.01e-6

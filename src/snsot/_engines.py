@@ -17,6 +17,17 @@ the ``n m`` entries) and that thread then spins, waiting for more work, for
 longer than the next solve takes: one "single-threaded" solve kept both
 cores of a 2-core machine busy (CPU/wall 1.99), so a second solve running
 beside it had no core of its own.
+
+Every engine also lets glibc's ``malloc`` reuse freed memory
+(:func:`reuse_freed_memory`) where the process was started with its
+thresholds pinned low. Dask's nanny starts each worker with
+``MALLOC_TRIM_THRESHOLD_=65536``, which also freezes glibc's mmap threshold
+at 128 KiB: every array above that (a 784 x 784 plan is 4.9 MB) is then
+mapped fresh and faulted in page by page, then unmapped when freed. A MNIST
+solve took ~3,500 page faults instead of ~200 and 20-35% more CPU time
+(``benchmarks/dask_malloc_check.py``), which made a Dask worker's solves
+slower than the thread pool's (Dask 0.78 of threads on the whole 100-digit
+matrix).
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ from concurrent.futures import FIRST_COMPLETED, CancelledError, ProcessPoolExecu
 from typing import Callable, Iterator, Sequence
 
 __all__ = ["ThreadEngine", "ProcessEngine", "DaskEngine", "make_engine", "ENGINES", "default_workers",
-           "one_blas_thread", "blas_threads"]
+           "one_blas_thread", "blas_threads", "reuse_freed_memory", "malloc_pinned"]
 
 ENGINES = ("threads", "processes", "dask")
 
@@ -159,8 +170,158 @@ def blas_threads() -> list[int]:
     return [get() for get, _ in _openblas_controls()]
 
 
-def _with_one_blas_thread(task, data, chunk):
-    """``task(data, chunk)`` under :func:`one_blas_thread` (the form sent to Dask workers)."""
+# ---------------------------------------------------------------- malloc that reuses freed memory
+
+# glibc mallopt parameters (malloc.h) and the values glibc itself moves its thresholds up to
+# (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit; trim threshold twice the mmap threshold, as glibc sets it).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_GLIBC_DEFAULT_THRESHOLD = 128 * 1024
+REUSE_MMAP_THRESHOLD = 32 * 1024 * 1024
+REUSE_TRIM_THRESHOLD = 2 * REUSE_MMAP_THRESHOLD
+#: Settings that switch off glibc's dynamic mmap threshold when given at process start.
+_PINNING_VARIABLES = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
+_PINNING_TUNABLES = ("glibc.malloc.trim_threshold", "glibc.malloc.mmap_threshold", "glibc.malloc.top_pad",
+                     "glibc.malloc.mmap_max")
+
+
+def _initial_environment() -> dict:
+    """The environment this process was started with (``/proc/self/environ``; Linux), else ``{}``.
+
+    glibc reads its malloc settings there once, at start-up: later changes to
+    ``os.environ`` (Dask's nanny writes ``MALLOC_TRIM_THRESHOLD_`` into its own
+    process before starting workers) do not change this process's malloc.
+    """
+    try:
+        with open("/proc/self/environ", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return {}
+    env = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep:
+            env[key.decode(errors="replace")] = value.decode(errors="replace")
+    return env
+
+
+def _malloc_setting(env: dict, variable: str, tunable: str) -> int | None:
+    """A malloc threshold given at start-up by ``variable`` or by ``GLIBC_TUNABLES`` (which wins), or None."""
+    value = None
+    if variable in env:
+        value = env[variable]
+    for item in env.get("GLIBC_TUNABLES", "").split(":"):
+        name, _, v = item.partition("=")
+        if name == tunable:
+            value = v
+    if value is None:
+        return None
+    try:
+        return int(value, 0)
+    except ValueError:
+        return None
+
+
+def malloc_pinned() -> tuple[int, int] | None:
+    """glibc's ``(mmap, trim)`` thresholds if this process started with them fixed, else None.
+
+    None also where malloc is not glibc's (macOS, Windows, musl): nothing to
+    change there. Fixed means any of ``MALLOC_TRIM_THRESHOLD_``,
+    ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TOP_PAD_``, ``MALLOC_MMAP_MAX_`` (or
+    their ``GLIBC_TUNABLES``) was set when the process started: glibc then
+    keeps its mmap threshold where it started (128 KiB unless given) instead
+    of raising it to the size of the blocks the program frees.
+    """
+    if _libc() is None:
+        return None
+    env = _initial_environment()
+    tunables = env.get("GLIBC_TUNABLES", "")
+    if not any(v in env for v in _PINNING_VARIABLES) and not any(t in tunables for t in _PINNING_TUNABLES):
+        return None
+    mmap = _malloc_setting(env, "MALLOC_MMAP_THRESHOLD_", "glibc.malloc.mmap_threshold")
+    trim = _malloc_setting(env, "MALLOC_TRIM_THRESHOLD_", "glibc.malloc.trim_threshold")
+    return (_GLIBC_DEFAULT_THRESHOLD if mmap is None else mmap,
+            _GLIBC_DEFAULT_THRESHOLD if trim is None else trim)
+
+
+_libc_found: list = []
+
+
+def _libc():
+    """glibc's ``mallopt`` and ``malloc_trim`` as ctypes functions, or None when malloc is not glibc's."""
+    if not _libc_found:
+        found = None
+        try:
+            libc = ctypes.CDLL(None)
+            if hasattr(libc, "gnu_get_libc_version") and hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim"):
+                libc.mallopt.restype, libc.mallopt.argtypes = ctypes.c_int, [ctypes.c_int, ctypes.c_int]
+                libc.malloc_trim.restype, libc.malloc_trim.argtypes = ctypes.c_int, [ctypes.c_size_t]
+                found = libc
+        except (OSError, AttributeError):  # no C library to look into (Windows)
+            pass
+        _libc_found.append(found)
+    return _libc_found[0]
+
+
+_malloc_lock = threading.Lock()
+_malloc_users = 0
+_malloc_restore = None  # (mmap, trim) thresholds to put back, or None when nothing was changed
+
+
+@contextmanager
+def reuse_freed_memory():
+    """Run the body with glibc's malloc keeping freed blocks of up to 32 MiB for reuse.
+
+    Only where this process started with malloc's thresholds fixed
+    (:func:`malloc_pinned`; every Dask worker started by a nanny): the mmap
+    and trim thresholds are raised to 32 and 64 MiB, the values glibc
+    itself moves to when left alone, so a solve's large temporaries are
+    recycled instead of mapped and faulted in anew each time. On the last
+    exit the start-up thresholds are put back and free memory is returned
+    to the system (``malloc_trim``). Elsewhere it does nothing.
+    Reference-counted like :func:`one_blas_thread`.
+    """
+    global _malloc_users, _malloc_restore
+    with _malloc_lock:
+        if _malloc_users == 0:
+            pinned = malloc_pinned()
+            if pinned is not None:
+                libc = _libc()
+                libc.mallopt(_M_MMAP_THRESHOLD, REUSE_MMAP_THRESHOLD)
+                libc.mallopt(_M_TRIM_THRESHOLD, REUSE_TRIM_THRESHOLD)
+                _malloc_restore = pinned
+        _malloc_users += 1
+    try:
+        yield
+    finally:
+        with _malloc_lock:
+            _malloc_users -= 1
+            if _malloc_users == 0 and _malloc_restore is not None:
+                libc = _libc()
+                libc.mallopt(_M_MMAP_THRESHOLD, _malloc_restore[0])
+                libc.mallopt(_M_TRIM_THRESHOLD, _malloc_restore[1])
+                libc.malloc_trim(0)
+                _malloc_restore = None
+
+
+_held_for_life = []
+
+
+def _hold_for_process_life() -> None:
+    """Enter :func:`reuse_freed_memory` once in this process and never leave (worker processes).
+
+    A Dask worker runs our chunks one after another: putting the thresholds
+    back after each chunk would unmap the temporaries and fault them in again
+    at the next chunk's first solve.
+    """
+    if not _held_for_life or _held_for_life[0][0] != os.getpid():
+        ctx = reuse_freed_memory()
+        ctx.__enter__()
+        _held_for_life[:] = [(os.getpid(), ctx)]
+
+
+def _in_dask_worker(task, data, chunk):
+    """``task(data, chunk)`` under :func:`one_blas_thread`, with malloc reusing memory (the form sent to Dask)."""
+    _hold_for_process_life()
     with one_blas_thread():
         return task(data, chunk)
 
@@ -201,7 +362,7 @@ class ThreadEngine:
         return self.n_jobs
 
     def run(self, task: Callable, data, chunks: Sequence) -> Iterator[tuple[int, object]]:
-        with one_blas_thread():
+        with one_blas_thread(), reuse_freed_memory():
             yield from self._run(task, data, chunks)
 
     def _run(self, task, data, chunks):
@@ -245,8 +406,9 @@ _worker_blas = None
 def _set_worker_data(data) -> None:
     global _worker_data, _worker_blas
     _worker_data = data
-    # The worker process is ours alone: cap BLAS for its whole life.
+    # The worker process is ours alone: cap BLAS and let malloc reuse memory for its whole life.
     _worker_blas = _BlasLimit(1)
+    _hold_for_process_life()
 
 
 def _run_in_worker(task, chunk):
@@ -296,6 +458,8 @@ class DaskEngine:
     name = "dask"
     #: Reruns of a chunk whose shared data was lost with the workers holding it.
     LOST_DATA_RETRIES = 3
+    #: What a worker runs: ``_wrap(task, data, chunk)`` (the benchmark swaps it to measure the unwrapped worker).
+    _wrap = staticmethod(_in_dask_worker)
 
     def __init__(self, client=None, n_jobs: int | None = None, retries: int = 2):
         try:
@@ -341,7 +505,7 @@ class DaskEngine:
 
         def submit(k, chunk):
             attempts[k] = attempts.get(k, 0) + 1
-            fut = self.client.submit(_with_one_blas_thread, task, scattered[-1], chunk, retries=self.retries,
+            fut = self.client.submit(self._wrap, task, scattered[-1], chunk, retries=self.retries,
                                      pure=False,
                                      key=f"snsot-chunk-{run_id}-{k}-{attempts[k]}")
             futures[fut], chunk_of[k] = k, chunk

@@ -73,3 +73,38 @@ def schur_matvec(S, d_row, d_col, y):
 def schur_setup(S, d_row, w):
     """``(S^T w, sum_i S_ij**2 / d_row_i)`` (:func:`snsot._kernels.dense_schur_setup`)."""
     return S.T @ w, (S**2 / d_row[:, None]).sum(axis=0)
+
+
+def aggregate_columns(indptr, indices, data, m, strong):
+    """Column aggregates of a CSR block (:func:`snsot._kernels.aggregate_columns`: same rules, same labels).
+
+    1. rows in order: a row whose strong columns (``>= strong`` times its largest entry) are all
+       free makes them an aggregate; 2. a free column joins the aggregate of the heaviest
+       aggregated column of the row where it has its largest entry, or stands alone.
+    """
+    labels = -np.ones(m, dtype=np.int64)
+    n_agg = 0
+    rows = [(indices[indptr[i]:indptr[i + 1]], data[indptr[i]:indptr[i + 1]]) for i in range(len(indptr) - 1)]
+    for cols, vals in rows:
+        if cols.size == 0 or not vals.max() > 0:
+            continue
+        sel = cols[vals >= strong * vals.max()]
+        if (labels[sel] < 0).all():
+            labels[sel] = n_agg
+            n_agg += 1
+    best, joins = np.full(m, -1.0), -np.ones(m, dtype=np.int64)
+    for cols, vals in rows:
+        done = labels[cols] >= 0
+        if not done.any():
+            continue
+        target = labels[cols[np.flatnonzero(done)[np.argmax(vals[done])]]]
+        for j, v in zip(cols, vals):
+            if labels[j] < 0 and v > best[j]:
+                best[j], joins[j] = v, target
+    for j in range(m):
+        if labels[j] < 0:
+            if joins[j] >= 0:
+                labels[j] = joins[j]
+            else:
+                labels[j], n_agg = n_agg, n_agg + 1
+    return labels, n_agg

@@ -185,10 +185,12 @@ class SparsePlan(Plan):
     def hessian_block(self, point, tau):
         if not np.isfinite(point.total):
             return None
+        # "auto": the two-level CG on large blocks, whose Jacobi-CG iterations
+        # grow with n and 1/reg on a point cloud's transport graph (linalg).
         if point.quota == WHOLE_PLAN:
-            return CsrOffDiagonal(self.indptr, self.indices, point.P, self.shape)
+            return CsrOffDiagonal(self.indptr, self.indices, point.P, self.shape, "auto")
         indptr, indices, data = SK.csr_threshold(self.indptr, self.indices, point.P, tau)
-        return CsrOffDiagonal(indptr, indices, data, self.shape)
+        return CsrOffDiagonal(indptr, indices, data, self.shape, "auto")
 
     def final(self, f, g) -> FinalPlan:
         """The plan at ``(f, g)`` as scipy CSR, its sums, cost and the certified outside-mass bound."""

@@ -15,7 +15,13 @@ the mean mass) and turn their Newton steps into short gradient steps; on an
 MNIST pair that made SNS take 57 instead of 16 Newton steps. Eliminating
 ``x`` leaves the ``m x m`` system
 ``((1 + delta) diag(c) - S^T ((1 + delta) diag(r))^{-1} S) y = rhs``,
-solved by Jacobi-preconditioned CG (:func:`pcg`).
+solved by preconditioned CG (:func:`pcg`): Jacobi on small blocks, and on
+large CSR blocks the two-level aggregation preconditioner
+:class:`TwoLevelPreconditioner`, whose iteration count does not grow with
+the size of the problem as Jacobi's does (``K`` is a weighted graph
+Laplacian of the transport graph plus a small shift: Jacobi-CG needs
+``O(sqrt(cond))`` iterations, and the condition number grows with ``m`` and
+``1/reg``).
 
 The plan supplies ``S`` as an :class:`OffDiagonal` operator: the kept
 entries in CSR form (:class:`CsrOffDiagonal`, SNS proper) or the whole plan
@@ -28,9 +34,11 @@ columns' unknowns; the vector work is negligible either way).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from .. import _kernels as K
 
@@ -43,6 +51,8 @@ class Direction:
     y: np.ndarray  # step for g
     cg_iter: int
     residual: float  # relative CG residual reached (NaN on breakdown)
+    #: The preconditioner CG used, offered to the next Newton step (which may reuse it).
+    preconditioner: object = None
 
 
 class SchurComplement:
@@ -54,6 +64,10 @@ class SchurComplement:
     """
 
     inv_diag: np.ndarray
+    #: A previous step's preconditioner that :meth:`solve` may reuse (set by :func:`newton_direction`).
+    previous = None
+    #: The preconditioner :meth:`solve` used, if worth offering to the next step.
+    used = None
 
     def matvec(self, y) -> np.ndarray:
         raise NotImplementedError
@@ -90,12 +104,22 @@ class CsrOffDiagonal(OffDiagonal):
     """The kept entries of the plan, ``S`` in CSR form ``(indptr, indices, data)``.
 
     CG runs on the smaller block: a block with more columns than rows is
-    transposed first.
+    transposed first. ``preconditioner`` is one of :data:`PRECONDITIONERS`:
+    ``"jacobi"`` (the default: the compiled :func:`snsot._kernels.schur_cg`),
+    ``"aggregation"`` (:class:`TwoLevelPreconditioner`) or ``"auto"``
+    (aggregation from :data:`AGGREGATION_MIN_SIZE` unknowns on). The sparse
+    support's plan (:class:`~snsot.solvers._sparse_plan.SparsePlan`) asks for
+    ``"auto"``; the dense plan's sparsified Hessian and the torch backward
+    keep Jacobi, whose per-row quota makes rows long and CG short there
+    (not measured with aggregation).
     """
 
-    def __init__(self, indptr, indices, data, shape):
+    def __init__(self, indptr, indices, data, shape, preconditioner: str = "jacobi"):
         self.indptr, self.indices, self.data = indptr, indices, data
         self.shape = shape
+        if preconditioner not in PRECONDITIONERS:
+            raise ValueError(f"preconditioner: expected one of {PRECONDITIONERS}; got {preconditioner!r}")
+        self.preconditioner = preconditioner
 
     def matvec(self, y):
         return K.csr_matvec(self.indptr, self.indices, self.data, y)
@@ -105,7 +129,7 @@ class CsrOffDiagonal(OffDiagonal):
         return K.csr_rmatvec(self.indptr, self.indices, self.data, w, self.shape[1])
 
     def schur(self, d_row, d_col, w):
-        return _CsrSchur(self, d_row, d_col), self.rmatvec(w)
+        return _CsrSchur(self, d_row, d_col, self.preconditioner), self.rmatvec(w)
 
     def solve_on_rows(self) -> bool:
         return self.shape[1] > self.shape[0]
@@ -116,7 +140,7 @@ class CsrOffDiagonal(OffDiagonal):
 
         n, m = self.shape
         T = sp.csr_matrix((self.data, self.indices, self.indptr), shape=(n, m)).T.tocsr()
-        return CsrOffDiagonal(T.indptr.astype(np.int64), T.indices.astype(np.int32), T.data, (m, n))
+        return CsrOffDiagonal(T.indptr.astype(np.int64), T.indices.astype(np.int32), T.data, (m, n), self.preconditioner)
 
 
 class _CsrSchur(SchurComplement):
@@ -131,8 +155,9 @@ class _CsrSchur(SchurComplement):
     random assignment at reg 1/1200).
     """
 
-    def __init__(self, S: CsrOffDiagonal, d_row, d_col):
+    def __init__(self, S: CsrOffDiagonal, d_row, d_col, preconditioner="jacobi"):
         self.S, self.d_row, self.d_col = S, d_row, d_col
+        self.preconditioner = preconditioner
 
     @property
     def inv_diag(self):
@@ -140,13 +165,77 @@ class _CsrSchur(SchurComplement):
         diag = self.d_col - K.csr_rmatvec(S.indptr, S.indices, S.data * S.data, 1.0 / self.d_row, S.shape[1])
         return 1.0 / np.where(diag > 0, diag, self.d_col)
 
+    def _solve_two_level(self, rhs, rtol, max_iter, y0):
+        """CG with a :class:`TwoLevelPreconditioner`: the previous step's when it still serves, else a new one.
+
+        Building one costs about as much as 20-40 CG iterations (aggregation,
+        the coarse Galerkin product and its factorisation); successive Newton
+        steps change the plan little, and a stale preconditioner is still a
+        fixed SPD operator, so CG stays valid with it and only needs more
+        iterations. It is kept while CG needs at most :data:`REUSE_ITERATIONS`
+        times the iterations per digit of residual reduction it took when
+        built (plus 2); beyond that it is marked for a rebuild at the next step, and a solve
+        that misses ``rtol`` with it is redone, warm, with a fresh one.
+
+        BLAS runs on one thread meanwhile: CG's dot products are on vectors of
+        a few 10^4 entries, where OpenBLAS's threads only add wake-up latency
+        and, on a busy machine, fight the other threads for the cores (17 ms of
+        a 20 ms CG iteration at m = 5e3 aggregates / 3e4 columns, loaded
+        machine; 0.3 ms on one thread).
+        """
+        from .._engines import one_blas_thread
+
+        with one_blas_thread():
+            return self._solve_two_level_serial(rhs, rtol, max_iter, y0)
+
+    def _solve_two_level_serial(self, rhs, rtol, max_iter, y0):
+        S = self.S
+        M = self.previous
+        if M is not None and not M.fits(S):
+            M = None
+        fresh = M is None
+        try:
+            if fresh:
+                M = TwoLevelPreconditioner(S, self.d_row, self.d_col)
+            y, it, res = pcg(self.matvec, rhs, None, rtol, max_iter, y0, precond=M)
+            if not fresh and not res <= rtol:
+                M, fresh, y0 = TwoLevelPreconditioner(S, self.d_row, self.d_col), True, y
+                y, it2, res = pcg(self.matvec, rhs, None, rtol, max_iter, y0, precond=M)
+                it += it2
+        except RuntimeError:  # SuperLU: coarse operator singular to working precision
+            return None
+        if not np.isfinite(res):
+            return None
+        # Iterations per digit of residual reduction: later Newton steps ask
+        # for more digits, which alone must not count as wear.
+        rate = it / max(-math.log10(max(res, 1e-300)), 0.5)
+        if fresh:
+            M.built_rate = rate
+        elif rate > REUSE_ITERATIONS * M.built_rate + 2:
+            M = None  # worn out: the next step builds a new one
+        self.used = M
+        return y, it, res
+
     def matvec(self, y):
         S = self.S
         out = np.empty(S.shape[1])
         K._schur_matvec(S.indptr, S.indices, S.data, self.d_row, self.d_col, y, out)
         return out
 
+    def uses_aggregation(self) -> bool:
+        """Whether :meth:`solve` runs the two-level preconditioner (see :data:`AGGREGATION_MIN_SIZE`)."""
+        if self.preconditioner == "jacobi":
+            return False
+        if self.preconditioner == "auto" and self.S.shape[1] < AGGREGATION_MIN_SIZE:
+            return False
+        return bool(np.all(self.d_col > 0) and np.all(self.d_row > 0) and np.isfinite(self.S.data).all())
+
     def solve(self, rhs, rtol, max_iter, y0=None):
+        if self.uses_aggregation():
+            out = self._solve_two_level(rhs, rtol, max_iter, y0)
+            if out is not None:
+                return out
+            # breakdown or a singular coarse operator: the compiled Jacobi CG decides (it reports NaN the same way)
         S = self.S
         y0 = np.empty(0) if y0 is None else y0
         y, it, res = K.schur_cg(S.indptr, S.indices, S.data, self.d_row, self.d_col, rhs, rtol, max_iter, y0)
@@ -189,15 +278,17 @@ def newton_direction(S: OffDiagonal, d_row, d_col, grad_rows, grad_cols, reg, rt
     schur, elim = S.schur(d_row, d_col, rhs_rows / d_row)
     rhs = reg * grad_cols - elim
     y0 = None if guess is None else (guess.x if swap else guess.y)
+    if guess is not None:
+        schur.previous = guess.preconditioner
     y, it, res = schur.solve(rhs, rtol, max_cg, y0)
     x = (rhs_rows - S.matvec(y)) / d_row
     if swap:
         x, y = y, x
-    return Direction(x=x, y=y, cg_iter=int(it), residual=float(res))
+    return Direction(x=x, y=y, cg_iter=int(it), residual=float(res), preconditioner=schur.used)
 
 
-def pcg(matvec, rhs, inv_diag, rtol, max_iter, y0=None):
-    """Jacobi-preconditioned conjugate gradients for an SPD operator given by ``matvec``.
+def pcg(matvec, rhs, inv_diag, rtol, max_iter, y0=None, precond=None):
+    """Preconditioned conjugate gradients for an SPD operator given by ``matvec``.
 
     Parameters
     ----------
@@ -205,14 +296,18 @@ def pcg(matvec, rhs, inv_diag, rtol, max_iter, y0=None):
         ``y -> K y``.
     rhs : ndarray
         Right-hand side.
-    inv_diag : ndarray
-        Inverse of the preconditioner's diagonal.
+    inv_diag : ndarray or None
+        Inverse of a diagonal (Jacobi) preconditioner; ignored when
+        ``precond`` is given.
     rtol : float
         Stop when ``||K y - rhs|| <= rtol ||rhs||``.
     max_iter : int
         Iteration cap.
     y0 : ndarray, optional
         Starting guess, kept only if its residual is smaller than ``||rhs||``.
+    precond : callable, optional
+        ``r -> M^{-1} r`` for a symmetric positive definite ``M`` (e.g. a
+        :class:`TwoLevelPreconditioner`), instead of ``inv_diag``.
 
     Returns
     -------
@@ -221,9 +316,12 @@ def pcg(matvec, rhs, inv_diag, rtol, max_iter, y0=None):
     residual : float
         Relative residual reached; NaN on breakdown (``p^T K p <= 0`` or NaN).
 
-    Each iteration costs one ``matvec``; the few vector operations around it
-    are negligible next to the pass over the plan that it makes.
+    Each iteration costs one ``matvec`` (and one ``precond``); the few
+    vector operations around it are negligible next to the pass over the
+    plan that it makes.
     """
+    if precond is None:
+        precond = lambda r: r * inv_diag  # noqa: E731
     rhs_norm = float(np.sqrt(rhs @ rhs))
     y = np.zeros_like(rhs)
     if rhs_norm == 0.0:
@@ -233,7 +331,7 @@ def pcg(matvec, rhs, inv_diag, rtol, max_iter, y0=None):
         r0 = rhs - matvec(y0)
         if r0 @ r0 < rhs @ rhs:  # keep the warm start only if it helps
             y, r = y0.copy(), r0
-    z = r * inv_diag
+    z = precond(r)
     p = z
     rz = float(r @ z)
     res = float(np.sqrt(r @ r)) / rhs_norm
@@ -250,8 +348,136 @@ def pcg(matvec, rhs, inv_diag, rtol, max_iter, y0=None):
         res = float(np.sqrt(r @ r)) / rhs_norm
         if res <= rtol:
             break
-        z = r * inv_diag
+        z = precond(r)
         rz_new = float(r @ z)
         p = z + (rz_new / rz) * p
         rz = rz_new
     return y, it, res
+
+
+#: Names accepted by ``CsrOffDiagonal(preconditioner=...)``.
+PRECONDITIONERS = ("auto", "jacobi", "aggregation")
+
+#: ``"auto"`` uses :class:`TwoLevelPreconditioner` on Schur complements with at
+#: least this many unknowns, compiled Jacobi CG below. Below it Jacobi-CG
+#: needs few iterations and the setup (aggregation, coarse factorisation)
+#: would not pay. At n = 3000 (2-D clouds, reg 3e-4) the two-level CG still
+#: took 0.11 s against Jacobi's 0.39 s over the last scale's Newton steps
+#: (`benchmarks/cg_precond.py --sizes 3000 --regs 3e-4`, loaded machine).
+AGGREGATION_MIN_SIZE = 2000
+
+#: A row's entries at least this fraction of its largest are its strong
+#: links (:func:`snsot._kernels.aggregate_columns`): 0.1 gave aggregates of
+#: about 6 columns and the same CG iterations at both sizes measured (2-D
+#: clouds, n = 10k and 30k: 21-22 additive, 10-11 symmetric at rtol ~1e-3);
+#: looser values give larger aggregates, a smaller coarse problem and more
+#: iterations (0.01: ~10 columns, twice the iterations; 0.03 and 0.3 took
+#: longer than 0.1 over the 30k Newton systems).
+STRONG_FRACTION = 0.1
+
+#: A reused :class:`TwoLevelPreconditioner` is rebuilt once CG needs more than
+#: this many times the iterations per digit it took with it fresh (plus 2).
+#: Measured on the 20 Newton systems of a 2-D cloud (n = 30k, reg 3.3e-5;
+#: CPU seconds, loaded machine): see benchmarks/cg_precond.py.
+REUSE_ITERATIONS = 1.0
+
+
+class TwoLevelPreconditioner:
+    """Two-level aggregation preconditioner of ``K = D_col - S^T D_row^{-1} S``.
+
+    The columns are grouped into aggregates (:func:`snsot._kernels.aggregate_columns`,
+    from ``S`` alone, so it serves any CSR block, point cloud or user-given
+    sparse cost); ``R`` is the 0/1 aggregation matrix. The coarse operator
+    is the Galerkin product ``Kc = R K R^T = diag(R d_col) - (S R^T)^T
+    D_row^{-1} (S R^T)``, formed from the merged block ``S R^T`` without
+    forming ``K``, and factorised once by SuperLU (symmetric mode).
+
+    ``cycle="additive"`` (the default) applies ``M^{-1} = D_col^{-1} + R^T
+    Kc^{-1} R``: symmetric positive definite as the sum of an SPD and a
+    positive semidefinite term, with no product with ``K``.
+    ``cycle="symmetric"`` is the two-grid cycle with Jacobi smoothing on
+    ``D_col``::
+
+        x = D_col^{-1} r
+        x += R^T Kc^{-1} R (r - K x)
+        x += D_col^{-1} (r - K x)
+
+    It halves the iterations but costs two products with ``K`` more per
+    iteration; measured on the Newton systems of a 2-D cloud (n = 10k,
+    reg 1e-4) the two took the same time fresh, and the additive one
+    is faster when reused across Newton steps (:meth:`_CsrSchur.solve`).
+    Why ``D_col`` and a unit step in the symmetric cycle: ``0 <= S^T D_row^{-1} S`` gives ``K <= D_col``,
+    so the smoother's eigenvalues ``1 - lambda(D_col^{-1} K)`` lie in
+    ``[0, 1)``: it converges in the ``K``-norm, and with the exact coarse
+    solve the cycle is symmetric positive definite, which keeps CG valid.
+    The near-null vector of ``K`` (the constant, exact when the shift and
+    the dropped entries vanish) lies in the range of ``R^T``, which is what
+    makes the coarse correction remove the slow modes Jacobi leaves.
+
+    Parameters
+    ----------
+    S : CsrOffDiagonal
+    d_row, d_col : ndarray
+        Positive diagonals of the Schur complement.
+    strong : float
+        Strong-link fraction of :func:`snsot._kernels.aggregate_columns`.
+    cycle : {"additive", "symmetric"}
+
+    Raises
+    ------
+    RuntimeError
+        When SuperLU finds the coarse operator singular.
+
+    References
+    ----------
+    P. Vanek, J. Mandel, M. Brezina, Algebraic multigrid by smoothed
+    aggregation for second and fourth order elliptic problems, Computing 56
+    (1996) (the greedy aggregation); Y. Notay, An aggregation-based
+    algebraic multigrid method, ETNA 37 (2010) (unsmoothed aggregation with
+    a symmetric two-grid cycle).
+    """
+
+    def __init__(self, S, d_row, d_col, strong: float = STRONG_FRACTION, cycle: str = "additive"):
+        from scipy.sparse.linalg import splu
+
+        if cycle not in ("additive", "symmetric"):
+            raise ValueError(f"cycle: expected 'additive' or 'symmetric'; got {cycle!r}")
+        self.cycle = cycle
+        n, m = self.shape = S.shape
+        # The additive cycle needs only d_col, the labels and the factorisation: a
+        # reused preconditioner then holds no older plan values alive.
+        self.S = S if cycle == "symmetric" else None
+        self.d_row, self.d_col = d_row, d_col
+        self.labels, self.n_coarse = K.aggregate_columns(S.indptr, S.indices, S.data, m, strong)
+        ptr, idx, val = K.merge_columns(S.indptr, S.indices, S.data, self.labels, self.n_coarse)
+        SR = sp.csr_matrix((val, idx, ptr), shape=(n, self.n_coarse))
+        d_coarse = np.bincount(self.labels, weights=d_col, minlength=self.n_coarse)
+        coarse = sp.diags(d_coarse) - SR.T @ sp.diags(1.0 / d_row) @ SR
+        self.coarse = splu(sp.csc_matrix(coarse), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                           options=dict(SymmetricMode=True))
+        self._q = np.empty(m) if cycle == "symmetric" else None
+        self.built_rate = 0.0  # CG iterations per digit when it was built (set by _CsrSchur)
+
+    def fits(self, S) -> bool:
+        """Whether this preconditioner can serve a block ``S`` (same shape; any values or pattern)."""
+        return self.shape == S.shape
+
+    def matvec(self, y):
+        """``K y`` (the symmetric cycle's smoothing residual; that cycle keeps ``S``)."""
+        S = self.S
+        K._schur_matvec(S.indptr, S.indices, S.data, self.d_row, self.d_col, y, self._q)
+        return self._q
+
+    def coarse_correction(self, r):
+        """``R^T Kc^{-1} R r``."""
+        rc = np.bincount(self.labels, weights=r, minlength=self.n_coarse)
+        return self.coarse.solve(rc)[self.labels]
+
+    def __call__(self, r):
+        """``M^{-1} r`` (see the class docstring)."""
+        if self.cycle == "additive":
+            return r / self.d_col + self.coarse_correction(r)
+        x = r / self.d_col
+        x += self.coarse_correction(r - self.matvec(x))
+        x += (r - self.matvec(x)) / self.d_col
+        return x
