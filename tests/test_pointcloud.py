@@ -160,6 +160,49 @@ def test_history_covers_every_scale_with_its_reg():
     assert h.stage.max() == 1  # Newton steps recorded
 
 
+def test_a_tol_below_round_off_stops_at_the_floor_without_futile_refreshes():
+    # tol 1e-17 cannot be met in float64: the solve must say "floor" (converged False) and,
+    # with the outside mass already within its target, not rebuild the support again and
+    # again (before the stall rule reached the refresh loop: 11 refreshes, 936 iterations).
+    import warnings
+
+    from snsot.solvers.pointcloud import _MAX_REFRESH
+
+    x, y = make_clouds("plain", 600, 2, seed=12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = snsot.solve(PointCloud(x, y), reg=1e-3, tol=1e-17)
+    assert res.status == "floor" and not res.converged
+    assert res.marginal_error < 1e-12  # it did get to round-off
+    assert res.scales[-1]["refreshes"] <= 1 < _MAX_REFRESH - 1
+    assert res.outside_mass <= 0.01 * 1e-17 * (1 + 1e-9)  # the bound was within its target at the floor
+
+
+def test_stage_tol_changes_only_the_warm_start_not_the_answer():
+    x, y = make_clouds("plain", 1200, 2, seed=13)
+    loose = snsot.solve(PointCloud(x, y), reg=1e-4, tol=1e-10, stage_tol=1e-2)
+    tight = snsot.solve(PointCloud(x, y), reg=1e-4, tol=1e-10, stage_tol=1e-5)
+    assert loose.converged and tight.converged
+    assert all(s["marginal_error"] <= 1e-2 for s in loose.scales[1:-1])
+    assert all(s["marginal_error"] <= 1e-5 for s in tight.scales[1:-1])
+    np.testing.assert_allclose(loose.plan.toarray(), tight.plan.toarray(), rtol=0, atol=1e-9)
+
+
+def test_a_looser_outside_target_before_the_last_scale_keeps_fewer_pairs_there_and_the_same_answer():
+    x, y = make_clouds("plain", 1200, 2, seed=14)
+    base = snsot.solve(PointCloud(x, y), reg=1e-4, tol=1e-10)
+    loose = snsot.solve(PointCloud(x, y), reg=1e-4, tol=1e-10, stage_outside_fraction=0.3)
+    assert base.converged and loose.converged
+    np.testing.assert_allclose(loose.plan.toarray(), base.plan.toarray(), rtol=0, atol=1e-9)
+    assert loose.outside_mass <= 0.01 * 1e-10  # the last scale keeps outside_fraction
+    # the first truncated scale starts from the same coarse potentials: fewer pairs at the looser target
+    b, s = base.scales[1], loose.scales[1]
+    assert (b["reg"], b["n_x"], b["n_y"]) == (s["reg"], s["n_x"], s["n_y"])
+    assert s["support_size"] < b["support_size"]
+    with pytest.raises(ValueError, match=r"stage_outside_fraction: must lie in \(0, 0.5\)"):
+        snsot.solve(PointCloud(x, y), reg=1e-4, stage_outside_fraction=0.5)
+
+
 def test_point_clouds_refuse_sinkhorn_and_unknown_options():
     x, y = make_clouds("plain", 20, 2, seed=3)
     with pytest.raises(ValueError, match="method: point clouds can be solved with 'sns'"):

@@ -74,9 +74,10 @@ def test_truncated_support_certifies_the_mass_it_leaves_out(kind, dim, cost, reg
     # every pair above -theta is in, with its exact cost (the margin: the dropped pair
     # that sets theta has its cost rounded differently by cdist and by the support)
     assert mask[E > -sup.theta + 1e-9].all()
-    np.testing.assert_allclose(sup.cost, C[mask], rtol=1e-12, atol=1e-15)
-    # no duplicates, rows sorted (CSR canonical)
-    assert sp.csr_matrix((sup.cost, sup.indices, sup.indptr), shape=(n, m)).has_canonical_format
+    np.testing.assert_allclose(sup.cost, C[np.repeat(np.arange(n), np.diff(sup.indptr)), sup.indices],
+                               rtol=1e-12, atol=1e-15)
+    # no pair twice (columns within a row come in the tree's order, not sorted)
+    assert mask.sum() == sup.nnz
     # the certified bound holds against the full plan, per row, and meets the target
     outside_rows = np.where(mask, 0.0, P).sum(axis=1)
     assert np.all(outside_rows <= sup.row_bound * (1 + 1e-12) + 1e-300)
@@ -169,3 +170,32 @@ def test_feasibility_check_names_a_point_with_mass_and_no_pair():
         sup.check_feasible(np.array([0.4, 0.4, 0.2]), np.array([1.0, 0.0]))
     with pytest.raises(ValueError, match=r"C: column 1 has positive mass b\[1\]"):
         sup.check_feasible(np.array([0.5, 0.5, 0.0]), np.array([0.5, 0.5]))
+
+
+def test_guard_pairs_are_appended_to_their_rows_without_disturbing_the_others():
+    from snsot.support import _append_pairs
+
+    rng = np.random.default_rng(8)
+    n, m = 40, 30
+    dense = rng.random((n, m)) < 0.2
+    dense[[3, 7]] = False  # empty rows, to be guarded
+    dense[:, 5] = False  # an empty column, guarded into some row
+    cloud = PointCloud(rng.random((n, 2)), rng.random((m, 2)))
+    rows, cols = np.nonzero(dense)
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(dense.sum(axis=1), out=indptr[1:])
+    cost = cloud.pair_costs(rows, cols)
+    new_r = np.array([7, 3, 12, 7], dtype=np.int64)  # the last duplicates the first
+    new_c = np.array([1, 2, 5, 1], dtype=np.int64)
+    out_ptr, out_cols, out_cost = _append_pairs(indptr, cols, cost, new_r, new_c, cloud)
+    want = dense.copy()
+    want[new_r, new_c] = True
+    got = np.zeros((n, m), dtype=bool)
+    out_rows = np.repeat(np.arange(n), np.diff(out_ptr))
+    got[out_rows, out_cols] = True
+    assert np.array_equal(got, want) and out_ptr[-1] == want.sum()  # every pair once
+    np.testing.assert_array_equal(out_cost, cloud.pair_costs(out_rows, out_cols))
+    # the old pairs keep their order within each row, the guards come after them
+    for i in range(n):
+        old = cols[indptr[i]:indptr[i + 1]]
+        np.testing.assert_array_equal(out_cols[out_ptr[i]:out_ptr[i] + old.size], old)

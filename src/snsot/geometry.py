@@ -119,6 +119,15 @@ class PointCloud:
             return np.sqrt(d2)
         return d2 ** (0.5 * self.p)
 
+    def column_tree(self):
+        """A :class:`snsot._tree.ColumnTree` over ``y``, built on first use and kept (the points never change)."""
+        tree = getattr(self, "_column_tree", None)
+        if tree is None:
+            from ._tree import ColumnTree
+
+            tree = self._column_tree = ColumnTree(self.y)
+        return tree
+
     def pair_costs(self, rows, cols) -> np.ndarray:
         """Costs ``C[rows[k], cols[k]]`` of the listed pairs (float64), without forming ``C``."""
         rows = np.asarray(rows, dtype=np.intp)

@@ -14,23 +14,22 @@ outside.
 
 The certified bound
 -------------------
-Let ``N_i(t) = #{j : e_ij > -t}``. One tree query finds every pair with
-``e_ij > -t_top`` and their plan mass is summed exactly; a count query gives
-an upper bound ``U_i >= N_i(t_max)`` at a level ``t_max`` where even
-``n m exp(-t_max)`` is negligible. Every pair between the levels weighs at
-most ``exp(-t_top)`` and every pair beyond ``t_max`` at most ``exp(-t_max)``,
-so the mass of row ``i`` beyond ``t_top`` is at most
+Let ``N_i(t) = #{j : e_ij > -t}``. One tree search finds every pair with
+``e_ij > -t_max``, at a level where even ``n m exp(-t_max)`` is 1% of the
+target, so ``N_i(t_max)`` is exact and their plan mass is summed exactly;
+every pair beyond weighs at most ``exp(-t_max)``, so the mass of row ``i``
+beyond ``t_max`` is at most
 
 .. math::
-    e^{-t_{top}} (U_i - N_i(t_{top})) + e^{-t_{max}} (m - U_i),
+    e^{-t_{max}} (m - N_i(t_{max})).
 
-where ``U_i`` enters with the coefficient ``e^{-t_top} - e^{-t_max} >= 0`` (so an
-upper bound, a tree count with a slightly enlarged radius, is enough) and
-``N_i(t_top)`` is exact. The support then drops the lightest of the found
-pairs while their exact mass plus this tail stays within the target: the
-per-row bound ``R_i`` is the dropped pairs' exact mass plus the tail. This is
-far tighter than the count bound ``n m e^{-theta}``: in dimension d,
-``N_i(t)`` grows like ``t^{d/2}``, not like ``m``.
+The support then drops the lightest of the found pairs while their exact
+mass plus this tail stays within the target: the per-row bound ``R_i`` is
+the dropped pairs' exact mass plus the tail. This is far tighter than the
+count bound ``n m e^{-theta}``: in dimension d, ``N_i(t)`` grows like
+``t^{d/2}``, not like ``m``. (Searching at ``t_max`` rather than at a lower
+level plus a count there costs ``(t_max / theta)^{d/2}``, about 1.3x, more
+pairs found; a count is a second traversal, as dear as the search.)
 
 At other potentials ``(f, g)`` every entry is multiplied by
 ``exp((f_i - f0_i)/reg + (g_j - g0_j)/reg)``, so the outside mass is at most
@@ -39,13 +38,13 @@ At other potentials ``(f, g)`` every entry is multiplied by
 
 Finding the pairs
 -----------------
-For the squared Euclidean cost, lifting ``y_j`` to ``(y_j, sqrt(G - g0_j))``
-with ``G = max g0`` and ``x_i`` to ``(x_i, 0)`` gives
-``|x'_i - y'_j|^2 = C_ij + G - g0_j``, so ``e_ij > -t`` is exactly the
-fixed-radius condition ``|x'_i - y'_j|^2 < f0_i + G + reg t``: one tree query
-per level. For other powers ``p`` the columns are split into groups by
-``g0``; within a group ``g0_j <= G_q`` and a query of radius
-``(f0_i + G_q + reg t)^{1/p}`` finds a superset, filtered exactly.
+With ``k_j = G - g0_j >= 0`` (``G = max g0``), ``e_ij > -t`` reads
+``C_ij + k_j < f0_i + G + reg t``: a branch-and-bound over a k-d tree on the
+``y_j`` that skips a box when its distance to ``x_i`` (to the power ``p``)
+plus its smallest ``k`` is already too large (for the squared cost, the
+fixed-radius query in the lifted space ``(y_j, sqrt(k_j))``), compiled and
+parallel over rows (:mod:`snsot._tree`). The tree depends only on the
+points: it is built once per cloud (:meth:`PointCloud.column_tree`).
 """
 
 from __future__ import annotations
@@ -58,6 +57,7 @@ import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
 from . import _sparse_kernels as SK
+from ._tree import drop_light, light_histogram
 from .geometry import PointCloud
 
 __all__ = ["Support", "from_sparse_cost", "truncate", "BYTES_PER_ENTRY"]
@@ -68,13 +68,6 @@ __all__ = ["Support", "from_sparse_cost", "truncate", "BYTES_PER_ENTRY"]
 #: (8 + 8), and the Newton Hessian's thresholded copy (index 4, value 8).
 BYTES_PER_ENTRY = 76
 
-# Relative enlargement of a query radius: tree distances are rounded, and a
-# count must never fall below the true count it bounds.
-_RADIUS_SLACK = 1e-9
-
-# Rows per tree query: bounds the Python lists query_ball_point builds.
-_QUERY_ROWS = 2048
-
 
 @dataclass(eq=False)
 class Support:
@@ -84,7 +77,8 @@ class Support:
     ----------
     indptr, indices, cost : ndarray
         CSR arrays: row ``i``'s pairs are ``indices[indptr[i]:indptr[i+1]]``
-        (increasing) with costs ``cost[...]``.
+        with costs ``cost[...]``, no pair twice; increasing for a user-given
+        support, in the tree's (spatial) order for a truncated one.
     shape : tuple
         ``(n, m)``.
     row_bound : ndarray or None
@@ -206,100 +200,6 @@ def from_sparse_cost(C) -> Support:
 # ---------------------------------------------------------------------------
 
 
-class _Finder:
-    """Tree queries for ``e_ij > -t`` at fixed potentials ``(f0, g0)``."""
-
-    def __init__(self, cloud: PointCloud, f0, g0, reg, n_groups=8):
-        self.cloud, self.reg = cloud, reg
-        self.f0 = np.asarray(f0, dtype=np.float64)
-        self.g0 = np.asarray(g0, dtype=np.float64)
-        self.rows = np.flatnonzero(np.isfinite(self.f0))
-        cols = np.flatnonzero(np.isfinite(self.g0))
-        self.n_live_cols = cols.size
-        if cloud.p == 2.0:
-            G = self.g0[cols].max() if cols.size else 0.0
-            lift = np.sqrt(np.maximum(G - self.g0[cols], 0.0))
-            y = np.hstack([cloud.y[cols], lift[:, None]])
-            x = np.hstack([cloud.x[self.rows], np.zeros((self.rows.size, 1))])
-            self.groups = [(cKDTree(y), cols, x, G)] if cols.size else []
-        else:
-            order = cols[np.argsort(self.g0[cols], kind="stable")]
-            x = cloud.x[self.rows]
-            self.groups = [
-                (cKDTree(cloud.y[part]), part, x, self.g0[part].max())
-                for part in np.array_split(order, min(n_groups, max(order.size, 1)))
-                if part.size
-            ]
-
-    def _radius(self, G, t, slack):
-        # Condition (sqeuclidean, lifted): dist^2 < f0 + G + reg t; (power p): dist^p < f0 + G + reg t.
-        level = self.f0[self.rows] + G + self.reg * t
-        power = 2.0 if self.cloud.p == 2.0 else self.cloud.p
-        r = np.where(level > 0, np.maximum(level, 0.0) ** (1.0 / power), -1.0)
-        return r * (1.0 + slack) if slack else r
-
-    def count(self, t) -> np.ndarray:
-        """Per-row upper bound on ``N_i(t)`` (0 for rows with ``f0 = -inf``)."""
-        out = np.zeros(self.cloud.shape[0], dtype=np.int64)
-        for tree, _, x, G in self.groups:
-            r = self._radius(G, t, _RADIUS_SLACK)
-            ok = r >= 0
-            out[self.rows[ok]] += tree.query_ball_point(x[ok], r[ok], return_length=True)
-        return out
-
-    def _lifted_pairs(self, t):
-        """Squared cost: candidate pairs from one dual-tree query with a common radius.
-
-        Lifting both sides, ``x''_i = (x_i, sqrt(F - f0_i), 0)`` and
-        ``y''_j = (y_j, 0, sqrt(G - g0_j))`` with ``F = max f0``, ``G = max g0``,
-        gives ``|x''_i - y''_j|^2 = C_ij + F - f0_i + G - g0_j``, so ``e_ij > -t``
-        is ``|x''_i - y''_j|^2 < F + G + reg t`` for every row: scipy's
-        ``sparse_distance_matrix`` then returns the pairs from compiled code
-        (no per-row Python lists). A superset, filtered exactly by the caller.
-        """
-        _, cols, _, G = self.groups[0]
-        f = self.f0[self.rows]
-        F = f.max()
-        zx, zy = np.zeros((self.rows.size, 1)), np.zeros((cols.size, 1))
-        x = np.hstack([self.cloud.x[self.rows], np.sqrt(np.maximum(F - f, 0.0))[:, None], zx])
-        y = np.hstack([self.cloud.y[cols], zy, np.sqrt(np.maximum(G - self.g0[cols], 0.0))[:, None]])
-        level = F + G + self.reg * t
-        if level <= 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        radius = math.sqrt(level) * (1.0 + _RADIUS_SLACK)
-        found = cKDTree(x).sparse_distance_matrix(cKDTree(y), radius, output_type="ndarray")
-        return self.rows[found["i"]].astype(np.int64), cols[found["j"]].astype(np.int64)
-
-    def pairs(self, t):
-        """Exactly the pairs with ``e_ij > -t``, as CSR ``(indptr, indices, cost)``, chunked over rows."""
-        n = self.cloud.shape[0]
-        rows_out, cols_out = [], []
-        if self.cloud.p == 2.0 and self.groups and self.rows.size:
-            rows, cols = self._lifted_pairs(t)
-            cost = self.cloud.pair_costs(rows, cols)
-            keep = (self.f0[rows] + self.g0[cols] - cost) / self.reg > -t
-            return rows[keep], cols[keep], cost[keep]
-        for tree, cols, x, G in self.groups:
-            r = self._radius(G, t, _RADIUS_SLACK)
-            for start in range(0, self.rows.size, _QUERY_ROWS):
-                sl = slice(start, start + _QUERY_ROWS)
-                ok = r[sl] >= 0
-                found = tree.query_ball_point(x[sl][ok], r[sl][ok], return_sorted=False)
-                lens = np.fromiter((len(h) for h in found), dtype=np.int64, count=len(found))
-                if lens.sum() == 0:
-                    continue
-                rr = np.repeat(self.rows[sl][ok], lens)
-                cc = cols[np.concatenate([np.asarray(h, dtype=np.int64) for h in found if h])]
-                rows_out.append(rr)
-                cols_out.append(cc)
-        rows = np.concatenate(rows_out) if rows_out else np.zeros(0, np.int64)
-        cols = np.concatenate(cols_out) if cols_out else np.zeros(0, np.int64)
-        cost = self.cloud.pair_costs(rows, cols)
-        keep = (self.f0[rows] + self.g0[cols] - cost) / self.reg > -t
-        rows, cols, cost = rows[keep], cols[keep], cost[keep]
-        return rows, cols, cost
-
-
 def _best_partners(cloud: PointCloud, f0, g0, rows, cols):
     """For the given rows and columns (of finite potential), one partner maximising
     ``f0_i + g0_j - C_ij`` (exactly for the squared Euclidean cost, a nearest point
@@ -327,13 +227,39 @@ def _best_partners(cloud: PointCloud, f0, g0, rows, cols):
             np.concatenate([live_c[jr], cols]).astype(np.int64))
 
 
+def _append_pairs(indptr, cols, cost, rows_new, cols_new, cloud):
+    """CSR ``(indptr, cols, cost)`` with the pairs ``(rows_new, cols_new)`` appended at the end of their rows.
+
+    The new pairs are guards for empty rows or columns, so none is already in the
+    CSR; duplicates among them are dropped. O(nnz) moves, no sort of the old pairs
+    (at 1e5 points a sort of the 2e7 keys took seconds).
+    """
+    n, m = indptr.size - 1, cloud.shape[1]
+    _, first = np.unique(rows_new * m + cols_new, return_index=True)  # sorted by row, no duplicates
+    rows_new, cols_new = rows_new[first], cols_new[first]
+    counts = np.diff(indptr)
+    extra = np.bincount(rows_new, minlength=n)
+    new_indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts + extra, out=new_indptr[1:])
+    pos_old = np.arange(indptr[-1], dtype=np.int64) + np.repeat(new_indptr[:-1] - indptr[:-1], counts)
+    rank = np.arange(rows_new.size) - np.searchsorted(rows_new, rows_new, side="left")
+    pos_new = new_indptr[rows_new] + counts[rows_new] + rank
+    out_cols = np.empty(new_indptr[-1], dtype=cols.dtype)
+    out_cost = np.empty(new_indptr[-1])
+    out_cols[pos_old], out_cost[pos_old] = cols, cost
+    out_cols[pos_new], out_cost[pos_new] = cols_new, cloud.pair_costs(rows_new, cols_new)
+    return new_indptr, out_cols, out_cost
+
+
 def truncate(cloud: PointCloud, f0, g0, reg, max_outside, max_nnz=int(2e8)) -> Support:
     """The truncated support of a point-cloud problem at potentials ``(f0, g0)``.
 
-    Finds the pairs above a level ``t_top`` with one tree query, measures
-    their plan mass exactly, and drops the lightest of them while the dropped
-    mass plus the certified tail beyond ``t_top`` (module docstring) stays
-    within ``max_outside``; ``theta`` is the resulting cut.
+    Finds every pair above the level ``t_max`` at which even the count bound
+    ``n m exp(-t_max)`` is 1% of the target, with one compiled tree search
+    (:class:`snsot._tree.ColumnTree`, built once per cloud), measures their
+    plan mass exactly, and drops the lightest of them while the dropped mass
+    plus the certified tail beyond ``t_max`` (module docstring) stays within
+    ``max_outside``; ``theta`` is the resulting cut.
 
     Parameters
     ----------
@@ -345,7 +271,9 @@ def truncate(cloud: PointCloud, f0, g0, reg, max_outside, max_nnz=int(2e8)) -> S
         Target for the certified plan mass left outside (absolute, same units
         as the weights).
     max_nnz : int
-        Refuse (ValueError, with the size) when the pairs would be more.
+        Refuse (ValueError, with the size) when the pairs kept would be more,
+        or the pairs found before dropping more than twice as many (they are
+        held briefly at a third of the solver's bytes per pair).
 
     Returns
     -------
@@ -355,61 +283,56 @@ def truncate(cloud: PointCloud, f0, g0, reg, max_outside, max_nnz=int(2e8)) -> S
     n, m = cloud.shape
     f0 = np.asarray(f0, dtype=np.float64)
     g0 = np.asarray(g0, dtype=np.float64)
-    finder = _Finder(cloud, f0, g0, reg)
-    m_live, n_live = finder.n_live_cols, finder.rows.size
-    # Beyond t_max even the count bound n m exp(-t) is 1% of the target.
+    live_r, live_c = np.isfinite(f0), np.isfinite(g0)
+    n_live, m_live = int(live_r.sum()), int(live_c.sum())
+    # Beyond t_max even the count bound n m exp(-t) is 1% of the target: every pair
+    # there weighs at most exp(-t_max), so the tail needs no count of its own.
     t_max = math.log(max(n_live * m_live, 1) / max_outside) + math.log(100.0)
-    n_max = finder.count(t_max)
-    # The tail beyond t_top weighs at most exp(-t_top) N(t_max) + 1% of the target: half of it at most.
-    t_top = min(t_max, math.log(2.0 * max(int(n_max.sum()), 1) / max_outside))
-    # N(t_top) <= N(t_max): a second count (a full tree traversal) only when the first exceeds the limit
-    n_top = int(n_max.sum())
-    if n_top > max_nnz and t_top < t_max:
-        n_top = int(finder.count(t_top).sum())
-    if n_top > max_nnz:
+
+    def refuse(size, what):
         raise ValueError(
-            f"reg: the truncated support at reg={reg:g} would hold about {n_top:.3g} pairs "
-            f"({n_top * BYTES_PER_ENTRY / 1e9:.3g} GB, limit max_nnz={max_nnz:.3g}); use a smaller reg, "
+            f"reg: the truncated support at reg={reg:g} would hold about {size:.3g} pairs{what} "
+            f"({size * BYTES_PER_ENTRY / 1e9:.3g} GB, limit max_nnz={max_nnz:.3g}); use a smaller reg, "
             "fewer points (or coarser clusters), or a looser tol"
         )
-    rows, cols, cost = finder.pairs(t_top)
-    e = (f0[rows] + g0[cols] - cost) / reg
-    n_in_top = np.bincount(rows, minlength=n)
-    tail = math.exp(-t_top) * np.maximum(n_max - n_in_top, 0)
-    if t_top < t_max:
-        tail = tail + math.exp(-t_max) * np.maximum(m_live - n_max, 0)
-    tail[~np.isfinite(f0)] = 0.0
-    # Drop the lightest pairs while their exact mass fits in what the tail leaves of the target.
-    # Only a pair lighter than the target can be dropped: sort those alone (the same
-    # prefix as sorting all, at a fraction of the cost).
-    light = np.flatnonzero(e <= math.log(max_outside)) if max_outside > 0 else np.zeros(0, np.int64)
-    order = light[np.argsort(e[light], kind="stable")]
-    with np.errstate(over="ignore"):  # far-off potentials: an infinite total simply drops nothing
-        dropped_mass = np.cumsum(np.exp(e[order]))
-    k = int(np.searchsorted(dropped_mass, max_outside - tail.sum(), side="right"))
-    drop = order[:k]
-    theta = float(-e[order[k - 1]]) if k else t_top
-    R = tail + np.bincount(rows[drop], weights=np.exp(e[drop]), minlength=n)
-    keep = np.ones(rows.size, dtype=bool)
-    keep[drop] = False
-    rows, cols, cost = rows[keep], cols[keep], cost[keep]
+
+    try:
+        indptr, cols, cost, e = cloud.column_tree().pairs(cloud.x, f0, g0, reg, t_max, cloud.p,
+                                                          max_nnz=2 * max_nnz)
+    except OverflowError as found:
+        refuse(found.args[0], " before dropping the lightest")
+    found_per_row = np.diff(indptr)
+    tail = math.exp(-t_max) * np.maximum(m_live - found_per_row, 0)
+    tail[~live_r] = 0.0
+    # Drop the lightest pairs while their exact mass fits in what the tail leaves of
+    # the target. Only a pair lighter than the target can be dropped; instead of
+    # sorting those, bin them by e (width 1/256) and drop whole bins in order: the
+    # same cut as a sort up to one bin (a few pairs kept that could go), O(nnz).
+    budget = max_outside - float(tail.sum())
+    log_cap = math.log(max_outside)
+    width = 1.0 / 256.0
+    n_bins = max(int(math.ceil((log_cap + t_max) / width)) + 1, 1)
+    n_drop = 0
+    if budget > 0:
+        dropped_mass = np.cumsum(light_histogram(e, t_max, width, log_cap, n_bins))
+        n_drop = int(np.searchsorted(dropped_mass, budget, side="right"))
+    theta = t_max - n_drop * width
+    indptr, cols, cost, dropped = drop_light(indptr, cols, cost, e, t_max, width, log_cap, n_drop)
+    R = tail + dropped
+    del e
+    if indptr[-1] > max_nnz:
+        refuse(int(indptr[-1]), "")
     # Guard partners for live rows and columns left empty (they may lie below -theta:
     # harmless, they only enlarge the support).
-    empty_r = np.flatnonzero((np.bincount(rows, minlength=n) == 0) & np.isfinite(f0))
-    empty_c = np.flatnonzero((np.bincount(cols, minlength=m) == 0) & np.isfinite(g0))
-    br, bc = _best_partners(cloud, f0, g0, empty_r, empty_c)
-    rows = np.concatenate([rows, br])
-    cols = np.concatenate([cols, bc])
-    cost = np.concatenate([cost, cloud.pair_costs(br, bc)])
-    key = rows * m + cols
-    key, first = np.unique(key, return_index=True)  # sorted by row then column, no duplicates
-    rows, cols, cost = rows[first], cols[first], cost[first]
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    empty_r = np.flatnonzero((np.diff(indptr) == 0) & live_r)
+    empty_c = np.flatnonzero((np.bincount(cols, minlength=m) == 0) & live_c)
+    if empty_r.size or empty_c.size:
+        indptr, cols, cost = _append_pairs(indptr, cols, cost, *_best_partners(cloud, f0, g0, empty_r, empty_c),
+                                           cloud)
     idx_dtype = np.int32 if m < 2**31 else np.int64
     return Support(
-        indptr, cols.astype(idx_dtype), np.ascontiguousarray(cost), (n, m),
-        row_bound=R, theta=theta, f0=f0.copy(), g0=g0.copy(), reg=float(reg),
+        indptr, cols.astype(idx_dtype, copy=False), np.ascontiguousarray(cost), (n, m),
+        row_bound=R, theta=float(theta), f0=f0.copy(), g0=g0.copy(), reg=float(reg),
     )
 
 
