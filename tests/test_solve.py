@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import snsot
@@ -293,6 +293,9 @@ def test_adding_a_constant_to_the_cost_leaves_the_plan_unchanged(problem, method
     # exp((f + g - C - k)/reg) is the plan of C with f + k: the constant goes into the potentials
     p = problem
     tol = 1e-10 * p.a.sum()
+    # Sinkhorn may not reach tol on a problem whose contraction rate is 1 - 1e-7 (a 2x2 at reg
+    # 0.01 with a projective diameter of 34): the property is about problems it can solve.
+    assume(method != "sinkhorn" or _sinkhorn_iterations_bound(p) <= 100_000)
     res = snsot.solve(p.C, p.a, p.b, reg=p.reg, method=method, tol=tol, warn=False)
     moved = snsot.solve(p.C + shift, p.a, p.b, reg=p.reg, method=method, tol=tol, warn=False)
     assert res.converged and moved.converged
