@@ -10,7 +10,13 @@ O(n^2). At the default n = 100,000 the dense cost would take 80 GB.
     PYTHONPATH=$PWD/src python examples/torus.py --n 5000 --out torus.png
 
 Prints the solve's summary and its multiscale schedule (one line per scale:
-clusters, pairs per point, iterations).
+clusters, pairs per point, iterations). Measured on the quiet 2-core machine
+at the defaults (n = 100,000, reg 1e-4, tol 1e-8): converged in 148 s, 36
+pairs per point, most of it in the points-level scale at reg 1.6e-3 (305 pairs
+per point, 79 s: on a surface the grid clusters reach the points' count
+early) and the last scale (49 Newton steps, 47 s). At reg 1e-3 and n =
+100,000 the scale at 4e-3 is refused (1.85e8 pairs, above ``max_nnz`` on a
+24 GB machine), with that message.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ def torus(n, seed, noise=0.02, tilt=0.0, R=1.0, r=0.4):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="points per sample (default 100000)")
-    parser.add_argument("--reg", type=float, default=1e-3, help="entropic regularisation (default 1e-3)")
+    parser.add_argument("--reg", type=float, default=1e-4, help="entropic regularisation (default 1e-4)")
     parser.add_argument("--tol", type=float, default=1e-8, help="marginal error relative to the mass (default 1e-8)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="PNG of the matched displacements (optional)")
