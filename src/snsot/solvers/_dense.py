@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import _kernels as K
 from ..problem import OTProblem
-from ._plan import WHOLE_PLAN, FinalPlan, Plan, PlanPoint, SinkhornStep, base_scalings
+from ._plan import WHOLE_PLAN, FinalPlan, Plan, PlanPoint, SinkhornStep, StoredBase
 from .linalg import CsrOffDiagonal, OffDiagonal, SchurComplement
 
 __all__ = ["DensePlan", "DenseOffDiagonal"]
@@ -52,7 +52,7 @@ class _DensePoint(PlanPoint):
         return int(self.counts.max()) if self.counts.size else 0
 
 
-class DensePlan(Plan):
+class DensePlan(StoredBase, Plan):
     """Every entry of the plan of one problem, read through a stored base plan ``B = P(f0, g0)``.
 
     Implements :class:`~snsot.solvers._plan.Plan` with the kernels of
@@ -67,9 +67,7 @@ class DensePlan(Plan):
         self.problem = problem
         self.B: np.ndarray | None = None
         self.f0 = self.g0 = None
-        #: The constant of the last :meth:`scalings` (units of reg): its ``u`` is
-        #: ``exp((f - f0)/reg - shift)`` and its ``v`` is ``exp((g - g0)/reg + shift)``.
-        self.shift = 0.0
+        self.shift = 0.0  # see StoredBase.shift
         self._rows = None  # the Sinkhorn pass's row sums (a buffer; read at once)
         self.n_chunks = K.default_chunks(problem.shape[0])
 
@@ -190,31 +188,6 @@ class DensePlan(Plan):
         return FinalPlan(plan=P, row_sum=row_sum, col_sum=col_sum, cost=cost)
 
     # -- the stored base -----------------------------------------------------
-    def scalings(self, f, g):
-        """``(u, v)`` with ``P(f, g) = diag(u) B diag(v)``, or None when ``(f, g)`` is too far from the base.
-
-        ``u`` and ``v`` carry opposite constant factors ``exp(-+shift)`` (see
-        :attr:`shift`), which keep both in range and cancel in the plan.
-        """
-        if self.f0 is None:
-            return None
-        sc = base_scalings(f, g, self.f0, self.g0, self.problem.reg, K.BASE_DRIFT)
-        if sc is None:
-            return None
-        u, v, self.shift = sc
-        return u, v
-
-    def scalings_at(self, f, g):
-        """:meth:`scalings` at ``(f, g)``, first moving the base there (:meth:`rebase`) if it is too far.
-
-        None only when the plan at ``(f, g)`` itself is not finite.
-        """
-        sc = self.scalings(f, g)
-        if sc is None:
-            self.rebase(f, g)
-            sc = self.scalings(f, g)
-        return sc
-
     def rebase(self, f, g, tau=np.inf, cap=0, row_sum=None, counts=None, idx=None, val=None):
         """Store the plan at ``(f, g)`` (one exponential pass); returns its ``(row_sum, col_sum)``.
 

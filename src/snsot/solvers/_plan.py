@@ -28,7 +28,7 @@ import numpy as np
 
 from .. import _kernels as K
 
-__all__ = ["Plan", "PlanPoint", "SinkhornStep", "FinalPlan", "WHOLE_PLAN", "base_scalings"]
+__all__ = ["Plan", "PlanPoint", "SinkhornStep", "FinalPlan", "StoredBase", "WHOLE_PLAN", "base_scalings"]
 
 #: Quota of :meth:`Plan.new_point` asking for no candidates but a count of the
 #: entries above ``tau``: the Newton matrix will be the whole plan
@@ -191,6 +191,46 @@ class Plan(ABC):
     @abstractmethod
     def final(self, f, g) -> FinalPlan:
         """The plan at ``(f, g)``, measured afresh; the plan's own state may be given up to hold it."""
+
+
+class StoredBase:
+    """The scalings of a plan kept as its values ``B = P(f0, g0)`` at a base point.
+
+    Shared by :class:`~snsot.solvers._dense.DensePlan` and
+    :class:`~snsot.solvers._sparse_plan.SparsePlan`, which provide
+    ``problem``, ``f0``/``g0`` (None when no base is held) and :meth:`rebase`.
+    """
+
+    #: The constant of the last :meth:`scalings` (units of reg): its ``u`` is
+    #: ``exp((f - f0)/reg - shift)`` and its ``v`` is ``exp((g - g0)/reg + shift)``.
+    shift = 0.0
+
+    def scalings(self, f, g):
+        """``(u, v)`` with ``P(f, g) = diag(u) B diag(v)``, or None when ``(f, g)`` is too far from the base.
+
+        The rule of :func:`base_scalings`: ``u`` and ``v`` carry opposite
+        constant factors ``exp(-+shift)`` (see :attr:`shift`), which keep both
+        in range and cancel in the plan; the drift must stay within
+        :data:`snsot._kernels.BASE_DRIFT`.
+        """
+        if self.f0 is None:
+            return None
+        sc = base_scalings(f, g, self.f0, self.g0, self.problem.reg, K.BASE_DRIFT)
+        if sc is None:
+            return None
+        u, v, self.shift = sc
+        return u, v
+
+    def scalings_at(self, f, g):
+        """:meth:`scalings` at ``(f, g)``, first moving the base there (:meth:`rebase`) if it is too far.
+
+        None only when the plan at ``(f, g)`` itself is not finite.
+        """
+        sc = self.scalings(f, g)
+        if sc is None:
+            self.rebase(f, g)
+            sc = self.scalings(f, g)
+        return sc
 
 
 def base_scalings(f, g, f0, g0, reg: float, max_drift: float):

@@ -36,7 +36,7 @@ import scipy.sparse as sp
 
 from .. import _kernels as K
 from .. import _sparse_kernels as SK
-from ._plan import WHOLE_PLAN, FinalPlan, Plan, PlanPoint, SinkhornStep, base_scalings
+from ._plan import WHOLE_PLAN, FinalPlan, Plan, PlanPoint, SinkhornStep, StoredBase
 from .linalg import CsrOffDiagonal
 
 __all__ = ["SparsePlan"]
@@ -60,7 +60,7 @@ class _SparsePoint(PlanPoint):
         return int(self.above.max()) if self.above.size else 0
 
 
-class SparsePlan(Plan):
+class SparsePlan(StoredBase, Plan):
     """The plan ``P(f, g)`` on the support of a :class:`~snsot.support.SupportProblem`.
 
     Parameters
@@ -80,8 +80,7 @@ class SparsePlan(Plan):
         self.B: np.ndarray | None = None  # plan values at the base point (f0, g0)
         self.BT: np.ndarray | None = None  # the same in the transposed support's (column) order
         self.f0 = self.g0 = None
-        #: The constant of the last :meth:`scalings` (units of reg), as in DensePlan.
-        self.shift = 0.0
+        self.shift = 0.0  # see StoredBase.shift
 
     # -- the interface -------------------------------------------------------
     @property
@@ -206,29 +205,6 @@ class SparsePlan(Plan):
                          outside_mass=self.support.outside_mass(f, g))
 
     # -- the stored base -----------------------------------------------------
-    def scalings(self, f, g):
-        """``(u, v)`` with ``P(f, g) = diag(u) B diag(v)``, or None when ``(f, g)`` is too far from the base.
-
-        The rule of :func:`~snsot.solvers._plan.base_scalings`, shared with
-        :meth:`snsot.solvers._dense.DensePlan.scalings`; the drift must stay
-        within :data:`snsot._kernels.BASE_DRIFT`.
-        """
-        if self.f0 is None:
-            return None
-        sc = base_scalings(f, g, self.f0, self.g0, self.problem.reg, K.BASE_DRIFT)
-        if sc is None:
-            return None
-        u, v, self.shift = sc
-        return u, v
-
-    def scalings_at(self, f, g):
-        """:meth:`scalings`, first moving the base to ``(f, g)`` if it is too far; None if the plan there is not finite."""
-        sc = self.scalings(f, g)
-        if sc is None:
-            self.rebase(f, g)
-            sc = self.scalings(f, g)
-        return sc
-
     def rebase(self, f, g) -> None:
         """Store the plan values at ``(f, g)`` (one exponential pass) as the new base."""
         n = self.shape[0]
