@@ -61,7 +61,6 @@ def _kernel_cases(rng):
         "col_update": lambda k: (k(C, f, np.log(a[:m]), reg, out := np.empty(m), chunks), out)[1],
         "plan_pass": lambda k: (k(C, f, g, reg, 0.02, cap, chunks, *(o := pass_out()), P := np.empty((n, m))), *o, P),
         "scaled_pass": lambda k: (k(B, u, v, 0.02, cap, chunks, *(o := pass_out())), *o),
-        "scaled_sinkhorn": lambda k: (k(B, u, v, a, chunks, s := np.empty(n), un := np.empty(n)), s, un),
         "scaled_sums": lambda k: (*k(B, u, v, 0.02, chunks, r := np.empty(n)), r),
         "dense_schur_setup": lambda k: k(B, u, v, d_row, w, chunks),
         "dense_schur_matvec": lambda k: k(B, u, v, d_row, d_col, y, chunks),

@@ -159,25 +159,6 @@ def test_parse_reg_m_rejects_with_a_message_naming_it(value):
 
 
 # ---------------------------------------------------------------------------
-# The damped scaled Sinkhorn kernel
-# ---------------------------------------------------------------------------
-
-@pytest.mark.parametrize("kappa", [1.0, 0.8, 0.3])
-def test_scaled_sinkhorn_kernel_with_kappa(kappa):
-    from snsot import _kernels as K
-
-    rng = np.random.default_rng(7)
-    n, m = 9, 7
-    B, u, v, num = rng.random((n, m)), rng.random(n) + 0.5, rng.random(m) + 0.5, rng.random(n) + 0.1
-    rows, u_new = np.empty(n), np.empty(n)
-    col = K.scaled_sinkhorn(B, u, v, num, 2, rows, u_new, kappa)
-    s = B @ v
-    np.testing.assert_allclose(rows, u * s, rtol=1e-13)
-    np.testing.assert_allclose(u_new, num / s**kappa, rtol=1e-13)
-    np.testing.assert_allclose(col, B.T @ u_new, rtol=1e-13)
-
-
-# ---------------------------------------------------------------------------
 # snsot.solve(..., reg_m=rho)
 # ---------------------------------------------------------------------------
 

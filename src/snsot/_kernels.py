@@ -528,7 +528,7 @@ def plan_pass(C, f, g, reg, tau, cap, n_chunks, row_sum, counts, idx, val, P):
     (when more than ``cap`` qualify, the cut rises to the power of two that
     keeps the most entries without exceeding ``cap``; see :func:`_cap_cut`).
     Stores the plan itself in ``P`` (entries below :data:`P_FLOOR` as 0) as
-    the base for :func:`scaled_pass` and :func:`scaled_sinkhorn`. Returns the
+    the base for :func:`scaled_pass` and :func:`base_sinkhorn_step`. Returns the
     column sums.
 
     Exponents above 709 give ``inf`` sums: the caller treats such a point as
@@ -587,38 +587,6 @@ def scaled_pass(B, u, v, tau, cap, n_chunks, row_sum, counts, idx, val):
             row_sum[i] = s
             _block_max(buf, blockmax)
             counts[i] = _select_row(buf, blockmax, tau, cap, hist, ibuf, vbuf, idx[i], val[i])
-    col = _chunk_sum(part_col)
-    return col
-
-
-@parallel_kernel(fastmath=_LOOP_FLAGS)
-def scaled_sinkhorn(B, u, v, a, n_chunks, s_out, u_new, kappa=1.0):
-    """One Sinkhorn iteration on the plan ``diag(u) B diag(v)``, in one read of ``B``.
-
-    For each row: ``s_i = (B v)_i``, the plan's row sum ``u_i s_i`` is written
-    to ``s_out[i]`` (so the caller gets the iterate's row error for free), the
-    row scaling becomes ``u_new_i = a_i / s_i``, and the row, still in cache,
-    is accumulated into the column sums ``(B^T u_new)_j``, which are returned
-    (the caller sets ``v_j = b_j / col_j``). A row with ``s_i`` not a positive
-    normal number gives a non-finite ``u_new_i``: the caller checks.
-
-    ``kappa != 1`` gives the damped update of unbalanced OT,
-    ``u_new_i = a_i / s_i ** kappa`` (the caller folds the rest of the
-    update into ``a``; see :mod:`snsot.solvers._kl_marginals`).
-    """
-    n, m = B.shape
-    part_col = np.zeros((n_chunks, m))
-    for k in prange(n_chunks):
-        pc = part_col[k]
-        for i in range(k * n // n_chunks, (k + 1) * n // n_chunks):
-            s = 0.0
-            for j in range(m):
-                s += B[i, j] * v[j]
-            s_out[i] = u[i] * s
-            un = a[i] / s if kappa == 1.0 else a[i] / s ** kappa
-            u_new[i] = un
-            for j in range(m):
-                pc[j] += B[i, j] * un
     col = _chunk_sum(part_col)
     return col
 
@@ -1165,7 +1133,7 @@ def base_sinkhorn_step(B, f, g, f0, g0, reg, max_drift, a, log_a, kappa, log_b, 
                        rows, f_new, g_new):
     """One whole Sinkhorn iteration on the stored base ``B = P(f0, g0)``: scalings, pass, checks, next potentials.
 
-    The fusion of :func:`centred_scalings`, :func:`scaled_sinkhorn` and the
+    The fusion of :func:`centred_scalings`, one Sinkhorn pass over ``diag(u) B diag(v)`` and the
     O(n + m) work around them, so that none of it holds the GIL. With ``(u, v,
     c)`` the centred scalings of ``(f, g)``:
 

@@ -54,17 +54,6 @@ def large_entries(P, tau, cap):
     return keep
 
 
-def scaled_sinkhorn(B, u, v, a):
-    """One Sinkhorn iteration on ``diag(u) B diag(v)`` (:func:`snsot._kernels.scaled_sinkhorn`).
-
-    Returns ``(col, row_sum, u_new)``: the row sums of the plan, the new
-    row scaling ``a / (B v)`` and the column sums ``B^T u_new`` of the base.
-    """
-    s = B @ v
-    u_new = a / s
-    return B.T @ u_new, u * s, u_new
-
-
 def schur_matvec(S, d_row, d_col, y):
     """``diag(d_col) y - S^T diag(1/d_row) S y`` (:func:`snsot._kernels.dense_schur_matvec` and the CSR one)."""
     return d_col * y - S.T @ ((S @ y) / d_row)
