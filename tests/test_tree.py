@@ -2,6 +2,8 @@
 numpy twin that scans all n m pairs, on random clouds and potentials, every cost power,
 dimensions 1 to 4, zero-mass (-inf) points, duplicated points and far-apart clouds."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -104,6 +106,11 @@ def test_dropping_the_light_pairs_matches_the_numpy_twin(n_drop):
     for u, v in zip(got[:3], want[:3]):
         np.testing.assert_array_equal(u, v)
     np.testing.assert_allclose(got[3], want[3], rtol=1e-13, atol=0)
+    for u, v in zip(got[4], want[4]):  # the dropped pairs themselves, row by row in the same order
+        np.testing.assert_array_equal(u, v)
+    d_indptr, d_cols, d_logp = got[4]
+    rows = np.repeat(np.arange(n), np.diff(d_indptr))
+    np.testing.assert_allclose(np.bincount(rows, weights=np.exp(d_logp), minlength=n), got[3], rtol=1e-12, atol=0)
     light = logp <= log_cap
     bins = np.floor((logp[light] + t_max) / width).astype(np.int64)
     np.testing.assert_allclose(light_histogram(logp, t_max, width, log_cap, n_bins),
@@ -132,3 +139,21 @@ def test_degenerate_boxes_and_steep_potentials_lose_no_pair(jitter):
         want = pairs_reference(x, y, f, g, 1e-3, t, 2.0)
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_moved_mass_matches_the_numpy_twin_and_scales_exactly():
+    from snsot._tree import moved_mass, moved_mass_reference
+
+    rng = np.random.default_rng(3)
+    n, m = 200, 150
+    counts = rng.integers(0, 20, n)
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    cols = rng.integers(0, m, int(indptr[-1])).astype(np.int32)
+    logp = rng.uniform(-60.0, -20.0, cols.size)
+    df, dg = rng.normal(0, 3, n), rng.normal(0, 3, m)
+    got = moved_mass((indptr, cols, logp), df, dg)
+    np.testing.assert_allclose(got, moved_mass_reference((indptr, cols, logp), df, dg), rtol=1e-13, atol=0)
+    # a uniform shift of every potential by c (in units of reg) multiplies each row by exp(c)
+    np.testing.assert_allclose(moved_mass((indptr, cols, logp), df + 2.0, dg), got * math.exp(2.0), rtol=1e-13)
+    assert np.all(got[counts == 0] == 0.0)

@@ -38,7 +38,8 @@ from numba import prange
 
 from ._kernels import kernel, parallel_kernel
 
-__all__ = ["ColumnTree", "pairs_reference", "light_histogram", "drop_light", "drop_light_reference"]
+__all__ = ["ColumnTree", "spatial_order", "pairs_reference", "light_histogram", "drop_light", "drop_light_reference",
+           "moved_mass", "moved_mass_reference"]
 
 #: Points per leaf (at most).
 LEAF_SIZE = 16
@@ -159,17 +160,20 @@ def _node_planes(points, k, node_lo, node_hi, box_lo, box_hi, slope, offset):
 
 @parallel_kernel()
 def _search(x, f, G, reg, t, p, points, g, perm, box_lo, box_hi, node_lo, node_hi, kmin, slope, offset,
-            depth, indptr, fill, cols, cost, logp):
+            depth, indptr, fill, cols, cost, logp, order):
     """Count (``fill`` False: into ``indptr[1:]``) or write (``fill`` True) the pairs with ``e_ij > -t``.
 
     ``points``, ``g`` are in tree order (``perm`` maps back to column indices);
     rows with ``f_i = -inf`` get no pairs. When writing, row ``i``'s pairs go to
-    ``cols/cost/logp[indptr[i]:indptr[i+1]]``, in tree order.
+    ``cols/cost/logp[indptr[i]:indptr[i+1]]``, in tree order. Rows are visited
+    in the order ``order`` (a permutation of the rows; spatially sorted, it
+    keeps the tree nodes that neighbouring rows share in cache).
     """
     n, d = x.shape
     first_leaf = 2 ** depth - 1
     level_shift = G + reg * t
-    for i in prange(n):
+    for q in prange(n):
+        i = order[q]
         fi = f[i]
         level = fi + level_shift
         if not (level > 0.0) or not math.isfinite(fi):
@@ -234,6 +238,15 @@ def _search(x, f, G, reg, t, p, points, g, perm, box_lo, box_hi, node_lo, node_h
             indptr[i + 1] = found
 
 
+def spatial_order(points) -> np.ndarray:
+    """A permutation of ``points`` (shape ``(n, d)``) listing them leaf by leaf of a median-split
+    k-d tree (leaves of at most :data:`LEAF_SIZE` points): nearby points come together."""
+    points = np.ascontiguousarray(points, dtype=np.float64)
+    n = points.shape[0]
+    depth = max(0, math.ceil(math.log2(max(n, 1) / LEAF_SIZE))) if n else 0
+    return _build(points, depth)[0]
+
+
 class ColumnTree:
     """A k-d tree over the columns' points ``y`` (built once, queried at any potentials).
 
@@ -250,8 +263,12 @@ class ColumnTree:
         self.perm, self.box_lo, self.box_hi, self.node_lo, self.node_hi = _build(y, self.depth)
         self.points = np.ascontiguousarray(y[self.perm])
 
-    def pairs(self, x, f, g, reg, t, p, max_nnz=None):
+    def pairs(self, x, f, g, reg, t, p, max_nnz=None, order=None):
         """Every pair with ``e_ij = (f_i + g_j - |x_i - y_j|^p) / reg > -t``.
+
+        ``order``: the order the rows are searched in (a permutation, e.g.
+        :func:`spatial_order` of ``x``; default their own); the result does
+        not depend on it.
 
         Returns
         -------
@@ -281,12 +298,15 @@ class ColumnTree:
         if p == 2.0:
             _node_planes(self.points, k, self.node_lo, self.node_hi, self.box_lo, self.box_hi, slope, offset)
         indptr = np.zeros(n + 1, dtype=np.int64)
+        order = np.arange(n, dtype=np.int64) if order is None else np.asarray(order, dtype=np.int64)
+        if order.shape != (n,):
+            raise ValueError(f"order: expected a permutation of the {n} rows; got shape {order.shape}")
         args = (x, f, G, float(reg), float(t), float(p), self.points, g_tree, self.perm, self.box_lo,
                 self.box_hi, self.node_lo, self.node_hi, kmin, slope, offset, self.depth, indptr)
         empty_i, empty_f = np.zeros(0, np.int64), np.zeros(0)
         if not live.any():
             return indptr, empty_i, empty_f, empty_f
-        _search(*args, False, empty_i, empty_f, empty_f)
+        _search(*args, False, empty_i, empty_f, empty_f, order)
         np.cumsum(indptr, out=indptr)
         nnz = int(indptr[-1])
         if max_nnz is not None and nnz > max_nnz:
@@ -294,7 +314,7 @@ class ColumnTree:
         cols = np.empty(nnz, dtype=np.int64)
         cost = np.empty(nnz)
         logp = np.empty(nnz)
-        _search(*args, True, cols, cost, logp)
+        _search(*args, True, cols, cost, logp, order)
         return indptr, cols, cost, logp
 
 
@@ -317,47 +337,63 @@ def light_histogram(logp, t_max, width, log_cap, n_bins):
 
 
 @parallel_kernel()
-def _count_kept(indptr, logp, t_max, width, log_cap, n_drop, kept, dropped_mass):
+def _count_kept(indptr, logp, t_max, width, log_cap, n_drop, kept, dropped_count, dropped_mass):
     n = indptr.shape[0] - 1
     for i in prange(n):
-        count, mass = 0, 0.0
+        count, n_dropped, mass = 0, 0, 0.0
         for s in range(indptr[i], indptr[i + 1]):
             e = logp[s]
             if e <= log_cap and int((e + t_max) / width) < n_drop:
                 mass += math.exp(e)
+                n_dropped += 1
             else:
                 count += 1
         kept[i + 1] = count
+        dropped_count[i + 1] = n_dropped
         dropped_mass[i] = mass
 
 
 @parallel_kernel()
-def _copy_kept(indptr, logp, cols, cost, t_max, width, log_cap, n_drop, new_indptr, new_cols, new_cost):
+def _copy_kept(indptr, logp, cols, cost, t_max, width, log_cap, n_drop, new_indptr, new_cols, new_cost,
+               drop_indptr, drop_cols, drop_logp):
     n = indptr.shape[0] - 1
     for i in prange(n):
         out = new_indptr[i]
+        out_drop = drop_indptr[i]
         for s in range(indptr[i], indptr[i + 1]):
             e = logp[s]
             if not (e <= log_cap and int((e + t_max) / width) < n_drop):
                 new_cols[out] = cols[s]
                 new_cost[out] = cost[s]
                 out += 1
+            else:
+                drop_cols[out_drop] = cols[s]
+                drop_logp[out_drop] = e
+                out_drop += 1
 
 
 def drop_light(indptr, cols, cost, logp, t_max, width, log_cap, n_drop):
     """Remove the pairs with ``e <= log_cap`` in the first ``n_drop`` bins of :func:`light_histogram`.
 
-    Returns ``(indptr, cols, cost, dropped_mass)``, the last per row.
+    Returns ``(indptr, cols, cost, dropped_mass, dropped)``: the kept pairs in
+    CSR form, the dropped mass per row, and the dropped pairs themselves as
+    ``(indptr, cols, logp)`` (so that their mass can be summed again at other
+    potentials, :meth:`snsot.support.Support.outside_mass`).
     """
     n = indptr.size - 1
     kept = np.zeros(n + 1, dtype=np.int64)
+    drop_indptr = np.zeros(n + 1, dtype=np.int64)
     dropped_mass = np.zeros(n)
-    _count_kept(indptr, logp, t_max, width, log_cap, n_drop, kept, dropped_mass)
+    _count_kept(indptr, logp, t_max, width, log_cap, n_drop, kept, drop_indptr, dropped_mass)
     np.cumsum(kept, out=kept)
+    np.cumsum(drop_indptr, out=drop_indptr)
     new_cols = np.empty(int(kept[-1]), dtype=cols.dtype)
     new_cost = np.empty(int(kept[-1]))
-    _copy_kept(indptr, logp, cols, cost, t_max, width, log_cap, n_drop, kept, new_cols, new_cost)
-    return kept, new_cols, new_cost, dropped_mass
+    drop_cols = np.empty(int(drop_indptr[-1]), dtype=cols.dtype)
+    drop_logp = np.empty(int(drop_indptr[-1]))
+    _copy_kept(indptr, logp, cols, cost, t_max, width, log_cap, n_drop, kept, new_cols, new_cost,
+               drop_indptr, drop_cols, drop_logp)
+    return kept, new_cols, new_cost, dropped_mass, (drop_indptr, drop_cols, drop_logp)
 
 
 def drop_light_reference(indptr, cols, cost, logp, t_max, width, log_cap, n_drop):
@@ -370,7 +406,37 @@ def drop_light_reference(indptr, cols, cost, logp, t_max, width, log_cap, n_drop
     dropped_mass = np.bincount(rows[drop], weights=np.exp(logp[drop]), minlength=n)
     kept = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows[~drop], minlength=n), out=kept[1:])
-    return kept, cols[~drop], cost[~drop], dropped_mass
+    drop_indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows[drop], minlength=n), out=drop_indptr[1:])
+    return kept, cols[~drop], cost[~drop], dropped_mass, (drop_indptr, cols[drop], logp[drop])
+
+
+@parallel_kernel()
+def _moved_mass(drop_indptr, drop_cols, drop_logp, df, dg, out):
+    n = drop_indptr.shape[0] - 1
+    for i in prange(n):
+        total = 0.0
+        shift = df[i]
+        for s in range(drop_indptr[i], drop_indptr[i + 1]):
+            total += math.exp(drop_logp[s] + shift + dg[drop_cols[s]])
+        out[i] = total
+
+
+def moved_mass(dropped, df, dg):
+    """Per row, ``sum_j exp(e_ij + df_i + dg_j)`` over the pairs ``dropped = (indptr, cols, logp)``:
+    their plan mass after the log-potentials moved by ``df``, ``dg`` (in units of reg)."""
+    indptr, cols, logp = dropped
+    out = np.empty(indptr.size - 1)
+    _moved_mass(indptr, cols, logp, np.ascontiguousarray(df, dtype=np.float64),
+                np.ascontiguousarray(dg, dtype=np.float64), out)
+    return out
+
+
+def moved_mass_reference(dropped, df, dg):
+    """Numpy twin of :func:`moved_mass`."""
+    indptr, cols, logp = dropped
+    rows = np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
+    return np.bincount(rows, weights=np.exp(logp + df[rows] + dg[cols]), minlength=indptr.size - 1)
 
 
 def pairs_reference(x, y, f, g, reg, t, p):

@@ -128,6 +128,19 @@ class PointCloud:
             tree = self._column_tree = ColumnTree(self.y)
         return tree
 
+    def row_order(self):
+        """The rows (``x``) in the leaf order of a k-d tree over them, computed on first use and kept.
+
+        The support search visits rows in this order: neighbouring rows walk
+        the same nodes of the column tree, which then stay in cache.
+        """
+        order = getattr(self, "_row_order", None)
+        if order is None:
+            from ._tree import spatial_order
+
+            order = self._row_order = spatial_order(self.x)
+        return order
+
     def pair_costs(self, rows, cols) -> np.ndarray:
         """Costs ``C[rows[k], cols[k]]`` of the listed pairs (float64), without forming ``C``."""
         rows = np.asarray(rows, dtype=np.intp)

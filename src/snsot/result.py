@@ -22,6 +22,7 @@ STATUS_MESSAGES = {
     "callback": "stopped by the callback",
     "floor": "marginal error stalled at its round-off floor above tol",
     "underflow": "the plan met tol at unit mass, but its entries underflow or overflow float64 at this total mass",
+    "support": "stopped to refresh the truncated support (internal to the point-cloud solver; never final)",
 }
 
 

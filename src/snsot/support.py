@@ -32,9 +32,14 @@ level plus a count there costs ``(t_max / theta)^{d/2}``, about 1.3x, more
 pairs found; a count is a second traversal, as dear as the search.)
 
 At other potentials ``(f, g)`` every entry is multiplied by
-``exp((f_i - f0_i)/reg + (g_j - g0_j)/reg)``, so the outside mass is at most
-``sum_i R_i exp((f_i - f0_i)/reg) * exp(max_j (g_j - g0_j)/reg)``
-(:meth:`Support.outside_mass`), which tells the solver when to refresh.
+``exp(df_i + dg_j)`` with ``df = (f - f0)/reg``, ``dg = (g - g0)/reg``. The
+dropped pairs are kept (column and ``e``), so their mass is summed again
+exactly; each pair never found weighs at most ``exp(-t_max + df_i + dg_j)``,
+so row ``i``'s tail is at most ``exp(-t_max + df_i) min((m - N_i) exp(max dg),
+sum_j exp(dg_j))`` (:meth:`Support.outside_mass`), which tells the solver when
+to refresh. (Bounding the dropped pairs by ``R_i exp(df_i + max dg)`` instead
+let one column's drift, anywhere, call for refreshes that added a few pairs
+in 10^5.)
 
 Finding the pairs
 -----------------
@@ -57,7 +62,7 @@ import scipy.sparse as sp
 from scipy.spatial import cKDTree
 
 from . import _sparse_kernels as SK
-from ._tree import drop_light, light_histogram
+from ._tree import drop_light, light_histogram, moved_mass
 from .geometry import PointCloud
 
 __all__ = ["Support", "from_sparse_cost", "truncate", "BYTES_PER_ENTRY"]
@@ -65,8 +70,9 @@ __all__ = ["Support", "from_sparse_cost", "truncate", "BYTES_PER_ENTRY"]
 #: Memory the solver needs per support entry: column index (4), cost (8), the
 #: transposed copy (row 4, position 8, cost 8), the sparse plan's stored base in
 #: both orders (8 + 8), the plan at the current and the trial Newton point
-#: (8 + 8), and the Newton Hessian's thresholded copy (index 4, value 8).
-BYTES_PER_ENTRY = 76
+#: (8 + 8), the Newton Hessian's thresholded copy (index 4, value 8), and the
+#: dropped pairs kept for the bound (column 4 and ``e`` 8, about 0.7 of them per kept pair).
+BYTES_PER_ENTRY = 84
 
 
 @dataclass(eq=False)
@@ -87,6 +93,10 @@ class Support:
         outside (a user-given support: absent pairs are forbidden).
     theta : float
         Truncation level (``inf`` for a user-given support).
+    dropped : tuple or None
+        The pairs found but left out, ``(indptr, cols, e)`` with their log-plan
+        entries at ``(f0, g0)``; ``tail`` the per-row bound on the pairs never
+        found (all below ``-t_max``).
     """
 
     indptr: np.ndarray
@@ -98,6 +108,9 @@ class Support:
     f0: np.ndarray | None = None
     g0: np.ndarray | None = None
     reg: float | None = None
+    dropped: tuple | None = field(default=None, repr=False)
+    tail: np.ndarray | None = field(default=None, repr=False)
+    t_max: float = math.inf
     _transpose: tuple | None = field(default=None, repr=False)
 
     @property
@@ -127,8 +140,18 @@ class Support:
         log_terms = np.log(self.row_bound[live]) + df[live] + dg.max()
         top = log_terms.max()
         if not np.isfinite(top):
-            return math.inf if top > 0 or np.isnan(top) else 0.0
-        return float(math.exp(top) * np.exp(log_terms - top).sum()) if top < 700 else math.inf
+            coarse = math.inf if top > 0 or np.isnan(top) else 0.0
+        else:
+            coarse = float(math.exp(top) * np.exp(log_terms - top).sum()) if top < 700 else math.inf
+        if self.dropped is None or coarse == 0.0 or max(df.max(), dg.max()) > 300.0:
+            return coarse
+        # Both bounds hold; the pair-by-pair one is far tighter when a few potentials moved far.
+        moved = float(moved_mass(self.dropped, df, dg).sum())
+        live_cols = np.isfinite(self.g0)
+        spread = float(np.exp(dg[live_cols]).sum())
+        unfound = np.minimum(self.tail * math.exp(dg.max()), math.exp(-self.t_max) * spread)
+        tail = float((unfound * np.exp(df)).sum())
+        return min(coarse, moved + tail)
 
     def to_scipy(self, values=None) -> sp.csr_matrix:
         """The support as a scipy CSR matrix holding ``values`` (default: the costs)."""
@@ -298,7 +321,7 @@ def truncate(cloud: PointCloud, f0, g0, reg, max_outside, max_nnz=int(2e8)) -> S
 
     try:
         indptr, cols, cost, e = cloud.column_tree().pairs(cloud.x, f0, g0, reg, t_max, cloud.p,
-                                                          max_nnz=2 * max_nnz)
+                                                          max_nnz=2 * max_nnz, order=cloud.row_order())
     except OverflowError as found:
         refuse(found.args[0], " before dropping the lightest")
     found_per_row = np.diff(indptr)
@@ -317,7 +340,7 @@ def truncate(cloud: PointCloud, f0, g0, reg, max_outside, max_nnz=int(2e8)) -> S
         dropped_mass = np.cumsum(light_histogram(e, t_max, width, log_cap, n_bins))
         n_drop = int(np.searchsorted(dropped_mass, budget, side="right"))
     theta = t_max - n_drop * width
-    indptr, cols, cost, dropped = drop_light(indptr, cols, cost, e, t_max, width, log_cap, n_drop)
+    indptr, cols, cost, dropped, dropped_pairs = drop_light(indptr, cols, cost, e, t_max, width, log_cap, n_drop)
     R = tail + dropped
     del e
     if indptr[-1] > max_nnz:
@@ -330,9 +353,12 @@ def truncate(cloud: PointCloud, f0, g0, reg, max_outside, max_nnz=int(2e8)) -> S
         indptr, cols, cost = _append_pairs(indptr, cols, cost, *_best_partners(cloud, f0, g0, empty_r, empty_c),
                                            cloud)
     idx_dtype = np.int32 if m < 2**31 else np.int64
+    d_indptr, d_cols, d_logp = dropped_pairs
+    dropped_pairs = (d_indptr, d_cols.astype(idx_dtype, copy=False), d_logp)
     return Support(
         indptr, cols.astype(idx_dtype, copy=False), np.ascontiguousarray(cost), (n, m),
         row_bound=R, theta=float(theta), f0=f0.copy(), g0=g0.copy(), reg=float(reg),
+        dropped=dropped_pairs, tail=tail, t_max=float(t_max),
     )
 
 

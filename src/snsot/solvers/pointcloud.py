@@ -74,9 +74,17 @@ _SETTLE_ITER = 10
 _REFRESH_ROOM = 0.1
 #: Supports tried per reg before giving up (converged stays False then).
 _MAX_REFRESH = 12
+#: A solve on a support stops for a refresh once the bound on the mass outside exceeds this
+#: fraction of its marginal error (and the target).
+_MONITOR_FRACTION = 0.1
+#: Sinkhorn steps before Newton may take over on a support whose potentials were settled or solved
+#: at this reg already (SNS's default minimum, 20, is for a cold start).
+_RESTART_WARMUP = 3
 #: Truncation levels theta about this large are typical at tol ~ 1e-9 (used only to size the hierarchy
 #: and to estimate the support before solving).
 _THETA_TYPICAL = 30.0
+#: A level switches to the points once its clusters would be at least this fraction of them on both sides.
+_POINTS_FRACTION = 0.8
 
 
 def _finish(res, plan_shape, rows, cols, bound, support_size):
@@ -335,7 +343,7 @@ def _max_partners(support) -> int:
 
 def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, callback=None,
                      outside_fraction=0.01, max_nnz=None, n_coarse=1024, eps_factor=4.0,
-                     start_partners=400, stage_tol=1e-3, stage_outside_fraction=None, n_threads=None, **options):
+                     start_partners=200, stage_tol=1e-3, stage_outside_fraction=None, n_threads=None, **options):
     """SNS between two point clouds on an adaptively truncated sparse support.
 
     See the module docstring for the algorithm. ``tol`` is relative to the
@@ -400,7 +408,7 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
         if "points" in levels:
             return levels["points"]
         lev = _Level(sub, a_s, b_s, _cluster_width(r, d, p, start_partners))
-        if lev.shape[0] >= 0.5 * sub.shape[0] and lev.shape[1] >= 0.5 * sub.shape[1]:
+        if lev.shape[0] >= _POINTS_FRACTION * sub.shape[0] and lev.shape[1] >= _POINTS_FRACTION * sub.shape[1]:
             levels["points"] = _Level(sub, a_s, b_s)
             return levels["points"]
         return lev
@@ -464,6 +472,16 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
         fraction = outside_fraction if last or stage_outside_fraction is None else stage_outside_fraction
         target = fraction * stage_tol
         refreshes = 0
+        max_partners = 0
+        settle_iter = _SETTLE_ITER
+        if support is None and last and plan is not None:
+            # Arriving from clusters, there is no support of this level to settle on:
+            # carried potentials are too rough to truncate at for the last time (their
+            # support is ~1.6x the final one), so settle on one truncated at them, to
+            # the intermediate scales' tolerance, and truncate afresh after.
+            support = truncate(level.cloud, f, g, r, _REFRESH_ROOM * target, max_nnz=max_nnz)
+            max_partners = _max_partners(support)
+            settle_iter = _SETTLE_ITER
         if support is not None:
             # Settle the potentials at the new reg on the previous support first: it is
             # wider (the plan narrows as reg shrinks), so the truncation that follows
@@ -471,14 +489,14 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
             problem = SupportProblem(support, level.A, level.B, r)
             with thread_limit(support.nnz, n_threads):
                 pre = solve_sns(problem, tol=max(stage_tol, stage_tol_rel * mass),
-                                max_iter=max(min(_SETTLE_ITER, max_iter - used), 1), init=(f, g), callback=callback,
+                                max_iter=max(min(settle_iter, max_iter - used), 1), init=(f, g), callback=callback,
                                 _plan=SparsePlan(problem), eps_scaling=False, **options)
             parts.append((pre.history, t_stage - t_start, r))
             used += pre.n_iter
             counts += (pre.n_sinkhorn, pre.n_newton)
             if np.isfinite(pre.potentials[0]).all() and np.isfinite(pre.potentials[1]).all():
                 f, g = pre.potentials
-        max_partners = 0
+        warm = support is not None  # potentials settled (or solved) at this reg already
         for refreshes in range(_MAX_REFRESH):
             # A tenth of the target: room for the potentials to move (the bound grows like
             # exp(drift / reg)) before a refresh is needed, for about 2.3 more units of theta.
@@ -487,12 +505,22 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
             problem = SupportProblem(support, level.A, level.B, r)
             # In chunks: a support that misses mass the solution needs shows as a bound
             # that grows while the error stalls; re-truncating then beats iterating on.
+            # Also after each Newton step: once the bound on the mass outside reaches a
+            # fraction of the error left, the steps head for the optimum of a support that
+            # lacks pairs the solution needs (potentials moving by several reg per step,
+            # linear convergence); re-truncating then is cheaper than iterating on.
+            def outgrown(f1, g1, err, support=support):
+                return support.outside_mass(f1, g1) > max(target, _MONITOR_FRACTION * err)
+
             t_chunk = time.perf_counter()
             with thread_limit(support.nnz, n_threads):
                 res = solve_sns(problem, tol=stage_tol * (1.0 - 2.0 * fraction),
                                 max_iter=max(min(_CHUNK_ITER, max_iter - used), 1), init=(f, g), callback=callback,
-                                _plan=SparsePlan(problem), eps_scaling=False, **options)
+                                _plan=SparsePlan(problem), eps_scaling=False,
+                                _monitor=outgrown if refreshes < _MAX_REFRESH - 1 else None,
+                                **{"n_warmup": _RESTART_WARMUP if warm else None, **options})
             parts.append((res.history, t_chunk - t_start, r))
+            warm = True
             used += res.n_iter
             counts += (res.n_sinkhorn, res.n_newton)
             if np.isfinite(res.potentials[0]).all() and np.isfinite(res.potentials[1]).all():
@@ -602,7 +630,8 @@ def solve_without_dense_cost(C, a, b, *, reg, method, tol, max_iter, init, callb
         solver = functools.partial(solve_sparse_cost, solver=solve_sinkhorn)
     accepted = set(inspect.signature(solver).parameters) | set(inspect.signature(solve_sns).parameters)
     accepted |= {"max_tree_dim"} if isinstance(C, PointCloud) else set()
-    accepted -= {"problem", "tol", "max_iter", "init", "callback", "_plan", "cloud", "C", "a", "b", "reg", "solver"}
+    accepted -= {"problem", "tol", "max_iter", "init", "callback", "_plan", "_monitor", "cloud", "C", "a", "b", "reg",
+                 "solver"}
     unknown = sorted(k for k in options if k not in accepted)
     if unknown:
         raise ValueError(f"{unknown[0]}: not an option for {kind}; options: {', '.join(sorted(accepted))}")

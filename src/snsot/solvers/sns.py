@@ -129,7 +129,7 @@ class _AdaptiveSwitch:
 
 
 #: Statuses after which a stage stops at once.
-_FINAL = ("success", "callback", "nonfinite")
+_FINAL = ("success", "callback", "nonfinite", "support")
 #: Steps in a row (Newton steps or fallbacks) that reach no new lowest error,
 #: taken within ten times the round-off floor of the error (:func:`_error_floor`),
 #: before the stage reports "floor": at that floor (e.g. unbalanced
@@ -159,6 +159,7 @@ def solve_sns(
     hessian: str = "auto",
     direction=None,
     _plan: Plan | None = None,
+    _monitor=None,
 ):
     """Sinkhorn-Newton-Sparse; see the module docstring for the algorithm.
 
@@ -219,6 +220,11 @@ def solve_sns(
     _plan : Plan, optional
         Private: the plan implementation to drive (default
         :class:`~snsot.solvers._dense.DensePlan`), for tests of the interface.
+    _monitor : callable, optional
+        Private: ``_monitor(f, g, marginal_error)`` after each Newton step at
+        the target ``reg``; True ends the solve with status ``"support"`` (the
+        point-cloud driver refreshes a truncated support the potentials have
+        outgrown, instead of iterating on towards another problem's optimum).
     """
     opts = SNSOptions.from_user(
         problem.shape[0], variant=variant, eps_scaling=eps_scaling, eps_factor=eps_factor, n_warmup=n_warmup,
@@ -231,7 +237,9 @@ def solve_sns(
 
     def stage(p: OTProblem, stage_tol: float):
         nonlocal n_sinkhorn, n_newton
-        f_new, g, status, ns, nn = _Stage(plan, p, opts, rec, stage_tol, max_iter - n_sinkhorn - n_newton).run(f)
+        monitor = _monitor if p.reg == problem.reg else None
+        f_new, g, status, ns, nn = _Stage(plan, p, opts, rec, stage_tol, max_iter - n_sinkhorn - n_newton,
+                                          monitor).run(f)
         n_sinkhorn, n_newton = n_sinkhorn + ns, n_newton + nn
         return f_new, g, status
 
@@ -300,8 +308,10 @@ class _Stage:
     whole stage; each phase is one method.
     """
 
-    def __init__(self, plan: Plan, problem: OTProblem, opts: SNSOptions, rec: Recorder, tol: float, max_iter: int):
+    def __init__(self, plan: Plan, problem: OTProblem, opts: SNSOptions, rec: Recorder, tol: float, max_iter: int,
+                 monitor=None):
         plan.attach(problem)
+        self.monitor = monitor
         self.plan, self.opts, self.rec, self.tol, self.max_iter = plan, opts, rec, tol, max_iter
         self.marginals = marginals_for(problem)
         self.reg, self.mass = problem.reg, problem.mass
@@ -343,6 +353,8 @@ class _Stage:
                 self.n_newton += 1
                 if self.rec(cur.error, cur.dual, STAGE_NEWTON):
                     return cur.f, cur.g, "callback", self.n_sinkhorn, self.n_newton
+                if self.monitor is not None and not cur.error < self.tol and self.monitor(cur.f, cur.g, cur.error):
+                    return cur.f, cur.g, "support", self.n_sinkhorn, self.n_newton
                 if stalled >= _STALL_STEPS and not cur.error < self.tol:
                     return cur.f, cur.g, "floor", self.n_sinkhorn, self.n_newton
                 if t == 1.0 and cur.error > _SLOW * err and self.quota < self.quota_max \
