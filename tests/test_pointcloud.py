@@ -260,3 +260,25 @@ def test_dense_costs_below_the_threshold_or_small_stay_dense():
     assert snsot.solve(C, reg=1e-2).support_size is None
     small = _mostly_forbidden(100, 0.95, seed=10)  # 10,000 entries: one dense pass is cheap
     assert snsot.solve(small, reg=1e-2).support_size is None
+
+
+@pytest.mark.parametrize("fraction", [1e-30, 1e30])
+def test_refreshing_after_every_newton_step_or_never_gives_the_same_answer(fraction, monkeypatch):
+    # The monitor stops a solve on a support (internal status "support") once the
+    # outside-mass bound reaches a fraction of the error (and its target); with supports
+    # built without room, at 1e-30 it refreshes after nearly every Newton step (until the
+    # last allowed support), at 1e30 never: both
+    # end converged, on the dense answer, and the internal status never escapes.
+    from snsot.solvers import pointcloud as PC
+
+    monkeypatch.setattr(PC, "_MONITOR_FRACTION", fraction)
+    monkeypatch.setattr(PC, "_REFRESH_ROOM", 1.0)  # no room: any drift takes the bound past its target
+    rng = np.random.default_rng(21)
+    x, y = rng.random((400, 2)), np.clip(rng.normal(0.5, 0.15, (350, 2)), 0, 1)
+    reg = 1e-3
+    res = snsot.solve(PointCloud(x, y), reg=reg, tol=1e-9)
+    dense = snsot.solve(PointCloud(x, y).dense_cost(), reg=reg, tol=1e-10)
+    assert res.converged and res.status == "success"
+    assert abs(res.plan.toarray() - dense.plan).max() < 1e-9
+    if fraction < 1:
+        assert sum(s["refreshes"] for s in res.scales) >= 2

@@ -127,6 +127,51 @@ def test_forced_hessian_converges_to_pots_plan(hessian, shape):
     assert_dual_ascends(res, p.a, p.b)
 
 
+@pytest.mark.parametrize("hessian", ["dense", "sparse"])
+def test_extrapolating_line_search_converges_and_ascends(hessian):
+    # Longer steps only where the dual rises further: the same optimum, every
+    # iterate still an ascent, and on a problem whose steps are long (small reg,
+    # far start) some step is taken beyond the Newton step.
+    from snsot.solvers import sns as S
+
+    rng = np.random.default_rng(1)  # measured to take long steps with either Hessian
+    x, y = rng.random((200, 2)), np.clip(rng.normal(0.5, 0.15, (200, 2)), 0, 1)  # clipped: edges far off
+    C, a = costs.pairwise(x, y), np.full(200, 1 / 200)
+    taken = []
+    inner = S._Stage.extrapolate
+
+    def spy(self, cur, trial, d):
+        t = inner(self, cur, trial, d)
+        taken.append(t)
+        return t
+
+    S._Stage.extrapolate = spy
+    try:
+        res = snsot.solve(C, a, a, reg=1e-3, tol=1e-10, hessian=hessian, extrapolate=8, eps_scaling=False)
+    finally:
+        S._Stage.extrapolate = inner
+    # Gibbs form of the potentials and marginals re-measured within 1e-10 (check_result) certify
+    # the entropic optimum (POT's log Sinkhorn needs minutes on these clipped clouds at reg 1e-3).
+    check_result(res, C, a, a, 1e-10, method="sns")
+    assert res.converged and res.n_newton > 0
+    assert_dual_ascends(res, a, a)
+    assert taken and max(taken) > 1.0 and all(t in (1.0, 2.0, 4.0, 8.0) for t in taken)
+
+
+def test_plan_points_swap_only_with_their_own_kind():
+    from snsot.solvers._plan import PlanPoint
+
+    class Other(PlanPoint):
+        pass
+
+    a, b = PlanPoint(3, 2, 0), PlanPoint(3, 2, 0)
+    a.total, b.total = 1.0, 2.0
+    a.swap(b)
+    assert (a.total, b.total) == (2.0, 1.0)
+    with pytest.raises(TypeError, match="other"):
+        a.swap(Other(3, 2, 0))
+
+
 def _switch(horizons=(30, 100), wide=True):
     from snsot.solvers.sns import _AdaptiveSwitch
 
@@ -446,6 +491,8 @@ def test_callback_can_stop_inside_the_newton_stage():
         (dict(sparsity=0.1), r"^sparsity: sets the paper variant's fixed sparsity"),
         (dict(direction="newton"), r"^direction: must be a callable"),
         (dict(eps_scaling=1), r"^eps_scaling: must be 'auto', True or False"),
+        (dict(extrapolate=0), r"^extrapolate: must be an integer >= 1"),
+        (dict(extrapolate=2.5), r"^extrapolate: must be an integer >= 1"),
     ],
 )
 def test_bad_sns_options_raise(options, match):

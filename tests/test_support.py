@@ -112,6 +112,28 @@ def test_outside_mass_bound_follows_the_potentials_when_they_move():
     assert sup.outside_mass(f + 10 * reg, g) == pytest.approx(sup.outside_mass(f, g) * math.exp(10), rel=1e-12)
 
 
+def test_one_column_moving_far_leaves_the_pair_by_pair_bound_tight_and_valid():
+    # The dropped pairs are summed again at the new potentials: one column's drift
+    # raises the bound by that column's own dropped pairs, not every row's (the
+    # coarse bound R_i exp(df_i + max dg) multiplies everything by exp(max dg)).
+    x, y = clouds("gauss", 250, 250, 2, seed=7)
+    cloud = PointCloud(x, y)
+    reg = 1e-3
+    f, g = snsot.solve(cloud.dense_cost(), reg=reg, tol=1e-9).potentials
+    sup = truncate(cloud, f, g, reg, max_outside=1e-9)
+    mask = support_mask(sup)
+    for shift in (3.0, 8.0, 15.0):
+        g1 = g.copy()
+        g1[17] += shift * reg
+        _, _, P1 = dense_truth(cloud, f, g1, reg)
+        outside = np.where(mask, 0.0, P1).sum()
+        bound = sup.outside_mass(f, g1)
+        coarse = float(np.sum(sup.row_bound) * math.exp(shift))
+        assert outside <= bound <= coarse
+        if shift >= 8.0:
+            assert bound < 0.01 * coarse
+
+
 def test_truncation_at_unconverged_potentials_is_still_certified():
     x, y = clouds("gauss", 200, 300, 2, seed=4)
     cloud = PointCloud(x, y)

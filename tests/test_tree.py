@@ -157,3 +157,21 @@ def test_moved_mass_matches_the_numpy_twin_and_scales_exactly():
     # a uniform shift of every potential by c (in units of reg) multiplies each row by exp(c)
     np.testing.assert_allclose(moved_mass((indptr, cols, logp), df + 2.0, dg), got * math.exp(2.0), rtol=1e-13)
     assert np.all(got[counts == 0] == 0.0)
+
+
+def test_the_rows_visiting_order_changes_nothing_but_speed():
+    from snsot._tree import spatial_order
+
+    rng = np.random.default_rng(11)
+    x, y = rng.random((700, 2)), rng.random((500, 2))
+    f, g = rng.normal(0, 0.01, 700), rng.normal(0, 0.01, 500)
+    order = spatial_order(x)
+    np.testing.assert_array_equal(np.sort(order), np.arange(700))  # a permutation
+    assert not np.array_equal(order, np.arange(700))
+    tree = ColumnTree(y)
+    plain = tree.pairs(x, f, g, 1e-2, 20.0, 2.0)
+    ordered = tree.pairs(x, f, g, 1e-2, 20.0, 2.0, order=order)
+    for u, v in zip(plain, ordered):
+        np.testing.assert_array_equal(u, v)
+    with pytest.raises(ValueError, match="order"):
+        tree.pairs(x, f, g, 1e-2, 20.0, 2.0, order=order[:-1])

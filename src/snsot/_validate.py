@@ -118,6 +118,7 @@ RULES: dict[str, Rule] = {
     "max_row_entries": Rule("int", low=1, optional=True),
     "max_cg": Rule("int", low=1),
     "direction": Rule("callable", optional=True),
+    "extrapolate": Rule("int", low=1),
     # POT's names (snsot.sinkhorn)
     "numItermax": _positive("int", optional=True),
     "stopThr": Rule("real", low=0),

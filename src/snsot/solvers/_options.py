@@ -31,11 +31,12 @@ class SNSOptions:
     max_cg: int = 500
     hessian: str = "auto"
     direction: Callable = newton_direction
+    extrapolate: int = 1
 
     @classmethod
     def from_user(cls, n_rows: int, *, variant="adaptive", eps_scaling="auto", eps_factor=10.0, n_warmup=None,
                   sparsity=None, kappa=1.0, switch_horizon=None, max_row_entries=None, max_cg=500,
-                  hessian="auto", direction=None) -> "SNSOptions":
+                  hessian="auto", direction=None, extrapolate=1) -> "SNSOptions":
         """Validate the user's options for a problem with ``n_rows`` rows; raises ValueError naming the bad one.
 
         Each option is checked alone by :func:`snsot._validate.check` (the
@@ -49,7 +50,7 @@ class SNSOptions:
             "kappa", kappa)
         switch_horizon, max_cg = check("switch_horizon", switch_horizon), check("max_cg", max_cg)
         max_row_entries, sparsity = check("max_row_entries", max_row_entries), check("sparsity", sparsity)
-        direction = check("direction", direction)
+        direction, extrapolate = check("direction", direction), check("extrapolate", extrapolate)
         if direction is None:
             direction = newton_direction
         if variant == "paper":
@@ -68,4 +69,4 @@ class SNSOptions:
             hessian = "sparse"  # a cap on kept entries asks for the sparse Hessian
         return cls(variant=variant, eps_scaling=eps_scaling, eps_factor=float(eps_factor), n_warmup=n_warmup,
                    sparsity=sparsity, kappa=kappa, switch_horizon=switch_horizon, max_row_entries=max_row_entries,
-                   max_cg=max_cg, hessian=hessian, direction=direction)
+                   max_cg=max_cg, hessian=hessian, direction=direction, extrapolate=extrapolate)

@@ -91,6 +91,12 @@ class PlanPoint:
         """Most Hessian candidates kept in one row at this point (0 without candidates)."""
         return 0
 
+    def swap(self, other: "PlanPoint") -> None:
+        """Exchange everything held with ``other``, a point of the same plan and kind (O(1): no copy)."""
+        if type(other) is not type(self):
+            raise TypeError(f"other: a {type(self).__name__} swaps only with its own kind; got {type(other).__name__}")
+        self.__dict__, other.__dict__ = other.__dict__, self.__dict__
+
 
 @dataclass
 class FinalPlan:

@@ -74,6 +74,9 @@ _EPS_AUTO_RATIO = 500.0
 _MAX_BACKTRACK = 40
 #: Largest change of any log plan entry, in units of reg, one Newton step may make.
 _MAX_LOG_CHANGE = 30.0
+#: The extrapolating line search (option ``extrapolate``) tries longer steps only after a step
+#: that changed some log plan entry by at least this much (in units of reg).
+_EXTRAPOLATE_MIN_CHANGE = 2.0
 #: Adaptive variant: Sinkhorn steps before the switch rule may fire (the
 #: first iterations' rate says little about the rest).
 _MIN_WARMUP = 20
@@ -158,6 +161,7 @@ def solve_sns(
     max_cg: int = 500,
     hessian: str = "auto",
     direction=None,
+    extrapolate: int = 1,
     _plan: Plan | None = None,
     _monitor=None,
 ):
@@ -208,6 +212,16 @@ def solve_sns(
         Giving it selects the sparse Hessian.
     max_cg : int
         CG iteration cap per Newton step.
+    extrapolate : int
+        Longest step, in multiples of the Newton step, a line search may take
+        (1, the default: none). Above 1, a full step that the line search
+        accepts is tried at twice its length, then four times..., while the
+        dual keeps rising (within the trust region); each try costs one pass
+        over the plan. Where a Newton step is dear and the iterate far (the
+        point-cloud solver's last scale, where Newton moves parts of the
+        potentials by 2 to 4 ``reg`` per step towards offsets of 10 to 20
+        ``reg`` left by the coarser scale) this saves steps: 28 -> 20 Newton
+        steps at n = 10^5 points, reg 1e-5.
     direction : callable, optional
         How a Newton direction is computed, with the signature and result of
         :func:`snsot.solvers.linalg.newton_direction` (the default). A
@@ -229,7 +243,7 @@ def solve_sns(
     opts = SNSOptions.from_user(
         problem.shape[0], variant=variant, eps_scaling=eps_scaling, eps_factor=eps_factor, n_warmup=n_warmup,
         sparsity=sparsity, kappa=kappa, switch_horizon=switch_horizon, max_row_entries=max_row_entries,
-        max_cg=max_cg, hessian=hessian, direction=direction)
+        max_cg=max_cg, hessian=hessian, direction=direction, extrapolate=extrapolate)
     rec = Recorder(callback)
     f = None if init is None else init[0]
     plan = DensePlan(problem) if _plan is None else _plan
@@ -320,6 +334,7 @@ class _Stage:
         self.fallback_steps = 10  # Sinkhorn steps of the next fallback (doubles each time)
         self.direction = None  # the last Newton direction: CG's next starting guess
         self.probe = None  # the dense probe the adaptive switch took, if any
+        self.spare = None  # a third point for the extrapolating line search
         self.tau_next = 0.0
         m = plan.max_row_length
         if opts.variant == "paper":
@@ -448,9 +463,32 @@ class _Stage:
             if gain >= _ARMIJO * t * slope or (
                 gain >= -self.marginals.rounding(cur.f, cur.g, cur.total) and trial.error < cur.error
             ):
+                if t == 1.0 and self.opts.extrapolate > 1:
+                    t = self.extrapolate(cur, trial, d)
                 return t
             t *= 0.5
         return None
+
+    def extrapolate(self, cur, trial, d) -> float:
+        """After a full step into ``trial``: double the step while the dual rises (option ``extrapolate``).
+
+        Stays within the trust region; ``trial`` ends holding the best point
+        (a spare point is evaluated and swapped in, no copy); returns its step.
+        """
+        change = max(abs(d.x.max() + d.y.max()), abs(d.x.min() + d.y.min())) / self.reg
+        t = 1.0
+        if change < _EXTRAPOLATE_MIN_CHANGE:  # a step this short is in Newton's quadratic regime
+            return t
+        while 2.0 * t <= self.opts.extrapolate and 2.0 * t * change <= _MAX_LOG_CHANGE:
+            spare = self.spare
+            if spare is None or spare.quota != trial.quota or type(spare) is not type(trial):
+                spare = self.spare = self.plan.new_point(trial.quota)
+            self.evaluate(spare, cur.f + 2.0 * t * d.x, cur.g + 2.0 * t * d.y, self.tau_next)
+            if not (spare.dual > trial.dual and np.isfinite(spare.error)):
+                break
+            trial.swap(spare)
+            t *= 2.0
+        return t
 
     def fall_back(self, cur):
         """Sinkhorn steps from ``cur`` (twice as many as last time); the Hessian gets ten times denser."""
