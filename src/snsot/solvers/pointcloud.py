@@ -13,9 +13,13 @@ Schmitzer's sparse scaling and GeomLoss's multiscale backend):
    ``w(reg) ~ (theta reg)^(1/p)`` (:func:`_cluster_width`), chosen so that a
    cluster has about ``start_partners`` partners, carrying their points'
    mass; once clusters would be nearly as many as the points, the points
-   themselves. Every level's support then holds about ``start_partners``
-   pairs per cluster or point: memory O(n k) from the first scale to the
-   last (each scale's largest count is reported in ``result.scales``).
+   themselves (:data:`_POINTS_FRACTION` of them on both sides). Every
+   level's support then holds about ``start_partners`` pairs per cluster or
+   point: memory O(n k) from the first scale to the last (each scale's
+   largest count is reported in ``result.scales``). Clusters are kept until
+   they are 0.8 of the points, with 200 partners each: on the points, the
+   scale before the last would hold 4 times the final support (the plan is
+   4 times wider there), which is what decides how far ``n`` can go.
 2. **Coarse start.** The first ``reg`` is the smallest of the schedule whose
    clusters are at most ``n_coarse`` per side; that small problem is solved
    densely by SNS.
@@ -26,11 +30,18 @@ Schmitzer's sparse scaling and GeomLoss's multiscale backend):
    T(X_I))`` with ``T`` the barycentric map, so the carried potential is
    accurate to ``O(h^2 / reg)`` instead of ``O(h / reg)`` for clusters of
    width ``h``; a finer cluster takes its points' mass-weighted mean.
-4. **Refine.** At each ``reg``: truncate the support at the current
-   potentials with a certified outside mass below ``outside_fraction * tol``
-   (:func:`snsot.support.truncate`), solve on it with SNS, and refresh the
-   support while the bound at the new potentials exceeds that target.
-   Intermediate scales are solved to ``1e-3`` of the mass, the last to ``tol``.
+4. **Refine.** At each ``reg``: settle the carried potentials with a few
+   Sinkhorn steps (on the previous support when the clustering is the same,
+   else, at the last scale, on one truncated at the carried potentials),
+   truncate the support at them with a certified outside mass below
+   ``outside_fraction * tol`` (:func:`snsot.support.truncate`), solve on it
+   with SNS, and refresh the support when the bound at the new potentials
+   exceeds that target: after the solve, and also after any Newton step
+   where the bound reaches a tenth of the error left (a support that lacks
+   pairs the solution needs otherwise draws Newton towards its own optimum).
+   Intermediate scales are solved to ``1e-3`` of the mass, the last to
+   ``tol``; SNS runs with ``extrapolate=8`` (the last scale starts 10 to 20
+   reg from its optimum near the clouds' edges).
 
 Before any of this, the final support's size is estimated
 (:func:`estimate_support`) and a problem that would not fit in ``max_nnz``
