@@ -489,15 +489,13 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
         target = fraction * stage_tol
         refreshes = 0
         max_partners = 0
-        settle_iter = _SETTLE_ITER
         if support is None and last and plan is not None:
-            # Arriving from clusters, there is no support of this level to settle on:
-            # carried potentials are too rough to truncate at for the last time (their
-            # support is ~1.6x the final one), so settle on one truncated at them, to
-            # the intermediate scales' tolerance, and truncate afresh after.
+            # Arriving from clusters, there is no support of this level to settle on, and
+            # the carried potentials are too rough to truncate at for the last time (at
+            # n = 10^4 their support is 1.6x the final one): settle them on a support
+            # truncated at them, then truncate afresh.
             support = truncate(level.cloud, f, g, r, _REFRESH_ROOM * target, max_nnz=max_nnz)
             max_partners = _max_partners(support)
-            settle_iter = _SETTLE_ITER
         if support is not None:
             # Settle the potentials at the new reg on the previous support first: it is
             # wider (the plan narrows as reg shrinks), so the truncation that follows
@@ -505,7 +503,7 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
             problem = SupportProblem(support, level.A, level.B, r)
             with thread_limit(support.nnz, n_threads):
                 pre = solve_sns(problem, tol=max(stage_tol, stage_tol_rel * mass),
-                                max_iter=max(min(settle_iter, max_iter - used), 1), init=(f, g), callback=callback,
+                                max_iter=max(min(_SETTLE_ITER, max_iter - used), 1), init=(f, g), callback=callback,
                                 _plan=SparsePlan(problem), eps_scaling=False, **options)
             parts.append((pre.history, t_stage - t_start, r))
             used += pre.n_iter
