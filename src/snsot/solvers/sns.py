@@ -475,7 +475,7 @@ class _Stage:
         Stays within the trust region; ``trial`` ends holding the best point
         (a spare point is evaluated and swapped in, no copy); returns its step.
         """
-        change = max(abs(d.x.max() + d.y.max()), abs(d.x.min() + d.y.min())) / self.reg
+        change = _log_change(d, self.reg)
         t = 1.0
         if change < _EXTRAPOLATE_MIN_CHANGE:  # a step this short is in Newton's quadratic regime
             return t
@@ -541,11 +541,17 @@ class _Stage:
 def _trust_region(d, reg: float) -> float:
     """Largest step ``t <= 1`` changing no log plan entry by more than :data:`_MAX_LOG_CHANGE`.
 
-    ``max_ij |x_i + y_j|`` is exact from the extremes. Far-off trial points
+    ``max_ij |x_i + y_j|`` (:func:`_log_change`) is exact from the extremes. Far-off trial points
     only overflow or get rejected, each at the price of an exponential pass.
     """
-    change = max(abs(d.x.max() + d.y.max()), abs(d.x.min() + d.y.min())) / reg
+    change = _log_change(d, reg)
     return 1.0 if change <= _MAX_LOG_CHANGE else _MAX_LOG_CHANGE / change
+
+
+def _log_change(d, reg: float) -> float:
+    """Largest change ``max_ij |x_i + y_j| / reg`` a full step along ``d`` makes to a log plan entry
+    (exact from the extremes of ``x`` and ``y``)."""
+    return max(abs(d.x.max() + d.y.max()), abs(d.x.min() + d.y.min())) / reg
 
 
 def _initial_quota(m: int) -> int:
