@@ -87,21 +87,24 @@ def test_truncated_support_certifies_the_mass_it_leaves_out(kind, dim, cost, reg
     assert not mask[a == 0].any()
 
 
-def test_per_row_bound_is_much_tighter_than_the_count_bound():
-    x, y = clouds("gauss", 400, 400, 2, seed=1)
+def support_at_optimum(n, seed, max_outside, reg=1e-3):
+    """``(cloud, f, g, support)``: 2-D clouds of ``n`` points each, their potentials solved
+    densely to 1e-9, and the support truncated there."""
+    x, y = clouds("gauss", n, n, 2, seed=seed)
     cloud = PointCloud(x, y)
-    f, g = snsot.solve(cloud.dense_cost(), reg=1e-3, tol=1e-9).potentials
-    sup = truncate(cloud, f, g, 1e-3, max_outside=1e-9)
+    f, g = snsot.solve(cloud.dense_cost(), reg=reg, tol=1e-9).potentials
+    return cloud, f, g, truncate(cloud, f, g, reg, max_outside=max_outside)
+
+
+def test_per_row_bound_is_much_tighter_than_the_count_bound():
+    _, _, _, sup = support_at_optimum(400, seed=1, max_outside=1e-9)
     assert sup.row_bound.sum() < 0.1 * 400 * 400 * math.exp(-sup.theta)
     assert sup.nnz < 0.5 * 400 * 400  # and the support is really sparse
 
 
 def test_outside_mass_bound_follows_the_potentials_when_they_move():
-    x, y = clouds("gauss", 250, 250, 2, seed=2)
-    cloud = PointCloud(x, y)
     reg = 1e-3
-    f, g = snsot.solve(cloud.dense_cost(), reg=reg, tol=1e-9).potentials
-    sup = truncate(cloud, f, g, reg, max_outside=1e-8)
+    cloud, f, g, sup = support_at_optimum(250, seed=2, max_outside=1e-8, reg=reg)
     mask = support_mask(sup)
     rng = np.random.default_rng(3)
     for scale in (0.1, 1.0, 3.0):
@@ -116,11 +119,8 @@ def test_one_column_moving_far_leaves_the_pair_by_pair_bound_tight_and_valid():
     # The dropped pairs are summed again at the new potentials: one column's drift
     # raises the bound by that column's own dropped pairs, not every row's (the
     # coarse bound R_i exp(df_i + max dg) multiplies everything by exp(max dg)).
-    x, y = clouds("gauss", 250, 250, 2, seed=7)
-    cloud = PointCloud(x, y)
     reg = 1e-3
-    f, g = snsot.solve(cloud.dense_cost(), reg=reg, tol=1e-9).potentials
-    sup = truncate(cloud, f, g, reg, max_outside=1e-9)
+    cloud, f, g, sup = support_at_optimum(250, seed=7, max_outside=1e-9, reg=reg)
     mask = support_mask(sup)
     for shift in (3.0, 8.0, 15.0):
         g1 = g.copy()
