@@ -270,17 +270,6 @@ def test_unreachable_scheduler_is_named():
         snsot.distances(images(0, 2), reg=REG, engine="dask", client="tcp://127.0.0.1:9")
 
 
-@pytest.fixture(scope="module")
-def dask_client():
-    distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                       silence_logs=50)
-    client = distributed.Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
-
-
 @pytest.mark.slow
 def test_dask_gives_the_identical_matrix(dask_client):
     X = images(11, 6)

@@ -132,17 +132,6 @@ def _report_worker(data, chunk):
                 converged=records[:, 3].tolist(), faults_per_allocation=faults_per_allocation())
 
 
-@pytest.fixture(scope="module")
-def one_worker_cluster():
-    distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
-                                       silence_logs=50)
-    client = distributed.Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
-
-
 def _mnist_work():
     from snsot import costs, datasets
     from snsot.batch import _Work
