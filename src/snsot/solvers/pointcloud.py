@@ -43,6 +43,12 @@ Schmitzer's sparse scaling and GeomLoss's multiscale backend):
    ``tol``; SNS runs with ``extrapolate=8`` (the last scale starts 10 to 20
    reg from its optimum near the clouds' edges).
 
+Each cloud is first put in the leaf order of a k-d tree over it (and each
+level's clusters in that of their centres): a point's partners then have
+nearby indices, so the passes over the support gather and scatter within
+cache. At n = 10^6 a CG product over the 4.4e7 pairs took 1.23 s with the
+points in input order and 0.1 s in tree order.
+
 Before any of this, the final support's size is estimated
 (:func:`estimate_support`) and a problem that would not fit in ``max_nnz``
 pairs is refused with the estimate and what to change.
@@ -67,6 +73,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._kernels import thread_limit
+from .._tree import spatial_order
 from ..geometry import PointCloud
 from scipy.spatial import cKDTree
 
@@ -246,7 +253,12 @@ def _grid_clusters(points, weights, width, origin):
     mass = np.bincount(labels, weights=weights)
     d = points.shape[1]
     centres = np.stack([np.bincount(labels, weights=weights * points[:, k]) for k in range(d)], axis=1)
-    return labels, centres / mass[:, None], mass
+    centres /= mass[:, None]
+    # Clusters numbered in the leaf order of a k-d tree over their centres (see solve_pointcloud).
+    order = spatial_order(centres)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return rank[labels], centres[order], mass[order]
 
 
 def _ball_volume(d) -> float:
@@ -397,7 +409,11 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     rows, cols = np.flatnonzero(a > 0), np.flatnonzero(b > 0)
-    sub = PointCloud(cloud.x[rows], cloud.y[cols], cloud.p) if rows.size < a.size or cols.size < b.size else cloud
+    # The points with mass, each cloud in the leaf order of a k-d tree over it: a point's partners
+    # then have nearby indices, so every pass over the support (Sinkhorn, the plan, CG's products)
+    # gathers and scatters within cache instead of across the whole potential vector.
+    rows, cols = rows[spatial_order(cloud.x[rows])], cols[spatial_order(cloud.y[cols])]
+    sub = PointCloud(cloud.x[rows], cloud.y[cols], cloud.p)
     a_s, b_s = a[rows], b[cols]
     mass = float(a_s.sum())
     tol_abs = tol * mass
