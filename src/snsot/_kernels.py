@@ -783,6 +783,34 @@ def _schur_matvec(indptr, indices, data, d_row, d_col, y, out):
             out[indices[t]] -= data[t] * ti
 
 
+@parallel_kernel(fastmath=_LOOP_FLAGS)
+def schur_matvec_chunked(indptr, indices, data, d_row, d_col, y, n_chunks, out):
+    """:func:`_schur_matvec` with the rows in ``n_chunks`` blocks run in parallel.
+
+    Each block scatters ``S^T diag(1/d_row) S y`` over its rows into a private
+    column buffer, summed in block order afterwards (deterministic for a given
+    ``n_chunks``): ``n_chunks * m`` extra memory, no write conflicts. One block
+    is :func:`_schur_matvec`'s loop.
+    """
+    n = indptr.shape[0] - 1
+    m = out.shape[0]
+    part = np.zeros((n_chunks, m))
+    for k in prange(n_chunks):
+        buf = part[k]
+        for i in range(k * n // n_chunks, (k + 1) * n // n_chunks):
+            s = 0.0
+            for t in range(indptr[i], indptr[i + 1]):
+                s += data[t] * y[indices[t]]
+            ti = s / d_row[i]
+            for t in range(indptr[i], indptr[i + 1]):
+                buf[indices[t]] += data[t] * ti
+    for j in prange(m):
+        acc = 0.0
+        for k in range(n_chunks):
+            acc += part[k, j]
+        out[j] = d_col[j] * y[j] - acc
+
+
 @kernel(fastmath=_LOOP_FLAGS)
 def schur_cg(indptr, indices, data, d_row, d_col, rhs, rtol, max_iter, y0):
     """Jacobi-preconditioned CG on the Schur complement ``K = D_col - S^T D_row^{-1} S``.
