@@ -158,6 +158,43 @@ def test_extrapolating_line_search_converges_and_ascends(hessian):
     assert taken and max(taken) > 1.0 and all(t in (1.0, 2.0, 4.0, 8.0) for t in taken)
 
 
+@pytest.mark.parametrize("clip", [True, False])
+def test_a_direction_past_the_trust_region_is_clipped_first_and_still_converges(monkeypatch, clip):
+    # A warm start with a few rows hundreds of reg off: the first Newton direction asks for far more
+    # than the trust region. Clipping those unknowns (or, switched off, shrinking the whole step)
+    # must reach the same optimum, every step still an ascent; with clipping on, some step is taken
+    # along the clipped direction.
+    from snsot.solvers import sns as S
+
+    monkeypatch.setattr(S, "_CLIP_OUTLIERS", clip)
+    rng = np.random.default_rng(3)
+    x, y = rng.random((150, 2)), rng.random((150, 2))
+    C, a = costs.pairwise(x, y), np.full(150, 1 / 150)
+    reg = 2e-3
+    cold = snsot.solve(C, a, a, reg=reg, tol=1e-11)
+    f0, g0 = cold.potentials
+    f0 = f0.copy()
+    f0[:3] += 400 * reg  # three rows far above their optimum
+    seen = []
+    inner = S._Stage.line_search
+
+    def spy(self, cur, trial, d, slope, t, **kw):
+        seen.append(("clipped" if kw.get("t_min", 0.0) > 0 else "plain", S._log_change(d, self.reg)))
+        return inner(self, cur, trial, d, slope, t, **kw)
+
+    monkeypatch.setattr(S._Stage, "line_search", spy)
+    res = snsot.solve(C, a, a, reg=reg, tol=1e-11, init=(f0, g0), n_warmup=1, eps_scaling=False)
+    check_result(res, C, a, a, 1e-11, method="sns")
+    assert res.converged and res.n_newton > 0
+    assert_dual_ascends(res, a, a)
+    np.testing.assert_allclose(res.plan, cold.plan, rtol=0, atol=1e-10)
+    clipped = [change for kind, change in seen if kind == "clipped"]
+    if clip:
+        assert clipped and max(clipped) <= S._MAX_LOG_CHANGE * (1 + 1e-12)
+    else:
+        assert not clipped
+
+
 def test_plan_points_swap_only_with_their_own_kind():
     from snsot.solvers._plan import PlanPoint
 
