@@ -282,3 +282,27 @@ def test_refreshing_after_every_newton_step_or_never_gives_the_same_answer(fract
     assert abs(res.plan.toarray() - dense.plan).max() < 1e-9
     if fraction < 1:
         assert sum(s["refreshes"] for s in res.scales) >= 2
+
+
+def test_predicting_each_scale_in_reg_starts_closer_with_smaller_supports_and_the_same_answer(monkeypatch):
+    """The potentials' drift in reg, extrapolated from the previous scale: the last scale starts at a
+    lower marginal error, the scales between keep fewer pairs (truncated at better potentials), and
+    the plan is the one without the prediction (clipped Gaussian, whose tail drifts most)."""
+    from snsot.bench.pointcloud import clouds
+    from snsot.solvers import pointcloud as PC
+
+    x, y = clouds(3000)[:2]
+    reg = 1e-4
+    runs = {}
+    for predict in (True, False):
+        monkeypatch.setattr(PC, "_PREDICT", predict)
+        res = snsot.solve(PointCloud(x, y), reg=reg, tol=1e-10)
+        assert res.converged
+        runs[predict] = res
+    first = {p: r.history.marginal_error[r.history.reg == reg][0] for p, r in runs.items()}
+    assert first[True] < 0.97 * first[False]
+    sizes = {p: [s["support_size"] for s in r.scales] for p, r in runs.items()}
+    between = slice(1, len(sizes[True]) - 1)  # after the dense start, before the last
+    assert all(s1 <= s0 for s1, s0 in zip(sizes[True][between], sizes[False][between]))
+    assert sum(sizes[True][between]) < 0.9 * sum(sizes[False][between])
+    np.testing.assert_allclose(runs[True].plan.toarray(), runs[False].plan.toarray(), rtol=0, atol=1e-10)

@@ -30,7 +30,15 @@ Schmitzer's sparse scaling and GeomLoss's multiscale backend):
    T(X_I))`` with ``T`` the barycentric map, so the carried potential is
    accurate to ``O(h^2 / reg)`` instead of ``O(h / reg)`` for clusters of
    width ``h``; a finer cluster takes its points' mass-weighted mean.
-4. **Refine.** At each ``reg``: settle the carried potentials with a few
+4. **Predict.** Before carrying, the potentials are extrapolated in ``reg``:
+   entropic potentials move like ``f_reg ~ f_0 + reg h`` (``h`` from the log
+   densities), by tens of reg in a Gaussian's tail between ``4 reg`` and
+   ``reg``, so each scale adds ``(r_prev - r) / (r_prevprev - r_prev)`` times
+   the drift of the previous scale (its solution minus its carried start).
+   At n = 10^5 (reg 1e-5) the last scale then starts at a marginal error of
+   8.8e-3 instead of 1.2e-2 and the intermediate supports are 1.1-1.7x
+   smaller.
+5. **Refine.** At each ``reg``: settle the carried potentials with a few
    Sinkhorn steps (on the previous support when the clustering is the same,
    else, at the last scale, on one truncated at the carried potentials),
    truncate the support at them with a certified outside mass below
@@ -106,6 +114,8 @@ _EXTRAPOLATE = 8
 _THETA_TYPICAL = 30.0
 #: A level switches to the points once its clusters would be at least this fraction of them on both sides.
 _POINTS_FRACTION = 0.8
+#: Predict each scale's potentials from the previous scale's drift (see :func:`solve_pointcloud`).
+_PREDICT = True
 
 
 def _finish(res, plan_shape, rows, cols, bound, support_size):
@@ -483,6 +493,7 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
         regs.append(reg)
         r_prev = r0
 
+    start = None  # normalised potentials carried into the previous scale, and the reg they came from
     used = 0
     counts = np.array(first_counts, dtype=np.int64)  # Sinkhorn and Newton steps over every stage and refresh
     res = support = None
@@ -495,7 +506,15 @@ def solve_pointcloud(cloud: PointCloud, a, b, *, reg, tol, max_iter, init=None, 
             levels["points"] = _Level(sub, a_s, b_s)
         new = level_at(r)
         if plan is not None:
+            if start is not None and _PREDICT:
+                # The entropic potentials move like f_reg ~ f_0 + reg h (h from the log densities:
+                # tens of reg in a Gaussian's tail between 4 reg and reg); predict this reg's from
+                # the drift over the previous scale, from its carried start to its solution.
+                w = (r_prev - r) / (start[2] - r_prev)
+                f = f + w * (f - r_prev * np.log(level.A) - start[0])
+                g = g + w * (g - r_prev * np.log(level.B) - start[1])
             f, g = _carry(level, new, f, g, r_prev, r, plan, p, sub, a_s, b_s)
+            start = (f - r * np.log(new.A), g - r * np.log(new.B), r_prev)
         if new is not level:
             support = None  # another clustering: its support is built afresh
         level = new
