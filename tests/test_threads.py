@@ -55,6 +55,9 @@ def _kernel_cases(rng):
     d_row, d_col = rng.random(n) + 5.0, rng.random(m) + 5.0
     y, w = rng.normal(size=m), rng.normal(size=n)
     cap, chunks = 8, 3
+    keep = B * (rng.random((n, m)) < 0.2)  # a CSR block with about a fifth of the entries
+    csr = (np.concatenate([[0], np.cumsum((keep > 0).sum(axis=1))]).astype(np.int64),
+           np.nonzero(keep)[1].astype(np.int32), keep[keep > 0])
     pass_out = lambda: (np.empty(n), np.zeros(n, np.int64), np.zeros((n, cap), np.int32), np.zeros((n, cap)))  # noqa: E731
     return {
         "row_update": lambda k: (k(C, g, np.log(a), reg, out := np.empty(n)), out)[1],
@@ -65,6 +68,7 @@ def _kernel_cases(rng):
         "dense_schur_setup": lambda k: k(B, u, v, d_row, w, chunks),
         "dense_schur_matvec": lambda k: k(B, u, v, d_row, d_col, y, chunks),
         "scaled_matvec": lambda k: k(B, u, v, y),
+        "schur_matvec_chunked": lambda k: (k(*csr, d_row, d_col, y, chunks, out := np.empty(m)), out)[1],
         "dense_plan": lambda k: (k(C, f, g, reg, P := np.empty((n, m))), P)[1],
         "dense_plan_sums": lambda k: (*k(C, f, g, reg, chunks, P := np.empty((n, m)), r := np.empty(n)), P, r),
         "base_sinkhorn_step": lambda k: (
