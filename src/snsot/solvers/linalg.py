@@ -397,12 +397,10 @@ def _aggregate_matrix(A, strong):
     """Aggregates of a symmetric matrix's unknowns: :func:`snsot._kernels.aggregate_columns` on the
     magnitudes of its off-diagonal entries, each row's own unknown counted as its strongest link."""
     W = abs(A).tocsr()
-    W.setdiag(0.0)
+    W = (W - sp.diags(W.diagonal())).tocsr()
     W.eliminate_zeros()
     row_max = W.max(axis=1).toarray().ravel()
-    row_max = np.where(row_max > 0, row_max, 1.0)
-    W.setdiag(row_max)
-    W = W.tocsr()
+    W = (W + sp.diags(np.where(row_max > 0, row_max, 1.0))).tocsr()
     return K.aggregate_columns(W.indptr.astype(np.int64), W.indices.astype(np.int64), W.data, A.shape[0], strong)
 
 
