@@ -381,7 +381,7 @@ def test_matrix_aggregation_groups_neighbours_and_labels_every_unknown():
     """Aggregates of an explicit coarse operator: every unknown labelled, contiguous labels, fewer
     aggregates than unknowns, and each aggregate connected in the operator's graph."""
     S, d_row, d_col, Kx = _transport_graph(600, 2e-3, seed=3)
-    labels, n_agg = linalg._aggregate_matrix(Kx, linalg.STRONG_FRACTION)
+    labels, n_agg = linalg._aggregate_matrix(abs(Kx).tocsr(), linalg.STRONG_FRACTION)
     assert set(np.unique(labels)) == set(range(n_agg)) and 1 < n_agg < Kx.shape[0] / 3
     from scipy.sparse.csgraph import connected_components
 

@@ -393,15 +393,15 @@ _MIN_COARSENING = 0.7
 REUSE_ITERATIONS = 1.0
 
 
-def _aggregate_matrix(A, strong):
-    """Aggregates of a symmetric matrix's unknowns: :func:`snsot._kernels.aggregate_columns` on the
-    magnitudes of its off-diagonal entries, each row's own unknown counted as its strongest link."""
-    W = abs(A).tocsr()
+def _aggregate_matrix(W, strong):
+    """Aggregates of a symmetric matrix's unknowns from its entries' magnitudes ``W = |A|`` (CSR):
+    :func:`snsot._kernels.aggregate_columns` on the off-diagonal ones, each row's own unknown counted
+    as its strongest link."""
     W = (W - sp.diags(W.diagonal())).tocsr()
     W.eliminate_zeros()
     row_max = W.max(axis=1).toarray().ravel()
     W = (W + sp.diags(np.where(row_max > 0, row_max, 1.0))).tocsr()
-    return K.aggregate_columns(W.indptr.astype(np.int64), W.indices.astype(np.int64), W.data, A.shape[0], strong)
+    return K.aggregate_columns(W.indptr.astype(np.int64), W.indices.astype(np.int64), W.data, W.shape[0], strong)
 
 
 class TwoLevelPreconditioner:
@@ -495,10 +495,11 @@ class TwoLevelPreconditioner:
         # one has at most `coarsest` unknowns; that one is factorised.
         self.hierarchy = []  # (A, l1 diagonal, labels, n_next)
         while A.shape[0] > coarsest:
-            labels, n_next = _aggregate_matrix(A, strong)
+            magnitudes = abs(A).tocsr()  # for the aggregates and the l1 diagonal alike
+            labels, n_next = _aggregate_matrix(magnitudes, strong)
             if n_next > _MIN_COARSENING * A.shape[0]:
                 break
-            l1 = np.asarray(abs(A).sum(axis=1)).ravel()
+            l1 = np.asarray(magnitudes.sum(axis=1)).ravel()
             self.hierarchy.append((A, l1, labels, n_next))
             R = sp.csr_matrix((np.ones(A.shape[0]), (labels, np.arange(A.shape[0]))), shape=(n_next, A.shape[0]))
             A = (R @ A @ R.T).tocsr()
